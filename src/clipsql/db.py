@@ -1,0 +1,318 @@
+"""Stores: one interface over chdb (embedded ClickHouse), a ClickHouse server and DuckDB.
+
+Public entry point: :func:`open_store`. A :class:`Store` runs SQL with bound parameters,
+upserts Arrow tables, runs the named queries of queries/ and applies the DDL migrations
+of `sql/<dialect>/` (:func:`migrate`). Engines differ only in `sql/<dialect>/` and in
+:mod:`clipsql.dialect`.
+
+A store also has a directory on disk (`root`): the image cache lives in `root/images`,
+and for chdb the database files in `root/chdb`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import urllib.parse
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from . import dialect
+from .errors import BadArgument, StoreError
+from .resources import sql_dir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORE = "clipsql-store"
+#: Every table clipsql writes; an upsert into any other name is refused.
+TABLES = ("photos", "keywords", "collections", "colors", "conversions", "photo_embeddings",
+          "models", "download_status", "etl_runs", "schema_migrations")
+_MIGRATION_NAME_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+#: chdb insert setting: build the HNSW index in merges (or MATERIALIZE INDEX), not per insert,
+#: which costs ~8 s per 25k x 512 vectors on 2 cores (measured, see README "Speed").
+DEFERRED_INDEX_SETTINGS = {"materialize_skip_indexes_on_insert": 0}
+
+
+def default_store_dir() -> Path:
+    """`$CLIPSQL_STORE`, else `./clipsql-store`."""
+    return Path(os.environ.get("CLIPSQL_STORE") or DEFAULT_STORE)
+
+
+class Store:
+    """An open store. Use :func:`open_store`; close it (or use `with`) when done.
+
+    Attributes:
+        engine: 'chdb', 'clickhouse' or 'duckdb'.
+        dialect: 'clickhouse' (chdb and server) or 'duckdb'.
+        root: the store directory (image cache, chdb data).
+        description: where the store is, for messages (no password).
+    """
+
+    engine: str
+    dialect: str
+
+    def __init__(self, root: Path, description: str):
+        self.root = Path(root)
+        self.description = description
+
+    @property
+    def image_dir(self) -> Path:
+        """The image cache: `<root>/images/<photo_id>.jpg`."""
+        return self.root / "images"
+
+    # Subclasses implement these four.
+    def command(self, sql: str, parameters: dict | None = None) -> None:
+        """Run a statement that returns nothing (DDL, INSERT ... SELECT)."""
+        raise NotImplementedError
+
+    def query_df(self, sql: str, parameters: dict | None = None) -> pd.DataFrame:
+        """Run a query written in this store's dialect; parameters are bound, never formatted."""
+        raise NotImplementedError
+
+    def _insert(self, table: str, data: pa.Table) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # Shared behaviour.
+    def query_clickhouse(self, sql: str, parameters: dict | None = None) -> pd.DataFrame:
+        """Run a query written in ClickHouse's dialect ({name:Type} parameters) on this store."""
+        return self.query_df(sql if self.dialect == "clickhouse" else dialect.to_duckdb(sql), parameters)
+
+    def upsert(self, table: str, data: pa.Table) -> None:
+        """Insert `data` (columns by name) into `table`, replacing rows with the same key.
+
+        Raises:
+            BadArgument: `table` is not one of :data:`TABLES`.
+        """
+        if table not in TABLES:
+            raise BadArgument(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
+        if data.num_rows:
+            self._insert(table, data)
+
+    def count(self, table: str, final: bool = True) -> int:
+        """Rows of `table` as reads see them (one per key)."""
+        if table not in TABLES:
+            raise BadArgument(f"unknown table {table!r}")
+        suffix = " FINAL" if final and self.dialect == "clickhouse" and table != "schema_migrations" else ""
+        return int(self.query_df(f"SELECT count() AS n FROM {table}{suffix}" if self.dialect == "clickhouse"
+                                 else f"SELECT count(*) AS n FROM {table}")["n"].iloc[0])
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ClickHouseStore(Store):
+    """chdb or a ClickHouse server, both through clickhouse-connect."""
+
+    dialect = "clickhouse"
+
+    def __init__(self, client, engine: str, root: Path, description: str):
+        super().__init__(root, description)
+        self.client = client
+        self.engine = engine
+
+    def command(self, sql, parameters=None):
+        self.client.command(sql, parameters=parameters)
+
+    def query_df(self, sql, parameters=None):
+        # Through Arrow: it keeps the column names and types of an empty result.
+        return self.client.query_arrow(sql, parameters=parameters, use_strings=True).to_pandas()
+
+    def _insert(self, table, data):
+        settings = DEFERRED_INDEX_SETTINGS if table == "photo_embeddings" else None
+        self.client.insert_arrow(table, data, settings=settings)
+
+    def materialize_vector_index(self) -> None:
+        """Build the HNSW index for parts inserted with it deferred (blocks until done)."""
+        self.command("ALTER TABLE photo_embeddings MATERIALIZE INDEX embedding_hnsw SETTINGS mutations_sync = 1")
+
+    def close(self):
+        self.client.close()
+
+
+class DuckDBStore(Store):
+    """DuckDB through its Python API; ClickHouse query texts pass through :mod:`clipsql.dialect`."""
+
+    dialect = "duckdb"
+    engine = "duckdb"
+
+    def __init__(self, connection, root: Path, description: str):
+        super().__init__(root, description)
+        self.connection = connection
+        for macro in dialect.DUCKDB_MACROS:
+            connection.execute(macro)
+
+    def command(self, sql, parameters=None):
+        self.connection.execute(sql, parameters or None)
+
+    def query_df(self, sql, parameters=None):
+        return self.connection.execute(sql, parameters or None).fetch_df()
+
+    def _insert(self, table, data):
+        self.connection.register("_clipsql_incoming", data)
+        try:
+            self.connection.execute(f"INSERT OR REPLACE INTO {table} BY NAME SELECT * FROM _clipsql_incoming")
+        finally:
+            self.connection.unregister("_clipsql_incoming")
+
+    def close(self):
+        self.connection.close()
+
+
+def open_store(store: str | os.PathLike | None = None, *, clickhouse_url: str | None = None,
+               duckdb: str | os.PathLike | None = None, migrate_schema: bool = True) -> Store:
+    """Open (and create, and migrate) a store.
+
+    Exactly one backend is used: `duckdb` (a DuckDB file; ':memory:' for a throwaway one),
+    else `clickhouse_url` (or `$CLICKHOUSE_URL`; http(s)://user:password@host:port/database),
+    else chdb on disk under `store` (default :func:`default_store_dir`). `store` is also the
+    image cache directory for every backend.
+
+    Raises:
+        BadArgument: both `duckdb` and `clickhouse_url` given, or a malformed URL.
+        StoreError: the store cannot be opened (e.g. a chdb path locked by another process).
+    """
+    clickhouse_url = clickhouse_url or (None if duckdb else os.environ.get("CLICKHOUSE_URL"))
+    if duckdb and clickhouse_url:
+        raise BadArgument("choose one backend: --duckdb or --clickhouse-url, not both")
+    root = Path(store) if store is not None else default_store_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    if duckdb:
+        import duckdb as duckdb_module
+
+        target = str(duckdb)
+        try:
+            result: Store = DuckDBStore(duckdb_module.connect(target), root, f"duckdb:{target}")
+        except duckdb_module.Error as exc:
+            raise StoreError(f"cannot open DuckDB file {target}: {exc}") from exc
+    elif clickhouse_url:
+        result = _open_clickhouse(clickhouse_url, root)
+    else:
+        result = _open_chdb(root)
+    if migrate_schema:
+        try:
+            migrate(result)
+        except BaseException:
+            result.close()
+            raise
+    return result
+
+
+def _open_chdb(root: Path) -> ClickHouseStore:
+    import clickhouse_connect
+
+    path = (root / "chdb").resolve()
+    try:
+        client = clickhouse_connect.get_client(interface="chdb", path=str(path))
+    except Exception as exc:  # chdb raises plain RuntimeError/Exception subclasses
+        text = str(exc)
+        hint = (" (another process has this chdb store open: chdb allows one process per data path)"
+                if "lock" in text.lower() or "already initialized" in text.lower() else "")
+        raise StoreError(f"cannot open chdb store at {path}{hint}: {text.splitlines()[0]}") from exc
+    return ClickHouseStore(client, "chdb", root, f"chdb:{path}")
+
+
+def _open_clickhouse(url: str, root: Path) -> ClickHouseStore:
+    import clickhouse_connect
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadArgument(f"ClickHouse URL must look like http(s)://user:password@host:8123/database, got {_safe(url)!r}")
+    database = parts.path.strip("/") or "default"
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", database):
+        raise BadArgument(f"ClickHouse database name {database!r} must be letters, digits and _")
+    kwargs = dict(host=parts.hostname, port=parts.port or (8443 if parts.scheme == "https" else 8123),
+                  username=urllib.parse.unquote(parts.username or "default"),
+                  password=urllib.parse.unquote(parts.password or ""), secure=parts.scheme == "https")
+    try:
+        admin = clickhouse_connect.get_client(**kwargs)
+        admin.command(f"CREATE DATABASE IF NOT EXISTS {database}")  # name checked above
+        admin.close()
+        client = clickhouse_connect.get_client(database=database, **kwargs)
+    except Exception as exc:
+        raise StoreError(f"cannot connect to ClickHouse at {_safe(url)}: {exc}") from exc
+    return ClickHouseStore(client, "clickhouse", root, _safe(url))
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+# --- migrations --------------------------------------------------------------------------
+
+
+def migration_files(dialect_name: str) -> list[Path]:
+    """The ordered DDL files of a dialect: sql/<dialect>/NNN_name.sql."""
+    folder = sql_dir() / dialect_name
+    files = sorted(p for p in folder.glob("*.sql") if _MIGRATION_NAME_RE.match(p.name))
+    numbers = [p.name[:3] for p in files]
+    if len(set(numbers)) != len(numbers):
+        raise StoreError(f"two migrations in {folder} share a number: {numbers}")
+    return files
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a DDL file on `;` at line ends; `--` comment lines are dropped.
+
+    The DDL files hold no string literal spanning a `;` line end, which keeps this simple.
+    """
+    statements, current = [], []
+    for line in sql.splitlines():
+        if line.lstrip().startswith("--"):
+            continue
+        current.append(line)
+        if line.rstrip().endswith(";"):
+            statement = "\n".join(current).strip().rstrip(";").strip()
+            if statement:
+                statements.append(statement)
+            current = []
+    tail = "\n".join(current).strip()
+    if tail:
+        statements.append(tail)
+    return statements
+
+
+def migrate(store: Store) -> list[str]:
+    """Apply the store dialect's migrations not yet recorded in schema_migrations, in order.
+
+    Each file's statements are idempotent (CREATE ... IF NOT EXISTS), so a run killed between
+    a file's DDL and its record re-applies it harmlessly.
+
+    Returns:
+        The names of the files applied now.
+    """
+    if store.dialect == "clickhouse":
+        store.command("CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
+                      "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+                      "ENGINE = ReplacingMergeTree ORDER BY version")
+    else:
+        store.command("CREATE TABLE IF NOT EXISTS schema_migrations (version UINTEGER PRIMARY KEY, "
+                      "name VARCHAR NOT NULL, applied_at TIMESTAMPTZ DEFAULT current_timestamp)")
+    applied = set(store.query_df("SELECT version FROM schema_migrations")["version"].astype(int))
+    done = []
+    for path in migration_files(store.dialect):
+        number = int(path.name[:3])
+        if number in applied:
+            continue
+        started = time.perf_counter()
+        for statement in split_statements(path.read_text(encoding="utf-8")):
+            store.command(statement)
+        store.upsert("schema_migrations", pa.table({"version": pa.array([number], pa.uint32()),
+                                                    "name": [path.name]}))
+        log.info("applied migration %s in %.2f s", path.name, time.perf_counter() - started)
+        done.append(path.name)
+    return done

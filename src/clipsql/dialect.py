@@ -1,0 +1,67 @@
+"""The one place where engines differ at query time: ClickHouse query text -> DuckDB.
+
+The queries in queries/ are written once, in ClickHouse's dialect, with `{name:Type}`
+parameters. ClickHouse and chdb run them verbatim. For DuckDB this module
+
+- rewrites each `{name:Type}` into `CAST($name AS <DuckDB type>)`, so DuckDB binds the
+  same named values with the declared type (a NULL of a Nullable filter included);
+- drops the ClickHouse-only clauses `FINAL` (DuckDB tables hold one row per key already,
+  see sql/duckdb/) and a trailing `SETTINGS ...`;
+- defines macros (:data:`DUCKDB_MACROS`) for the ClickHouse functions the queries use.
+
+Anything else a query needs must be written in the common subset of both dialects.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import QueryFileError
+
+#: `{name:Type}` as ClickHouse's server-side parameter binding writes it.
+PARAMETER_RE = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*([A-Za-z0-9_(), ]+?)\s*\}")
+
+_SCALARS = {
+    "String": "VARCHAR", "LowCardinality(String)": "VARCHAR", "UUID": "UUID",
+    "UInt8": "UTINYINT", "UInt16": "USMALLINT", "UInt32": "UINTEGER", "UInt64": "UBIGINT",
+    "Int8": "TINYINT", "Int16": "SMALLINT", "Int32": "INTEGER", "Int64": "BIGINT",
+    "Float32": "FLOAT", "Float64": "DOUBLE", "Bool": "BOOLEAN", "Date": "DATE",
+    "DateTime": "TIMESTAMP", "DateTime64(3)": "TIMESTAMP",
+}
+
+#: ClickHouse functions the queries use, as DuckDB macros (same names, same meaning).
+DUCKDB_MACROS = (
+    # cosineDistance(a, b) = 1 - cos(a, b) (ClickHouse docs, "Distance functions").
+    "CREATE OR REPLACE MACRO cosineDistance(a, b) AS 1.0 - list_cosine_similarity(a, b)",
+    "CREATE OR REPLACE MACRO L2Distance(a, b) AS list_distance(a, b)",
+    "CREATE OR REPLACE MACRO dotProduct(a, b) AS list_dot_product(a, b)",
+)
+
+
+def duckdb_type(clickhouse_type: str) -> str:
+    """The DuckDB type of a ClickHouse parameter type (Nullable and Array understood).
+
+    Raises:
+        QueryFileError: a type outside the supported list.
+    """
+    text = clickhouse_type.replace(" ", "")
+    if text.startswith("Nullable(") and text.endswith(")"):
+        return duckdb_type(text[len("Nullable("):-1])
+    if text.startswith("Array(") and text.endswith(")"):
+        return duckdb_type(text[len("Array("):-1]) + "[]"
+    for name, duck in _SCALARS.items():
+        if text == name.replace(" ", ""):
+            return duck
+    raise QueryFileError(f"parameter type {clickhouse_type!r} has no DuckDB equivalent in clipsql.dialect")
+
+
+_FINAL_RE = re.compile(r"\bFINAL\b")
+#: A trailing SETTINGS clause; by convention it starts its own line at the end of a query.
+_SETTINGS_RE = re.compile(r"^[ \t]*SETTINGS\b.*\Z", re.DOTALL | re.MULTILINE)
+
+
+def to_duckdb(sql: str) -> str:
+    """Rewrite a ClickHouse query text for DuckDB (see the module docstring)."""
+    sql = PARAMETER_RE.sub(lambda m: f"CAST(${m.group(1)} AS {duckdb_type(m.group(2))})", sql)
+    sql = _FINAL_RE.sub("", sql)
+    return _SETTINGS_RE.sub("", sql.rstrip().rstrip(";")).rstrip()

@@ -1,0 +1,225 @@
+"""Embed stage: CLIP image and text embeddings, batched, L2-normalized float32.
+
+Public entry points: :class:`ClipEmbedder` (the model, for images and query texts) and
+:func:`embed_photos` (the stage: cached image files -> vectors, with decoding and
+preprocessing of the next batch running in a background thread while the model runs).
+
+The model is any transformers CLIP checkpoint: a hub name (default
+`openai/clip-vit-base-patch32`, 512-dim) or a local directory, which is loaded with
+`local_files_only=True` so no network is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BadArgument, ModelError
+from .images import InvalidImage, open_rgb
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+DEFAULT_BATCH_SIZE = 32
+#: Batches decoded ahead of the model; 2 keeps the model fed without holding many images.
+PREFETCH_BATCHES = 2
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' if available, else 'mps' if available, else 'cpu'; others as given.
+
+    Raises:
+        BadArgument: an unknown device name, or one this machine lacks.
+    """
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise BadArgument(f"device must be auto, cpu, cuda[:N] or mps, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BadArgument(f"device {device!r} asked for, but torch sees no CUDA device")
+    return device
+
+
+def model_label(model: str) -> str:
+    """The name a model's vectors are stored under: a hub name as given, a directory's base name."""
+    path = Path(model)
+    return path.resolve().name if path.is_dir() else model
+
+
+class ClipEmbedder:
+    """A CLIP model with its processor, producing L2-normalized float32 embeddings.
+
+    Args:
+        model: hub name (e.g. 'openai/clip-vit-base-patch32') or a local checkpoint directory.
+        device: 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda[:N]' or 'mps'.
+        name: the label stored with the vectors; defaults to :func:`model_label`.
+
+    Attributes:
+        dim: embedding dimension (the checkpoint's projection_dim, 512 for ViT-B/32).
+        name: the label stored with each vector.
+        source: what was loaded (hub name or directory path).
+
+    Raises:
+        ModelError: the checkpoint cannot be loaded or is not a CLIP model.
+        BadArgument: bad device.
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "auto", name: str | None = None):
+        import torch
+        from transformers import CLIPModel, CLIPProcessor
+
+        self.device = resolve_device(device)
+        self.source = str(model)
+        self.name = name or model_label(self.source)
+        local = Path(self.source).is_dir()
+        if not local and self.source.startswith((".", "/", "~")):
+            raise ModelError(f"model directory {self.source!r} does not exist")
+        try:
+            self.model = CLIPModel.from_pretrained(self.source, local_files_only=local)
+            self.processor = CLIPProcessor.from_pretrained(self.source, local_files_only=local)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"cannot load CLIP model {self.source!r}: {exc}") from exc
+        # fp16 halves memory and doubles throughput on CUDA; CPU and MPS stay in fp32.
+        self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+        self.model = self.model.to(self.device, dtype=self.dtype).eval()
+        self.dim = int(self.model.config.projection_dim)
+
+    # --- preprocessing (CPU, thread-safe) ---
+    def preprocess(self, images: Sequence) -> "torch.Tensor":  # noqa: F821
+        """PIL RGB images -> pixel_values (n, 3, H, W) float32, the checkpoint's own processing."""
+        return self.processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+    # --- inference ---
+    def embed_pixels(self, pixel_values) -> np.ndarray:
+        """pixel_values (n, 3, H, W) -> (n, dim) float32, L2-normalized."""
+        import torch
+
+        with torch.inference_mode():
+            out = self.model.get_image_features(pixel_values=pixel_values.to(self.device, dtype=self.dtype))
+            return _normalized(_features(out))
+
+    def embed_images(self, images: Sequence) -> np.ndarray:
+        """PIL images (any mode) -> (n, dim) float32, L2-normalized."""
+        return self.embed_pixels(self.preprocess([im.convert("RGB") for im in images]))
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> (n, dim) float32, L2-normalized; truncated to the model's 77 tokens.
+
+        Raises:
+            BadArgument: a text is not a str.
+        """
+        import torch
+
+        for text in texts:
+            if not isinstance(text, str):
+                raise BadArgument(f"a query text must be a string, got {type(text).__name__}")
+        tokens = self.processor.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
+        with torch.inference_mode():
+            out = self.model.get_text_features(**{k: v.to(self.device) for k, v in tokens.items()})
+            return _normalized(_features(out))
+
+
+def _features(out):
+    # transformers 5 returns an output object whose pooler_output is the projected
+    # embedding; 4.x returns the tensor itself.
+    return out if hasattr(out, "float") else out.pooler_output
+
+
+def _normalized(features) -> np.ndarray:
+    import torch
+
+    features = features.float()
+    features = features / torch.linalg.vector_norm(features, dim=-1, keepdim=True).clamp_min(1e-12)
+    return features.cpu().numpy().astype(np.float32, copy=False)
+
+
+@dataclasses.dataclass
+class EmbeddedBatch:
+    """One batch out of :func:`embed_photos`: photo_ids, (n, dim) float32 L2-normalized
+    embeddings, and the photos whose image could not be decoded (photo_id, reason, detail)."""
+
+    photo_ids: list[str]
+    embeddings: np.ndarray
+    failures: list[tuple[str, str, str]]
+    preprocess_s: float
+    infer_s: float
+
+
+def embed_photos(items: Sequence[tuple[str, str | os.PathLike]], embedder: ClipEmbedder, *,
+                 batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True) -> Iterator[EmbeddedBatch]:
+    """Embed cached images, yielding one :class:`EmbeddedBatch` per model batch.
+
+    A background thread decodes and preprocesses batch i+1 while the model runs batch i,
+    so decoding does not stall the model. Images that fail to decode are reported in the
+    batch's `failures`, never raised.
+
+    Args:
+        items: (photo_id, image path) pairs.
+        embedder: the model.
+        batch_size: images per forward pass.
+        progress: show a progress bar.
+
+    Raises:
+        BadArgument: batch_size < 1.
+    """
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise BadArgument(f"batch_size must be >= 1, got {batch_size}")
+    ready: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for start in range(0, len(items), batch_size):
+                if stop.is_set():
+                    return
+                t0 = time.perf_counter()
+                ids, images, failures = [], [], []
+                for photo_id, path in items[start:start + batch_size]:
+                    try:
+                        images.append(open_rgb(Path(path).read_bytes()))
+                        ids.append(photo_id)
+                    except InvalidImage as exc:
+                        failures.append((photo_id, exc.reason, exc.detail))
+                    except OSError as exc:
+                        failures.append((photo_id, "no_file", f"{path}: {exc.strerror or exc}"))
+                pixels = embedder.preprocess(images) if images else None
+                ready.put((ids, pixels, failures, time.perf_counter() - t0, len(items[start:start + batch_size])))
+            ready.put(None)
+        except BaseException as exc:  # surfaced in the consumer, not lost in the thread
+            ready.put(exc)
+
+    worker = threading.Thread(target=produce, name="embed-preprocess", daemon=True)
+    worker.start()
+    try:
+        with tqdm(total=len(items), desc="embed", unit="photo", disable=not progress) as bar:
+            while (batch := ready.get()) is not None:
+                if isinstance(batch, BaseException):
+                    raise batch
+                ids, pixels, failures, preprocess_s, count = batch
+                t0 = time.perf_counter()
+                vectors = embedder.embed_pixels(pixels) if pixels is not None else np.zeros((0, embedder.dim), np.float32)
+                bar.update(count)
+                yield EmbeddedBatch(ids, vectors, failures, preprocess_s, time.perf_counter() - t0)
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                ready.get_nowait()
+            except queue.Empty:
+                worker.join(0.05)

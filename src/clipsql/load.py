@@ -1,0 +1,122 @@
+"""Load stage: turn stage outputs into Arrow tables and upsert them, batched and columnar.
+
+Public entry point: :class:`Loader`, bound to a store and a run `version` (the run's start
+in ms since the epoch, the ReplacingMergeTree version column). Every write is an upsert on
+the table's natural key, so a rerun doubles nothing. Embeddings are buffered and written
+`flush_rows` at a time: few, large inserts (one ClickHouse part each), never row by row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from .db import Store
+from .download import DownloadResult
+from .sources import SourceData
+
+log = logging.getLogger(__name__)
+
+#: Embedding rows per insert: large enough for few parts, small enough that a killed run
+#: loses little work (about 2 MB of vectors).
+DEFAULT_FLUSH_ROWS = 1024
+
+
+def embeddings_table(photo_ids: Sequence[str], embeddings: np.ndarray, model: str, version: int) -> pa.Table:
+    """Arrow rows of photo_embeddings from (n,) ids and (n, d) float32 vectors."""
+    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    n, dim = embeddings.shape
+    flat = pa.array(embeddings.reshape(-1), type=pa.float32())
+    offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32))
+    return pa.table({
+        "photo_id": pa.array(list(photo_ids), pa.string()),
+        "model": pa.array([model] * n, pa.string()),
+        "embedding": pa.ListArray.from_arrays(offsets, flat),
+        "version": pa.array(np.full(n, version, dtype=np.uint64)),
+    })
+
+
+@dataclasses.dataclass
+class Loader:
+    """Upserts of one run into `store`, all with the run's `version`.
+
+    Attributes:
+        rows_written: rows upserted so far, by table.
+        seconds: time spent in inserts, seconds.
+    """
+
+    store: Store
+    version: int
+    flush_rows: int = DEFAULT_FLUSH_ROWS
+    rows_written: dict[str, int] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+    _pending: list[tuple[list[str], np.ndarray, str]] = dataclasses.field(default_factory=list)
+
+    def _upsert(self, table: str, data: pa.Table) -> None:
+        started = time.perf_counter()
+        self.store.upsert(table, data)
+        self.seconds += time.perf_counter() - started
+        self.rows_written[table] = self.rows_written.get(table, 0) + data.num_rows
+
+    def photos(self, source: SourceData) -> None:
+        """Upsert the photos table and the optional files present in the source."""
+        photos = source.photos
+        n = photos.num_rows
+        photos = photos.append_column("source_version", pa.array([source.version] * n, pa.string()))
+        photos = photos.append_column("is_deleted", pa.array(np.zeros(n, dtype=np.uint8)))
+        self._upsert("photos", self._versioned(photos))
+        for name, table in source.extras.items():
+            self._upsert(name, self._versioned(table))
+
+    def download_results(self, results: Sequence[DownloadResult], previous_attempts: dict[str, int]) -> None:
+        """Upsert one download_status row per result; attempts count real requests only."""
+        if not results:
+            return
+        now = pa.scalar(int(time.time() * 1000), pa.timestamp("ms", tz="UTC"))
+        attempts = [previous_attempts.get(r.photo_id, 0) + (0 if r.cached else 1) for r in results]
+        table = pa.table({
+            "photo_id": [r.photo_id for r in results],
+            "url": [r.url for r in results],
+            "status": [r.status for r in results],
+            "reason": [r.reason for r in results],
+            "detail": [r.detail for r in results],
+            "http_status": pa.array([r.http_status for r in results], pa.uint16()),
+            "bytes": pa.array([r.bytes for r in results], pa.uint64()),
+            "width": pa.array([r.width for r in results], pa.uint32()),
+            "height": pa.array([r.height for r in results], pa.uint32()),
+            "permanent": pa.array([int(r.permanent) for r in results], pa.uint8()),
+            "attempts": pa.array([max(a, 1) for a in attempts], pa.uint32()),
+            "last_attempt_at": pa.array([now.value] * len(results), pa.timestamp("ms", tz="UTC")),
+        })
+        self._upsert("download_status", self._versioned(table))
+
+    def embeddings(self, photo_ids: Sequence[str], embeddings: np.ndarray, model: str) -> None:
+        """Buffer vectors; written once `flush_rows` are pending (and by :meth:`flush`)."""
+        if len(photo_ids):
+            self._pending.append((list(photo_ids), embeddings, model))
+        if sum(len(ids) for ids, _, _ in self._pending) >= self.flush_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered vectors."""
+        by_model: dict[str, list] = {}
+        for ids, vectors, model in self._pending:
+            by_model.setdefault(model, []).append((ids, vectors))
+        self._pending.clear()
+        for model, parts in by_model.items():
+            ids = [i for part_ids, _ in parts for i in part_ids]
+            vectors = np.concatenate([v for _, v in parts])
+            self._upsert("photo_embeddings", embeddings_table(ids, vectors, model, self.version))
+
+    def model(self, name: str, source: str, dim: int) -> None:
+        """Record what a model label was loaded from, and its dimension."""
+        self._upsert("models", self._versioned(pa.table({
+            "model": [name], "model_source": [source], "dim": pa.array([dim], pa.uint16())})))
+
+    def _versioned(self, table: pa.Table) -> pa.Table:
+        return table.append_column("version", pa.array(np.full(table.num_rows, self.version, dtype=np.uint64)))

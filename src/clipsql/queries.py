@@ -1,0 +1,168 @@
+"""The registry of named queries: one file per query in queries/, ClickHouse dialect.
+
+Each file opens with a header comment (the aiosql habit: the comment is the docstring)::
+
+    -- name: nearest_photos
+    -- Photos nearest to a query vector by cosine distance, closest first.
+    -- Parameters:
+    --   query_vec  Array(Float32)  the query embedding, (d,) float32, L2-normalized
+    --   k          UInt32          how many photos to return (top-k)
+    SELECT ...
+
+and every value in its body is a `{name:Type}` parameter, so the file runs verbatim in
+clickhouse-client (`--param_k=10`), through clickhouse-connect, and on DuckDB through
+:mod:`clipsql.dialect`. Loading checks every file and raises :class:`QueryFileError` naming
+the file and line of a missing header, a parameter used but not declared, a parameter
+declared but not used, or a parameter used with a type other than the declared one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from .dialect import PARAMETER_RE
+from .errors import BadArgument, NotFound, QueryFileError
+from .resources import queries_dir
+
+_NAME_RE = re.compile(r"^--\s*name:\s*([a-z][a-z0-9_]*)\s*$")
+_PARAMS_RE = re.compile(r"^--\s*Parameters:\s*$", re.IGNORECASE)
+#: '--   name  Type  meaning' (the type written without spaces, e.g. Nullable(String)).
+_PARAM_LINE_RE = re.compile(r"^--\s+([A-Za-z_][A-Za-z0-9_]*)\s+(\S+)\s+(.+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameter:
+    """A declared query parameter: ClickHouse `type`, what it means, and its header line."""
+
+    name: str
+    type: str
+    meaning: str
+    line: int
+
+    @property
+    def nullable(self) -> bool:
+        return self.type.startswith("Nullable(")
+
+
+@dataclasses.dataclass(frozen=True)
+class NamedQuery:
+    """One query file: `name`, `description`, declared `parameters`, the full `sql` text."""
+
+    name: str
+    path: Path
+    description: str
+    parameters: dict[str, Parameter]
+    sql: str
+
+    def bind(self, values: dict) -> dict:
+        """Check `values` against the declared parameters; Nullable ones default to NULL.
+
+        Raises:
+            BadArgument: an undeclared name, a missing non-Nullable value, or a float
+                parameter holding NaN or infinity.
+        """
+        unknown = sorted(set(values) - set(self.parameters))
+        if unknown:
+            raise BadArgument(f"query {self.name!r} has no parameter {', '.join(unknown)}; "
+                              f"it takes {', '.join(self.parameters)}")
+        bound = {}
+        for name, param in self.parameters.items():
+            value = values.get(name)
+            if value is None and not param.nullable:
+                raise BadArgument(f"query {self.name!r} needs a value for {name} ({param.type}: {param.meaning})")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise BadArgument(f"{name} must be a finite number, got {value}")
+            bound[name] = value
+        return bound
+
+    def run(self, store, **values) -> pd.DataFrame:
+        """Run on `store` (any engine) with the values bound as parameters."""
+        return store.query_clickhouse(self.sql, self.bind(values))
+
+
+def parse_query_file(path: Path) -> NamedQuery:
+    """Parse and check one query file (see the module docstring).
+
+    Raises:
+        QueryFileError: with `path:line` of the first problem.
+    """
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+
+    def fail(line: int, message: str) -> QueryFileError:
+        return QueryFileError(f"{path}:{line}: {message}")
+
+    if not lines or not (m := _NAME_RE.match(lines[0])):
+        raise fail(1, "the file must start with a header line '-- name: <query_name>'")
+    name = m.group(1)
+    if name != path.stem:
+        raise fail(1, f"query name {name!r} differs from the file name {path.stem!r}")
+    description, parameters, in_params, body_start = [], {}, False, None
+    for number, line in enumerate(lines[1:], 2):
+        if not line.startswith("--"):
+            body_start = number
+            break
+        if _PARAMS_RE.match(line):
+            in_params = True
+            continue
+        if in_params:
+            pm = _PARAM_LINE_RE.match(line)
+            if not pm:
+                raise fail(number, "a parameter line must read '--   name  Type  meaning'")
+            pname, ptype, meaning = pm.groups()
+            if pname in parameters:
+                raise fail(number, f"parameter {pname} is declared twice")
+            parameters[pname] = Parameter(pname, ptype, meaning.strip(), number)
+        else:
+            description.append(line[2:].strip())
+    if not any(description):
+        raise fail(2, "the header needs a description line after the name")
+    if body_start is None or not "\n".join(lines[body_start - 1:]).strip():
+        raise fail(len(lines), "the file has a header but no SQL")
+    used: dict[str, tuple[str, int]] = {}
+    for number, line in enumerate(lines[body_start - 1:], body_start):
+        code = line.split("--", 1)[0]
+        for um in PARAMETER_RE.finditer(code):
+            pname, ptype = um.group(1), um.group(2).replace(" ", "")
+            if pname not in parameters:
+                raise fail(number, f"parameter {pname} is used but not declared in the header")
+            if ptype != parameters[pname].type.replace(" ", ""):
+                raise fail(number, f"parameter {pname} is used as {ptype} but declared {parameters[pname].type}")
+            used.setdefault(pname, (ptype, number))
+    for pname, param in parameters.items():
+        if pname not in used:
+            raise fail(param.line, f"parameter {pname} is declared but not used")
+    return NamedQuery(name, path, " ".join(d for d in description if d), parameters, text)
+
+
+def load_queries(folder: Path | None = None) -> dict[str, NamedQuery]:
+    """Every query file in `folder` (default: queries/), checked, by name.
+
+    Raises:
+        QueryFileError: the first malformed file, with file and line.
+    """
+    folder = Path(folder) if folder is not None else queries_dir()
+    return {q.name: q for q in (parse_query_file(p) for p in sorted(folder.glob("*.sql")))}
+
+
+@functools.lru_cache(maxsize=None)
+def _default_registry() -> dict[str, NamedQuery]:
+    return load_queries()
+
+
+def get_query(name: str) -> NamedQuery:
+    """The named query from queries/.
+
+    Raises:
+        NotFound: no query of that name.
+    """
+    registry = _default_registry()
+    if name not in registry:
+        raise NotFound(f"no query named {name!r}; known: {', '.join(sorted(registry))}")
+    return registry[name]

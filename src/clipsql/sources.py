@@ -1,0 +1,444 @@
+"""Source stage: read an Unsplash release (or a folder of images) into typed Arrow tables.
+
+Public entry point: :func:`read_source`.
+
+An Unsplash release (format: ../shared/UNSPLASH.md, https://unsplash.com/data) is a set of
+tab-separated files with a header row, each possibly split in numbered parts
+(`photos.tsv000`, `photos.tsv001`, ...). It can be given as
+
+- a zip of the release (a local path, or an http(s) URL downloaded once into the cache),
+- a directory holding the `*.tsv000` parts,
+- a single photos TSV file.
+
+`photos` is required; `keywords`, `collections`, `colors` and `conversions` are read when
+present. Fields are typed (timestamps, floats, ints, 't'/'f' booleans); an empty field is
+NULL. Fields are never quoted in the Unsplash files, so a line is a row and line numbers in
+error reports are physical line numbers. A row that cannot be typed is *malformed*: it is
+skipped, counted and reported with its file and line, never dropped silently.
+
+A directory without any `photos.tsv*` file is read as an *image folder*: every image file
+is a photo whose photo_id is the file stem.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import hashlib
+import logging
+import os
+import re
+import zipfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import BadArgument, SourceError
+
+log = logging.getLogger(__name__)
+
+#: The Unsplash Lite release, latest version (a redirect to the zip; about 630 MB).
+DEFAULT_SOURCE = "https://unsplash.com/data/lite/latest"
+
+#: Column kinds of each Unsplash file, in the dataset's order (../shared/UNSPLASH.md).
+#: Kinds: str, ts (timestamp, UTC), float, int, bool ('t'/'f').
+UNSPLASH_COLUMNS: dict[str, dict[str, str]] = {
+    "photos": {
+        "photo_id": "str", "photo_url": "str", "photo_image_url": "str",
+        "photo_submitted_at": "ts", "photo_featured": "bool",
+        "photo_width": "int", "photo_height": "int", "photo_aspect_ratio": "float",
+        "photo_description": "str", "photographer_username": "str",
+        "photographer_first_name": "str", "photographer_last_name": "str",
+        "exif_camera_make": "str", "exif_camera_model": "str", "exif_iso": "int",
+        "exif_aperture_value": "float", "exif_focal_length": "float",
+        "exif_exposure_time": "str", "photo_location_name": "str",
+        "photo_location_latitude": "float", "photo_location_longitude": "float",
+        "photo_location_country": "str", "photo_location_city": "str",
+        "stats_views": "int", "stats_downloads": "int", "ai_description": "str",
+        "ai_primary_landmark_name": "str", "ai_primary_landmark_latitude": "float",
+        "ai_primary_landmark_longitude": "float", "ai_primary_landmark_confidence": "float",
+    },
+    "keywords": {
+        "photo_id": "str", "keyword": "str", "ai_service_1_confidence": "float",
+        "ai_service_2_confidence": "float", "suggested_by_user": "bool",
+    },
+    "collections": {
+        "photo_id": "str", "collection_id": "str", "collection_title": "str",
+        "photo_collected_at": "ts",
+    },
+    "colors": {
+        "photo_id": "str", "hex": "str", "red": "int", "green": "int", "blue": "int",
+        "keyword": "str", "coverage": "float", "score": "float",
+    },
+    "conversions": {
+        "converted_at": "ts", "conversion_type": "str", "keyword": "str", "photo_id": "str",
+        "anonymous_user_id": "str", "conversion_country": "str",
+    },
+}
+OPTIONAL_FILES = ("keywords", "collections", "colors", "conversions")
+#: Columns of each file that form its key in the store and so may not be empty.
+KEY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "photos": ("photo_id",),
+    "keywords": ("photo_id", "keyword"),
+    "collections": ("photo_id", "collection_id"),
+    "colors": ("photo_id", "hex"),
+    "conversions": ("photo_id", "converted_at", "conversion_type", "keyword", "anonymous_user_id",
+                    "conversion_country"),
+}
+#: Key columns that may be empty in the source: empty means '' there, not NULL.
+EMPTY_KEY_OK = {("conversions", "keyword"), ("conversions", "anonymous_user_id"),
+                ("conversions", "conversion_country"), ("conversions", "conversion_type")}
+
+_ARROW_TYPES = {
+    "str": pa.string(), "ts": pa.timestamp("ms", tz="UTC"), "float": pa.float64(),
+    "int": pa.int64(), "bool": pa.bool_(),
+}
+_BOOLS = {"t": True, "f": False, "true": True, "false": False}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+#: A photo_id names a cache file, so it may not hold path separators or start with a dot.
+_PHOTO_ID_RE = re.compile(r"^[^./\\\x00][^/\\\x00]{0,199}$")
+_PART_RE = re.compile(r"^(?P<name>[a-z_]+)\.(?:tsv|csv)(?P<part>\d*)$")
+
+
+def arrow_schema(file: str) -> pa.Schema:
+    """The Arrow schema of one Unsplash file (`photos`, `keywords`, ...)."""
+    return pa.schema([(name, _ARROW_TYPES[kind]) for name, kind in UNSPLASH_COLUMNS[file].items()])
+
+
+@dataclasses.dataclass(frozen=True)
+class MalformedRow:
+    """A source row that was skipped: `file` (name of the part), 1-based `line`, `reason`."""
+
+    file: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.reason}"
+
+
+@dataclasses.dataclass
+class SourceData:
+    """What a source holds, typed.
+
+    Attributes:
+        kind: 'unsplash' or 'folder'.
+        location: the source as given (path or URL).
+        version: a string that changes when the source's content changes (file names,
+            sizes and modification times; the URL for a download).
+        photos: one row per photo, schema :func:`arrow_schema('photos')`, photo_id unique.
+        extras: the optional files that were present, by name ('keywords', ...), each
+            limited to the photos in `photos`.
+        malformed: every skipped row with its file, line and reason.
+    """
+
+    kind: str
+    location: str
+    version: str
+    photos: pa.Table
+    extras: dict[str, pa.Table]
+    malformed: list[MalformedRow]
+
+
+def read_source(source: str | os.PathLike, *, limit: int | None = None,
+                cache_dir: str | os.PathLike | None = None) -> SourceData:
+    """Read a release zip, a URL of one, a directory of TSV parts, a photos TSV or an image folder.
+
+    Args:
+        source: path or http(s) URL (see the module docstring for the accepted forms).
+        limit: keep only the first `limit` photos (in file order); None keeps all.
+        cache_dir: where a URL's zip is downloaded to (once; reused while it exists).
+
+    Returns:
+        SourceData with typed tables and the malformed rows.
+
+    Raises:
+        BadArgument: `limit` is not a positive integer.
+        SourceError: the source does not exist, has no photos file, or a file lacks a
+            `photo_id` column.
+    """
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise BadArgument(f"limit must be a positive integer, got {limit!r}")
+    text = os.fspath(source)
+    if text.startswith(("http://", "https://")):
+        from .download import fetch_to_cache
+
+        if cache_dir is None:
+            raise BadArgument("a source URL needs cache_dir to download the release into")
+        zip_path = fetch_to_cache(text, Path(cache_dir) / "sources")
+        data = _read_release(_zip_members(zip_path), limit)
+        return dataclasses.replace(data, location=text, version=text)
+    path = Path(text)
+    if not path.exists():
+        raise SourceError(f"source {text!r} does not exist")
+    if path.is_file() and zipfile.is_zipfile(path):
+        members = _zip_members(path)
+    elif path.is_file():
+        members = {"photos": [_FilePart(path.name, path)]}
+    else:
+        members = _dir_members(path)
+        if "photos" not in members:
+            return _read_image_folder(path, limit)
+    data = _read_release(members, limit)
+    return dataclasses.replace(data, location=text, version=_version_of(members))
+
+
+# --- parts of a release ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _FilePart:
+    name: str
+    path: Path
+
+    def open(self) -> IO[bytes]:
+        return open(self.path, "rb")
+
+    def stamp(self) -> str:
+        st = self.path.stat()
+        return f"{self.name}:{st.st_size}:{int(st.st_mtime)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _ZipPart:
+    name: str
+    zip_path: Path
+    member: str
+
+    def open(self) -> IO[bytes]:
+        return zipfile.ZipFile(self.zip_path).open(self.member)
+
+    def stamp(self) -> str:
+        info = zipfile.ZipFile(self.zip_path).getinfo(self.member)
+        return f"{self.name}:{info.file_size}:{info.CRC}"
+
+
+def _group_parts(names: Iterable[tuple[str, object]]) -> dict[str, list]:
+    groups: dict[str, list[tuple[str, object]]] = {}
+    for base, part in names:
+        m = _PART_RE.match(base)
+        if m and m["name"] in UNSPLASH_COLUMNS:
+            groups.setdefault(m["name"], []).append((base, part))
+    return {name: [p for _, p in sorted(parts, key=lambda x: x[0])] for name, parts in groups.items()}
+
+
+def _zip_members(zip_path: Path) -> dict[str, list]:
+    try:
+        with zipfile.ZipFile(zip_path) as z:
+            names = [n for n in z.namelist() if not n.endswith("/") and "__MACOSX" not in n]
+    except zipfile.BadZipFile as exc:
+        raise SourceError(f"{zip_path} is not a readable zip: {exc}") from exc
+    groups = _group_parts((Path(n).name, _ZipPart(Path(n).name, zip_path, n)) for n in names)
+    if "photos" not in groups:
+        raise SourceError(f"{zip_path} holds no photos.tsv* file")
+    return groups
+
+
+def _dir_members(path: Path) -> dict[str, list]:
+    return _group_parts((p.name, _FilePart(p.name, p)) for p in path.iterdir() if p.is_file())
+
+
+def _version_of(members: dict[str, list]) -> str:
+    stamps = ",".join(part.stamp() for parts in members.values() for part in parts)
+    return hashlib.sha256(stamps.encode()).hexdigest()[:16]
+
+
+# --- reading and typing ------------------------------------------------------------------
+
+
+def _read_release(members: dict[str, list], limit: int | None) -> SourceData:
+    malformed: list[MalformedRow] = []
+    photos = _read_file("photos", members["photos"], malformed, limit=limit, unique_key=True)
+    keep = pc.unique(photos["photo_id"]) if limit is not None else None
+    extras = {}
+    for name in OPTIONAL_FILES:
+        if name in members:
+            table = _read_file(name, members[name], malformed)
+            if keep is not None:
+                table = table.filter(pc.is_in(table["photo_id"], value_set=keep))
+            extras[name] = table
+    if malformed:
+        log.warning("%d malformed source rows skipped; first: %s", len(malformed), malformed[0])
+    return SourceData("unsplash", "", "", photos, extras, malformed)
+
+
+def _iter_lines(part) -> Iterator[tuple[int, str | None, bytes]]:
+    """(line number, decoded text or None when not UTF-8, raw bytes) of each line."""
+    decoder = codecs.getincrementaldecoder("utf-8")
+    with part.open() as raw:
+        for number, line in enumerate(raw, 1):
+            line = line.rstrip(b"\r\n")
+            try:
+                yield number, decoder().decode(line, final=True), line
+            except UnicodeDecodeError:
+                yield number, None, line
+
+
+def _read_file(file: str, parts: list, malformed: list[MalformedRow], *,
+               limit: int | None = None, unique_key: bool = False) -> pa.Table:
+    """Read every part of one Unsplash file into a typed table (see module docstring)."""
+    kinds = UNSPLASH_COLUMNS[file]
+    rows: list[list[str]] = []
+    where: list[tuple[str, int]] = []
+    header: list[str] | None = None
+    seen: dict[str, tuple[str, int]] = {}
+    for part in parts:
+        part_header = None
+        for number, text, _ in _iter_lines(part):
+            if text is None:
+                malformed.append(MalformedRow(part.name, number, "not valid UTF-8"))
+                continue
+            if part_header is None:
+                part_header = text.split("\t")
+                if "photo_id" not in part_header:
+                    raise SourceError(f"{part.name}: header has no photo_id column: {text[:200]!r}")
+                if header is None:
+                    header = part_header
+                elif part_header != header:
+                    raise SourceError(f"{part.name}: header differs from {parts[0].name}'s")
+                continue
+            if not text:
+                continue
+            fields = text.split("\t")
+            if len(fields) != len(header):
+                malformed.append(MalformedRow(
+                    part.name, number, f"expected {len(header)} tab-separated fields, got {len(fields)}"))
+                continue
+            if unique_key:
+                photo_id = fields[header.index("photo_id")]
+                if photo_id in seen:
+                    first = seen[photo_id]
+                    malformed.append(MalformedRow(
+                        part.name, number, f"duplicate photo_id {photo_id!r} (first at {first[0]}:{first[1]})"))
+                    continue
+                seen[photo_id] = (part.name, number)
+            rows.append(fields)
+            where.append((part.name, number))
+            if limit is not None and len(rows) >= _enough(limit):
+                break
+        if limit is not None and len(rows) >= _enough(limit):
+            break
+    header = header or list(kinds)
+    unknown = [c for c in header if c not in kinds]
+    if unknown:
+        log.info("%s: ignoring columns not in the Unsplash format: %s", file, ", ".join(unknown))
+    columns = {name: [r[i] for r in rows] for i, name in enumerate(header) if name in kinds}
+    typed, bad = _type_columns(file, columns, len(rows))
+    for index in np.flatnonzero(bad.any(axis=0)) if bad.size else []:
+        reasons = [f"{name}: {columns[name][index]!r} is not {_KIND_WORDS[kinds[name]]}"
+                   for name, mask in zip(typed, bad) if mask[index]]
+        malformed.append(MalformedRow(where[index][0], where[index][1], "; ".join(reasons)))
+    ok = ~bad.any(axis=0) if bad.size else np.ones(len(rows), dtype=bool)
+    keep_mask = pa.array(ok)
+    table = pa.table({name: _as_arrow(values, _ARROW_TYPES[kinds[name]]).filter(keep_mask)
+                      for name, values in typed.items()})
+    missing = [n for n in kinds if n not in table.column_names]
+    for name in missing:
+        table = table.append_column(name, pa.nulls(table.num_rows, _ARROW_TYPES[kinds[name]]))
+    table = table.select(list(kinds)).cast(arrow_schema(file))
+    if file == "photos" or unique_key:
+        ids = table["photo_id"].to_pylist()
+        bad_ids = [i for i, pid in enumerate(ids) if pid is None or not _PHOTO_ID_RE.match(pid)]
+        if bad_ids:
+            ok_rows = np.flatnonzero(ok)
+            for i in bad_ids:
+                file_name, line = where[ok_rows[i]]
+                malformed.append(MalformedRow(file_name, line, f"photo_id {ids[i]!r} is empty or not a valid id"))
+            keep = np.ones(table.num_rows, dtype=bool)
+            keep[bad_ids] = False
+            table = table.filter(pa.array(keep))
+    if limit is not None:
+        table = table.slice(0, limit)
+    return table
+
+
+def _as_arrow(values, type_: pa.DataType) -> pa.Array:
+    if isinstance(values, pa.Array):
+        return values.cast(type_)
+    return pa.array(values, type=type_)
+
+
+def _enough(limit: int) -> int:
+    """Rows to read for `limit` photos: typing still rejects some, so read a margin more."""
+    return limit + limit // 10 + 100
+
+
+_KIND_WORDS = {"ts": "a timestamp", "float": "a number", "int": "an integer",
+               "bool": "'t' or 'f'", "str": "non-empty text"}
+
+
+def _type_columns(file: str, columns: dict[str, list[str]], n: int):
+    """Convert string columns to their kinds; returns (typed columns, bad mask (ncols, n))."""
+    kinds = UNSPLASH_COLUMNS[file]
+    typed: dict[str, object] = {}
+    bad_masks = []
+    for name, values in columns.items():
+        kind = kinds[name]
+        series = pd.Series(values, dtype=object)
+        empty = series.eq("").to_numpy(dtype=bool) if n else np.zeros(0, dtype=bool)
+        if kind == "str":
+            keep_empty = (file, name) in EMPTY_KEY_OK
+            typed[name] = [None if v == "" and not keep_empty else v for v in values]
+            bad = np.zeros(n, dtype=bool)
+        elif kind in ("int", "float"):
+            numbers = pd.to_numeric(series.where(~empty, None), errors="coerce").astype("float64")
+            bad = ~empty & numbers.isna().to_numpy()
+            if kind == "int":
+                arr = numbers.to_numpy()
+                bad |= ~np.isnan(arr) & (arr != np.floor(arr))
+            numbers[bad] = np.nan
+            typed[name] = pa.array(numbers.astype("Int64") if kind == "int" else numbers, from_pandas=True)
+        elif kind == "bool":
+            mapped = series.str.lower().map(_BOOLS)
+            bad = ~empty & mapped.isna().to_numpy()
+            typed[name] = [None if (e or b) else bool(v) for v, e, b in zip(mapped, empty, bad)]
+        elif kind == "ts":
+            stamps = pd.to_datetime(series.where(~empty, None), errors="coerce", utc=True, format="ISO8601")
+            bad = ~empty & stamps.isna().to_numpy()
+            typed[name] = pa.array(stamps, type=pa.timestamp("ns", tz="UTC")).cast(
+                pa.timestamp("ms", tz="UTC"), safe=False)
+        else:  # pragma: no cover - the kinds are a fixed list above
+            raise AssertionError(kind)
+        if name in KEY_COLUMNS[file] and (file, name) not in EMPTY_KEY_OK:
+            bad = bad | empty
+        bad_masks.append(bad)
+    return typed, (np.vstack(bad_masks) if bad_masks and n else np.zeros((0, n), dtype=bool))
+
+
+# --- image folders -----------------------------------------------------------------------
+
+
+def _read_image_folder(path: Path, limit: int | None) -> SourceData:
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SourceError(f"{path} holds neither a photos.tsv* file nor any image ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    malformed: list[MalformedRow] = []
+    seen: dict[str, Path] = {}
+    ids, urls = [], []
+    for file in files:
+        rel = file.relative_to(path).as_posix()
+        photo_id = file.stem
+        if not _PHOTO_ID_RE.match(photo_id):
+            malformed.append(MalformedRow(rel, 0, f"file stem {photo_id!r} is not a valid photo_id"))
+            continue
+        if photo_id in seen:
+            malformed.append(MalformedRow(rel, 0, f"duplicate photo_id {photo_id!r} (also {seen[photo_id].name})"))
+            continue
+        seen[photo_id] = file
+        ids.append(photo_id)
+        urls.append(file.resolve().as_uri())
+        if limit is not None and len(ids) >= limit:
+            break
+    n = len(ids)
+    schema = arrow_schema("photos")
+    photos = pa.table({f.name: pa.nulls(n, f.type) for f in schema}, schema=schema)
+    photos = photos.set_column(0, "photo_id", pa.array(ids, pa.string()))
+    photos = photos.set_column(2, "photo_image_url", pa.array(urls, pa.string()))
+    stamps = ",".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in seen.values())
+    version = hashlib.sha256(stamps.encode()).hexdigest()[:16]
+    return SourceData("folder", str(path), version, photos, {}, malformed)
