@@ -33,13 +33,14 @@ def _add_store_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `clipsql` command (also used to document it)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser = argparse.ArgumentParser(prog="clipsql", description="SQL-centric multimodal photo search.")
     parser.add_argument("--version", action="version", version=f"clipsql {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = commands.add_parser("refresh", help="run the ETL: source -> download -> embed -> load",
+    p = commands.add_parser("refresh", parents=[common], help="run the ETL: source -> download -> embed -> load",
                             description="Download, embed and load the photos of a source into the store. "
                                         "A rerun fetches, embeds and doubles nothing already done.")
     p.add_argument("--source", default=DEFAULT_SOURCE,
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("search", help="search the store")
     kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
-    t = kinds.add_parser("text", help="text -> photos")
+    t = kinds.add_parser("text", parents=[common], help="text -> photos")
     t.add_argument("query", help="the text to search for")
     t.add_argument("-k", type=int, default=10, help="how many photos (top-k)")
     t.add_argument("--model", default=None, help="stored model label (default: the newest with vectors)")

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipsql.embed import ClipEmbedder, embed_photos
+from clipsql.errors import BadArgument, ModelError
+from conftest import jpeg_bytes
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("imgs")
+    paths = []
+    for i in range(40):
+        path = folder / f"p{i}.jpg"
+        path.write_bytes(jpeg_bytes(i, size=(64 + i, 48)))
+        paths.append((f"p{i}", path))
+    return paths
+
+
+def run(embedder, items, batch_size):
+    batches = list(embed_photos(items, embedder, batch_size=batch_size, progress=False))
+    ids = [i for b in batches for i in b.photo_ids]
+    vectors = np.concatenate([b.embeddings for b in batches])
+    return ids, vectors, [f for b in batches for f in b.failures]
+
+
+def test_vectors_are_512_float32_unit_norm_and_deterministic(embedder, image_files):
+    ids, vectors, failures = run(embedder, image_files, 32)
+    assert ids == [pid for pid, _ in image_files] and failures == []
+    assert vectors.shape == (40, 512) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    _, again, _ = run(embedder, image_files, 32)
+    np.testing.assert_array_equal(vectors, again)
+    assert np.unique(vectors.round(5), axis=0).shape[0] == 40  # distinct images, distinct vectors
+
+
+def test_batch_size_does_not_change_vectors(embedder, image_files):
+    _, by_one, _ = run(embedder, image_files[:33], 1)
+    _, by_32, _ = run(embedder, image_files[:33], 32)
+    np.testing.assert_allclose(by_one, by_32, atol=1e-5)
+
+
+def test_undecodable_cached_file_is_a_failure_not_a_crash(embedder, image_files, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(jpeg_bytes(1)[:300])
+    items = [image_files[0], ("broken", broken), ("gone", tmp_path / "gone.jpg"), image_files[1]]
+    ids, vectors, failures = run(embedder, items, 2)
+    assert ids == ["p0", "p1"] and vectors.shape == (2, 512)
+    assert [(f[0], f[1]) for f in failures] == [("broken", "undecodable"), ("gone", "no_file")]
+
+
+def test_text_and_image_embeddings_share_the_space(embedder):
+    texts = embedder.embed_texts(["a dog on a beach", "a red car", ""])
+    assert texts.shape == (3, 512) and texts.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(texts, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(texts[0], embedder.embed_texts(["a dog on a beach"])[0], atol=1e-5)  # padding only
+    images = embedder.embed_images([Image.new("L", (50, 50), 128)])
+    assert images.shape == (1, 512)
+
+
+def test_bad_model_and_arguments_are_clear_errors(tmp_path, embedder):
+    with pytest.raises(ModelError, match="does not exist"):
+        ClipEmbedder(str(tmp_path / "no-such-model"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="cannot load CLIP model"):
+        ClipEmbedder(str(tmp_path / "empty"))
+    with pytest.raises(BadArgument, match="batch_size"):
+        list(embed_photos([], embedder, batch_size=0))
+    with pytest.raises(BadArgument, match="device"):
+        ClipEmbedder("x", device="tpu")
