@@ -67,6 +67,7 @@ class ClipEmbedder:
         model: hub name (e.g. 'openai/clip-vit-base-patch32') or a local checkpoint directory.
         device: 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda[:N]' or 'mps'.
         name: the label stored with the vectors; defaults to :func:`model_label`.
+        progress: show transformers' weight-loading bar.
 
     Attributes:
         dim: embedding dimension (the checkpoint's projection_dim, 512 for ViT-B/32).
@@ -78,9 +79,14 @@ class ClipEmbedder:
         BadArgument: bad device.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "auto", name: str | None = None):
+    def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "auto", name: str | None = None,
+                 progress: bool = True):
         import torch
         from transformers import CLIPModel, CLIPProcessor
+        from transformers.utils import logging as hf_logging
+
+        if not progress:
+            hf_logging.disable_progress_bar()
 
         self.device = resolve_device(device)
         self.source = str(model)

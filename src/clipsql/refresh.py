@@ -105,7 +105,7 @@ def refresh(source: str | os.PathLike = DEFAULT_SOURCE, *, model: str = DEFAULT_
         raise BadArgument(f"batch_size must be >= 1, got {batch_size}")
     download.validate()
     version = int(time.time() * 1000)
-    embedder = ClipEmbedder(model, device=device, name=model_name)
+    embedder = ClipEmbedder(model, device=device, name=model_name, progress=progress)
     if embedder.dim != STORE_DIM:
         raise ModelError(f"model {model!r} gives {embedder.dim}-dim vectors; this store's vector "
                          f"index holds {STORE_DIM}-dim ones (CLIP ViT-B/32 or ViT-B/16)")

@@ -1,0 +1,56 @@
+import pytest
+
+from clipsql.errors import BadArgument, QueryFileError
+from clipsql.queries import load_queries, parse_query_file
+
+GOOD = """-- name: {name}
+-- Photos from a country.
+-- Parameters:
+--   country  Nullable(String)  only photos from this country
+--   k        UInt32            how many
+SELECT photo_id FROM photos
+WHERE {{country:Nullable(String)}} IS NULL OR photo_location_country = {{country:Nullable(String)}}
+LIMIT {{k:UInt32}}
+"""
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / f"{name}.sql"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_every_shipped_query_file_loads():
+    queries = load_queries()
+    assert {"nearest_photos", "embedded_photo_ids", "download_history", "models"} <= set(queries)
+    nearest = queries["nearest_photos"]
+    assert nearest.parameters["query_vec"].type == "Array(Float32)"
+    assert "cosine distance" in nearest.description
+
+
+def test_a_good_file_parses_and_binds(tmp_path):
+    query = parse_query_file(write(tmp_path, "by_country", GOOD.format(name="by_country")))
+    assert query.bind({"k": 3}) == {"country": None, "k": 3}
+    with pytest.raises(BadArgument, match="needs a value for k"):
+        query.bind({})
+    with pytest.raises(BadArgument, match="no parameter city"):
+        query.bind({"k": 1, "city": "Lima"})
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ("SELECT 1\n", 1, "must start with a header line"),
+    ("-- name: other\n-- x\nSELECT 1\n", 1, "differs from the file name"),
+    ("-- name: q\nSELECT 1\n", 2, "needs a description"),
+    ("-- name: q\n-- Does a thing.\n-- Parameters:\n--   k  UInt32  how many\nSELECT {k:UInt32}, {j:UInt32}\n", 5,
+     "j is used but not declared"),
+    ("-- name: q\n-- Does a thing.\n-- Parameters:\n--   k  UInt32  how many\n--   j  UInt32  unused\nSELECT {k:UInt32}\n",
+     5, "j is declared but not used"),
+    ("-- name: q\n-- Does a thing.\n-- Parameters:\n--   k  UInt32  how many\nSELECT {k:UInt64}\n", 5,
+     "used as UInt64 but declared UInt32"),
+    ("-- name: q\n-- Does a thing.\n", 2, "no SQL"),
+])
+def test_malformed_files_are_rejected_with_file_and_line(tmp_path, text, line, message):
+    path = write(tmp_path, "q", text)
+    with pytest.raises(QueryFileError, match=message) as info:
+        parse_query_file(path)
+    assert f"{path}:{line}:" in str(info.value)
