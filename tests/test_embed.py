@@ -55,6 +55,8 @@ def test_text_and_image_embeddings_share_the_space(embedder):
     assert texts.shape == (3, 512) and texts.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(texts, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(texts[0], embedder.embed_texts(["a dog on a beach"])[0], atol=1e-5)  # padding only
+    long = embedder.embed_texts(["surfing " * 2000])  # cut to the 77-token window, not an error
+    assert long.shape == (1, 512)
     images = embedder.embed_images([Image.new("L", (50, 50), 128)])
     assert images.shape == (1, 512)
 

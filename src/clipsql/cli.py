@@ -1,8 +1,10 @@
 """The `clipsql` command. Each subcommand calls the Python API function of the same name;
 library errors (:class:`clipsql.errors.ClipsqlError`) become one line on stderr and exit 2.
 
-    clipsql refresh --source SRC [--model NAME|DIR] [--limit N] [--store DIR | --clickhouse-url URL | --duckdb FILE]
-    clipsql search text "a dog on a beach" -k 10 [--format table|json|csv]
+    clipsql refresh [JOB.toml] [--source SRC] [--model NAME|DIR] [--limit N] [--store DIR | --clickhouse-url URL | --duckdb FILE]
+    clipsql status [JOB.toml] [--runs 10] [--store DIR | --clickhouse-url URL | --duckdb FILE]
+    clipsql search text|image|similar|combined|crop|duplicates|facets ... [filters] [--format table|json|csv] [--html FILE]
+    clipsql sql --dialect clickhouse|duckdb|myscale [--index-type MSTG|SCANN] [--query NAME]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from . import __version__
 from .download import DownloadOptions
 from .embed import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from .errors import ClipsqlError
+from .refresh import DEFAULT_CHUNK_SIZE, DEFAULT_RETRY_BACKOFF_S
 from .sources import DEFAULT_SOURCE
 
 EXIT_ERROR = 2
@@ -40,69 +43,107 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"clipsql {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    d = DownloadOptions()
     p = commands.add_parser("refresh", parents=[common], help="run the ETL: source -> download -> embed -> load",
                             description="Download, embed and load the photos of a source into the store. "
-                                        "A rerun fetches, embeds and doubles nothing already done.")
-    p.add_argument("--source", default=DEFAULT_SOURCE,
+                                        "A rerun fetches, embeds and doubles nothing already done; photos gone "
+                                        "from the source are flagged deleted (or purged). Settings come from "
+                                        "the defaults, then the JOB file, then the options given here. "
+                                        "Exit status: 0 done, 2 error (one line on stderr), 75 another refresh "
+                                        "holds the store.")
+    p.add_argument("job", nargs="?", default=None,
+                   help="a job file (TOML, e.g. etl/unsplash_lite.toml) holding these settings")
+    p.add_argument("--source", default=None,
                    help=f"Unsplash release zip, its URL, a folder of *.tsv000 parts, a photos TSV, "
                         f"or an image folder (default: {DEFAULT_SOURCE})")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"CLIP hub name or local checkpoint directory (default {DEFAULT_MODEL})")
+    p.add_argument("--model", default=None, help=f"CLIP hub name or local checkpoint directory (default {DEFAULT_MODEL})")
     p.add_argument("--model-name", default=None, help="label stored with the vectors (default: hub name or directory name)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N photos of the source")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per model forward pass")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] or mps")
-    p.add_argument("--workers", type=int, default=DownloadOptions.workers, help="concurrent downloads")
-    p.add_argument("--width", type=int, default=DownloadOptions.width,
-                   help="Unsplash dynamic-URL width in pixels (w=); 0 keeps URLs as given")
-    p.add_argument("--timeout", type=float, default=DownloadOptions.read_timeout_s, help="read timeout per request, seconds")
-    p.add_argument("--retries", type=int, default=DownloadOptions.retries, help="retries per request (429, 5xx, connection errors)")
-    p.add_argument("--max-bytes", type=int, default=DownloadOptions.max_bytes, help="largest image accepted, bytes")
-    p.add_argument("--retry-failed", action="store_true", help="also retry photos that failed permanently before")
+    p.add_argument("--limit", type=int, default=None,
+                   help="only the first N photos of the source (then none is flagged deleted)")
+    p.add_argument("--batch-size", type=int, default=None, help=f"images per model forward pass (default {DEFAULT_BATCH_SIZE})")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help=f"photos downloaded, embedded and loaded at a time (default {DEFAULT_CHUNK_SIZE})")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda[:N] or mps (default auto)")
+    p.add_argument("--workers", type=int, default=None, help=f"concurrent downloads (default {d.workers})")
+    p.add_argument("--width", type=int, default=None,
+                   help=f"Unsplash dynamic-URL width in pixels (w=); 0 keeps URLs as given (default {d.width})")
+    p.add_argument("--timeout", type=float, default=None, help=f"read timeout per request, seconds (default {d.read_timeout_s:g})")
+    p.add_argument("--retries", type=int, default=None,
+                   help=f"retries per request within a run (429, 5xx, connection errors; default {d.retries})")
+    p.add_argument("--max-bytes", type=int, default=None, help=f"largest image accepted, bytes (default {d.max_bytes})")
+    p.add_argument("--retry-failed", action=argparse.BooleanOptionalAction, default=None,
+                   help="retry every failed photo now, permanent failures (HTTP 4xx, undecodable) included")
+    p.add_argument("--retry-backoff", type=float, default=None, metavar="SECONDS",
+                   help="a transient failure is retried by a later run once last attempt + SECONDS * 2^(attempts-1) "
+                        f"has passed (default {DEFAULT_RETRY_BACKOFF_S:g})")
+    p.add_argument("--purge", action=argparse.BooleanOptionalAction, default=None,
+                   help="remove photos gone from the source from every table and the image cache, "
+                        "instead of flagging them deleted")
     _add_store_options(p)
     p.set_defaults(func=_refresh)
 
-    p = commands.add_parser("search", help="search the store")
-    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
-    t = kinds.add_parser("text", parents=[common], help="text -> photos")
-    t.add_argument("query", help="the text to search for")
-    t.add_argument("-k", type=int, default=10, help="how many photos (top-k)")
-    t.add_argument("--model", default=None, help="stored model label (default: the newest with vectors)")
-    t.add_argument("--device", default="auto")
-    t.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    _add_store_options(t)
-    t.set_defaults(func=_search_text)
+    p = commands.add_parser("status", parents=[common], help="last refresh runs, table sizes, failures by reason",
+                            description="Print the last refresh runs (etl_runs), the rows of each table, the "
+                                        "models and the download failures by reason.")
+    p.add_argument("job", nargs="?", default=None, help="a job file whose store to read (e.g. etl/unsplash_lite.toml)")
+    p.add_argument("--runs", type=int, default=10, help="how many of the last runs to list (default 10)")
+    _add_store_options(p)
+    p.set_defaults(func=_status)
+
+    from .cli_search import add_search_commands, add_sql_command
+
+    add_search_commands(commands, common, _add_store_options)
+    add_sql_command(commands, common)
     return parser
 
 
+#: Exit status when another refresh holds the store (sysexits EX_TEMPFAIL: try again later).
+EXIT_LOCKED = 75
+_REFRESH_SETTINGS = ("source", "limit", "model", "model_name", "device", "batch_size", "store", "clickhouse_url",
+                     "duckdb", "workers", "width", "timeout", "retries", "max_bytes", "chunk_size",
+                     "retry_failed", "retry_backoff", "purge")
+
+
 def _refresh(args: argparse.Namespace) -> int:
+    import signal
+
+    from .jobs import job_settings, refresh_arguments
+    from .lock import StoreLocked
     from .refresh import refresh
 
-    options = DownloadOptions(workers=args.workers, width=args.width, read_timeout_s=args.timeout,
-                              retries=args.retries, max_bytes=args.max_bytes)
-    summary = refresh(args.source, model=args.model, model_name=args.model_name, limit=args.limit,
-                      store=args.store, clickhouse_url=args.clickhouse_url, duckdb=args.duckdb,
-                      batch_size=args.batch_size, download=options, device=args.device,
-                      retry_failed=args.retry_failed, progress=not args.quiet)
+    settings = job_settings(args.job, **{name: getattr(args, name) for name in _REFRESH_SETTINGS})
+
+    def stop(signum, frame):  # systemd and Airflow stop a job with SIGTERM: end as an interrupted run
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        summary = refresh(progress=not args.quiet, **refresh_arguments(settings))
+    except StoreLocked as exc:
+        print(f"clipsql: error: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except (ClipsqlError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # an engine or OS error: one line, the traceback with -v
+        logging.getLogger("clipsql").debug("refresh failed", exc_info=True)
+        print(f"clipsql: error: refresh failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+              f" (run with -vv for the traceback)", file=sys.stderr)
+        return 1
     print(summary.format())
     return 0
 
 
-def _search_text(args: argparse.Namespace) -> int:
-    from . import search
+def _status(args: argparse.Namespace) -> int:
+    from .jobs import load_job
+    from .status import status
 
-    frame = search.text(args.query, args.k, model=args.model, store=args.store,
-                        clickhouse_url=args.clickhouse_url, duckdb=args.duckdb, device=args.device)
-    print(_render(frame[["photo_id", "distance", "description", "photo_url"]], args.format))
+    job = load_job(args.job) if args.job else {}
+    backend = args.duckdb or args.clickhouse_url
+    frame = status(args.store or job.get("store"),
+                   clickhouse_url=args.clickhouse_url or (None if backend else job.get("clickhouse_url")),
+                   duckdb=args.duckdb or (None if backend else job.get("duckdb")), runs=args.runs)
+    print(frame.format())
     return 0
-
-
-def _render(frame, fmt: str) -> str:
-    if fmt == "json":
-        return frame.to_json(orient="records", force_ascii=False, indent=1)
-    if fmt == "csv":
-        return frame.to_csv(index=False).rstrip("\n")
-    with_text = frame.fillna("").astype({"distance": float})
-    return with_text.to_string(index=False, max_colwidth=60, float_format=lambda x: f"{x:.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:

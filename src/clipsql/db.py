@@ -37,6 +37,15 @@ _MIGRATION_NAME_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 DEFERRED_INDEX_SETTINGS = {"materialize_skip_indexes_on_insert": 0}
 
 
+def _uses_parameter(statement: str, name: str) -> bool:
+    return bool(re.search(r"\{\s*" + re.escape(name) + r"\s*:|\$" + re.escape(name) + r"\b", statement))
+
+
+def store_root(store: str | os.PathLike | None = None) -> Path:
+    """The store directory a backend option set uses: `store`, else :func:`default_store_dir`."""
+    return Path(store) if store is not None else default_store_dir()
+
+
 def default_store_dir() -> Path:
     """`$CLIPSQL_STORE`, else `./clipsql-store`."""
     return Path(os.environ.get("CLIPSQL_STORE") or DEFAULT_STORE)
@@ -94,6 +103,23 @@ class Store:
             raise BadArgument(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
         if data.num_rows:
             self._insert(table, data)
+
+    def run_script(self, name: str, parameters: dict | None = None) -> None:
+        """Run the ETL statements of `sql/<dialect>/etl/<name>.sql`, in order, values bound.
+
+        The files are written once per dialect (ClickHouse `{name:Type}`, DuckDB `$name`
+        parameters); each statement gets the parameters it uses.
+
+        Raises:
+            StoreError: no such script for this store's dialect.
+        """
+        path = sql_dir() / self.dialect / "etl" / f"{name}.sql"
+        if not path.is_file():
+            raise StoreError(f"no ETL script {name!r} for {self.dialect} ({path} is missing)")
+        parameters = parameters or {}
+        for statement in split_statements(path.read_text(encoding="utf-8")):
+            used = {n: v for n, v in parameters.items() if _uses_parameter(statement, n)}
+            self.command(statement, used or None)
 
     def count(self, table: str, final: bool = True) -> int:
         """Rows of `table` as reads see them (one per key)."""
@@ -184,7 +210,7 @@ def open_store(store: str | os.PathLike | None = None, *, clickhouse_url: str | 
     clickhouse_url = clickhouse_url or (None if duckdb else os.environ.get("CLICKHOUSE_URL"))
     if duckdb and clickhouse_url:
         raise BadArgument("choose one backend: --duckdb or --clickhouse-url, not both")
-    root = Path(store) if store is not None else default_store_dir()
+    root = store_root(store)
     root.mkdir(parents=True, exist_ok=True)
     if duckdb:
         import duckdb as duckdb_module

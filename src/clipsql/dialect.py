@@ -7,16 +7,22 @@ parameters. ClickHouse and chdb run them verbatim. For DuckDB this module
   same named values with the declared type (a NULL of a Nullable filter included);
 - drops the ClickHouse-only clauses `FINAL` (DuckDB tables hold one row per key already,
   see sql/duckdb/) and a trailing `SETTINGS ...`;
+- drops a `LIMIT ... WITH TIES` line (DuckDB has no WITH TIES). The queries use it only in
+  a subquery whose rows the outer query sorts and limits again, so without it DuckDB ranks
+  every row and returns the same result, only slower;
 - defines macros (:data:`DUCKDB_MACROS`) for the ClickHouse functions the queries use.
 
 Anything else a query needs must be written in the common subset of both dialects.
+
+MyScale (:func:`to_myscale`) is a text-only target: its DDL lives in sql/myscale/ and a
+query becomes its `distance()` form; neither is run here (golden-tested only).
 """
 
 from __future__ import annotations
 
 import re
 
-from .errors import QueryFileError
+from .errors import BadArgument, QueryFileError
 
 #: `{name:Type}` as ClickHouse's server-side parameter binding writes it.
 PARAMETER_RE = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*([A-Za-z0-9_(), ]+?)\s*\}")
@@ -35,6 +41,13 @@ DUCKDB_MACROS = (
     "CREATE OR REPLACE MACRO cosineDistance(a, b) AS 1.0 - list_cosine_similarity(a, b)",
     "CREATE OR REPLACE MACRO L2Distance(a, b) AS list_distance(a, b)",
     "CREATE OR REPLACE MACRO dotProduct(a, b) AS list_dot_product(a, b)",
+    # has(array, x): 1 if x is an element of array (ClickHouse "Arrays" functions).
+    "CREATE OR REPLACE MACRO has(arr, x) AS list_contains(arr, x)",
+    # arrayDistinct(array): the distinct elements (only its length is used; order is irrelevant).
+    "CREATE OR REPLACE MACRO arrayDistinct(arr) AS list_distinct(arr)",
+    # toDate(DateTime64 in UTC): the UTC calendar date, whatever DuckDB's session TimeZone is
+    # (a plain CAST of a TIMESTAMPTZ to DATE would use the session zone).
+    "CREATE OR REPLACE MACRO toDate(ts) AS CAST(timezone('UTC', ts) AS DATE)",
 )
 
 
@@ -58,10 +71,41 @@ def duckdb_type(clickhouse_type: str) -> str:
 _FINAL_RE = re.compile(r"\bFINAL\b")
 #: A trailing SETTINGS clause; by convention it starts its own line at the end of a query.
 _SETTINGS_RE = re.compile(r"^[ \t]*SETTINGS\b.*\Z", re.DOTALL | re.MULTILINE)
+#: A `LIMIT ... WITH TIES` line (by convention the clause has a line of its own).
+_WITH_TIES_RE = re.compile(r"^[ \t]*LIMIT\b[^\n]*\bWITH[ \t]+TIES[ \t]*$", re.MULTILINE)
 
 
 def to_duckdb(sql: str) -> str:
     """Rewrite a ClickHouse query text for DuckDB (see the module docstring)."""
     sql = PARAMETER_RE.sub(lambda m: f"CAST(${m.group(1)} AS {duckdb_type(m.group(2))})", sql)
     sql = _FINAL_RE.sub("", sql)
+    sql = _WITH_TIES_RE.sub("", sql)
     return _SETTINGS_RE.sub("", sql.rstrip().rstrip(";")).rstrip()
+
+
+#: MyScale index types: MSTG (MyScale Cloud) and SCANN (the open-source MyScaleDB build).
+MYSCALE_INDEX_TYPES = ("MSTG", "SCANN")
+_COSINE_RE = re.compile(r"\bcosineDistance\(")
+_MYSCALE_SETTINGS = "SETTINGS vector_search_filter_strategy = 'prefilter'"
+
+
+def to_myscale(sql: str) -> str:
+    """A ClickHouse query text in MyScale's form: `distance(column, query)` ranks by the
+    column's VECTOR INDEX metric (Cosine in sql/myscale/, so the same 1 - cos values), and
+    the ClickHouse vector-search SETTINGS line, a setting MyScale does not have, is dropped.
+    Text only: clipsql does not run MyScale.
+    """
+    sql = _COSINE_RE.sub("distance(", sql)
+    return "\n".join(line for line in sql.rstrip().splitlines() if line.strip() != _MYSCALE_SETTINGS) + "\n"
+
+
+def myscale_ddl(ddl: str, index_type: str = "MSTG") -> str:
+    """The MyScale DDL of sql/myscale/ (written with MSTG) for `index_type` MSTG or SCANN.
+
+    Raises:
+        BadArgument: an index type other than MSTG or SCANN.
+    """
+    kind = str(index_type).upper()
+    if kind not in MYSCALE_INDEX_TYPES:
+        raise BadArgument(f"MyScale index type must be one of {', '.join(MYSCALE_INDEX_TYPES)}, got {index_type!r}")
+    return ddl.replace("TYPE MSTG(", f"TYPE {kind}(")

@@ -172,7 +172,7 @@ def download_photos(photos: Sequence[tuple[str, str | None]], image_dir: str | o
     options.validate()
     image_dir = Path(image_dir)
     image_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temp_files(image_dir)
+    remove_stale_temp_files(image_dir)
     results: list[DownloadResult | None] = [None] * len(photos)
     local = threading.local()
 
@@ -295,10 +295,19 @@ def _write_atomically(target: Path, data: bytes) -> None:
         raise
 
 
-def _remove_stale_temp_files(image_dir: Path) -> None:
-    """Temporary files left by a killed run never became cache entries; remove them."""
-    for stale in image_dir.glob(".*.tmp"):
+def remove_stale_temp_files(image_dir: str | os.PathLike) -> int:
+    """Remove the temporary files a killed run left in the cache (they never became cache
+    entries: an image gets its name only by an atomic rename). Call it only while no other
+    process downloads into `image_dir` (the refresh holds the store's lock).
+
+    Returns:
+        How many files were removed.
+    """
+    removed = 0
+    for stale in Path(image_dir).glob(".*.tmp"):
         stale.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def fetch_to_cache(url: str, cache_dir: str | os.PathLike, options: DownloadOptions = DownloadOptions(

@@ -133,7 +133,11 @@ class ClipEmbedder:
         for text in texts:
             if not isinstance(text, str):
                 raise BadArgument(f"a query text must be a string, got {type(text).__name__}")
-        tokens = self.processor.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
+        # The text tower's position table bounds the length (77 for CLIP); a tokenizer saved
+        # without model_max_length would otherwise let long texts overflow it.
+        max_length = int(self.model.config.text_config.max_position_embeddings)
+        tokens = self.processor.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
+                                          return_tensors="pt")
         with torch.inference_mode():
             out = self.model.get_text_features(**{k: v.to(self.device) for k, v in tokens.items()})
             return _normalized(_features(out))

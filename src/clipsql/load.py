@@ -9,6 +9,7 @@ the table's natural key, so a rerun doubles nothing. Embeddings are buffered and
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import time
 from collections.abc import Sequence
@@ -18,13 +19,31 @@ import pyarrow as pa
 
 from .db import Store
 from .download import DownloadResult
-from .sources import SourceData
+from .errors import BadArgument
+from .sources import OPTIONAL_FILES, SourceData
 
 log = logging.getLogger(__name__)
 
 #: Embedding rows per insert: large enough for few parts, small enough that a killed run
 #: loses little work (about 2 MB of vectors).
 DEFAULT_FLUSH_ROWS = 1024
+
+
+_TS = pa.timestamp("ms", tz="UTC")
+#: Columns of etl_runs (sql/*/002_etl_runs.sql) as the run log writes them.
+ETL_RUNS_SCHEMA = pa.schema([
+    ("run_id", pa.string()), ("started_at", _TS), ("ended_at", _TS), ("status", pa.string()),
+    ("error", pa.string()), ("host", pa.string()), ("pid", pa.uint32()), ("model", pa.string()),
+    ("model_source", pa.string()), ("source", pa.string()), ("source_version", pa.string()),
+    ("photo_limit", pa.uint64()),
+    ("source_ok", pa.uint64()), ("source_failed", pa.uint64()), ("source_s", pa.float64()),
+    ("download_ok", pa.uint64()), ("download_failed", pa.uint64()), ("download_skipped", pa.uint64()),
+    ("download_s", pa.float64()),
+    ("embed_ok", pa.uint64()), ("embed_failed", pa.uint64()), ("embed_skipped", pa.uint64()),
+    ("embed_s", pa.float64()),
+    ("load_rows", pa.uint64()), ("load_s", pa.float64()), ("index_s", pa.float64()),
+    ("deleted", pa.uint64()), ("purged", pa.uint64()), ("seconds", pa.float64()),
+])
 
 
 def embeddings_table(photo_ids: Sequence[str], embeddings: np.ndarray, model: str, version: int) -> pa.Table:
@@ -65,13 +84,22 @@ class Loader:
 
     def photos(self, source: SourceData) -> None:
         """Upsert the photos table and the optional files present in the source."""
-        photos = source.photos
+        self.photo_rows(source.photos, source.version)
+        for name, table in source.extras.items():
+            self.extra_rows(name, table)
+
+    def photo_rows(self, photos: pa.Table, source_version: str) -> None:
+        """Upsert photos rows (schema ``arrow_schema('photos')``), flagged not deleted."""
         n = photos.num_rows
-        photos = photos.append_column("source_version", pa.array([source.version] * n, pa.string()))
+        photos = photos.append_column("source_version", pa.array([source_version] * n, pa.string()))
         photos = photos.append_column("is_deleted", pa.array(np.zeros(n, dtype=np.uint8)))
         self._upsert("photos", self._versioned(photos))
-        for name, table in source.extras.items():
-            self._upsert(name, self._versioned(table))
+
+    def extra_rows(self, name: str, table: pa.Table) -> None:
+        """Upsert rows of an optional file ('keywords', 'collections', 'colors', 'conversions')."""
+        if name not in OPTIONAL_FILES:
+            raise BadArgument(f"{name!r} is not one of the optional files {', '.join(OPTIONAL_FILES)}")
+        self._upsert(name, self._versioned(table))
 
     def download_results(self, results: Sequence[DownloadResult], previous_attempts: dict[str, int]) -> None:
         """Upsert one download_status row per result; attempts count real requests only."""
@@ -113,10 +141,19 @@ class Loader:
             vectors = np.concatenate([v for _, v in parts])
             self._upsert("photo_embeddings", embeddings_table(ids, vectors, model, self.version))
 
-    def model(self, name: str, source: str, dim: int) -> None:
-        """Record what a model label was loaded from, and its dimension."""
+    def model(self, name: str, source: str, dim: int, completed_at: dt.datetime | None = None) -> None:
+        """Record what a model label was loaded from, its dimension, and when a refresh first
+        embedded its whole source with it (`completed_at`, UTC; None while not yet)."""
+        stamp = None if completed_at is None else int(completed_at.timestamp() * 1000)
         self._upsert("models", self._versioned(pa.table({
-            "model": [name], "model_source": [source], "dim": pa.array([dim], pa.uint16())})))
+            "model": [name], "model_source": [source], "dim": pa.array([dim], pa.uint16()),
+            "completed_at": pa.array([stamp], pa.timestamp("ms", tz="UTC"))})))
+
+    def run(self, row: dict, version: int) -> None:
+        """Upsert one etl_runs row (every column of sql/*/002_etl_runs.sql but version)."""
+        table = pa.Table.from_pylist([row], schema=ETL_RUNS_SCHEMA)
+        table = table.append_column("version", pa.array([version], pa.uint64()))
+        self._upsert("etl_runs", table)
 
     def _versioned(self, table: pa.Table) -> pa.Table:
         return table.append_column("version", pa.array(np.full(table.num_rows, self.version, dtype=np.uint64)))

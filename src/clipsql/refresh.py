@@ -1,33 +1,69 @@
-"""The main job: source -> download -> embed -> load, into one store.
+"""The main job: source -> download -> embed -> load, into one store, incrementally.
 
 Public entry point: :func:`refresh` (the CLI's `clipsql refresh` calls it unchanged).
 
-A rerun is cheap and changes nothing that is already right: cached images are not fetched
-again, photos that failed permanently (HTTP 4xx, undecodable) are not retried unless
-`retry_failed`, photos that already have a vector for the model are not embedded again,
-and every write is an upsert keyed by photo_id (and model), so no row is doubled.
+Photos stream through in chunks (`chunk_size` photos): each chunk's metadata is upserted,
+its missing images downloaded, its photos without a vector for the model embedded and
+their vectors inserted before the next chunk is read, so memory does not grow with the
+size of the source and a killed run loses at most one chunk of work.
+
+A rerun is cheap and changes nothing that is already right:
+
+- photos with a cached image and a vector for the model are neither fetched nor embedded;
+  metadata is upserted on every run, so a changed field (new stats_views) is updated
+  without embedding anything again;
+- a permanent download failure (HTTP 4xx, undecodable) is not retried unless
+  `retry_failed`; a transient one (timeout, 5xx, connection error) is retried once
+  `last_attempt_at + retry_backoff_s * 2**(attempts - 1)` has passed (capped at
+  :data:`MAX_RETRY_BACKOFF_S`);
+- photos gone from the source (a run that read the whole source did not see them) are
+  flagged `is_deleted = 1` and kept, or with `purge` removed from every table and from
+  the image cache;
+- a new model embeds every photo beside the vectors of the others; it becomes *complete*
+  (models.completed_at) when a run over its whole source ends, and search defaults to the
+  newest complete model;
+- every write is an upsert keyed by photo_id (and model), so no row is doubled.
+
+Crash safety: a run may be killed at any moment (kill -9) and rerun. Images reach the cache
+by atomic rename; a photo's metadata row is written before its vector, and search joins
+the two, so no photo is searchable without its vector; each chunk's vectors go in one
+insert; the rerun takes over the lock, marks the dead run 'interrupted' in etl_runs and
+does what is missing. One refresh per store runs at a time (:mod:`clipsql.lock`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import os
+import socket
 import time
+import uuid
 from pathlib import Path
 
-from .db import ClickHouseStore, open_store
-from .download import DownloadOptions, DownloadResult, download_photos, image_path
-from .embed import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, ClipEmbedder, embed_photos
-from .errors import BadArgument, ModelError
+from tqdm.auto import tqdm
+
+from .db import ClickHouseStore, Store, open_store, store_root
+from .download import DownloadOptions, DownloadResult, download_photos, image_path, remove_stale_temp_files
+from .embed import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, ClipEmbedder, embed_photos, model_label
+from .errors import BadArgument, ModelError, SourceError
 from .load import Loader
+from .lock import StoreLock
 from .queries import get_query
-from .sources import DEFAULT_SOURCE, read_source
+from .sources import DEFAULT_SOURCE, SourceReader, open_source
 
 log = logging.getLogger(__name__)
 
 #: Vector width the store's HNSW index and CHECK are built for (sql/*/001_core.sql).
 STORE_DIM = 512
+#: Photos per chunk: downloaded, embedded and loaded before the next chunk is read.
+DEFAULT_CHUNK_SIZE = 1024
+#: Base of the backoff before a transient download failure is retried by a later run, s.
+DEFAULT_RETRY_BACKOFF_S = 3600.0
+#: Longest wait before a transient failure is retried again (one week), seconds.
+MAX_RETRY_BACKOFF_S = 7 * 24 * 3600.0
+STAGES = ("source", "download", "embed", "load", "index")
 
 
 @dataclasses.dataclass
@@ -35,7 +71,7 @@ class StageSummary:
     """One stage of a run: items ok, failed and skipped (already done), and seconds.
 
     Items are photos, except for 'load' (rows upserted, all tables) and 'index' (vectors
-    the HNSW index was built over).
+    embedded by the run, which the HNSW index was rebuilt over).
     """
 
     stage: str
@@ -47,7 +83,8 @@ class StageSummary:
 
 @dataclasses.dataclass
 class RefreshSummary:
-    """What a refresh did: per-stage counts and seconds, and the failures by reason."""
+    """What a refresh did: per-stage counts and seconds, the failures by reason, and the
+    photos flagged deleted (`deleted`) or purged (`purged`) because the source lost them."""
 
     store: str
     model: str
@@ -56,6 +93,9 @@ class RefreshSummary:
     failures_by_reason: dict[str, int]
     malformed_rows: int
     seconds: float
+    run_id: str = ""
+    deleted: int = 0
+    purged: int = 0
 
     def stage(self, name: str) -> StageSummary:
         return next(s for s in self.stages if s.stage == name)
@@ -65,7 +105,9 @@ class RefreshSummary:
         lines = [f"{'stage':<10}{'ok':>9}{'failed':>9}{'skipped':>9}{'seconds':>10}"]
         for s in self.stages:
             lines.append(f"{s.stage:<10}{s.ok:>9}{s.failed:>9}{s.skipped:>9}{s.seconds:>10.2f}")
-        lines.append(f"total {self.seconds:.2f} s; store {self.store}; model {self.model}")
+        lines.append(f"total {self.seconds:.2f} s; store {self.store}; model {self.model}; run {self.run_id}")
+        if self.deleted or self.purged:
+            lines.append(f"gone from the source: {self.deleted} flagged deleted, {self.purged} purged")
         if self.malformed_rows:
             lines.append(f"malformed source rows skipped: {self.malformed_rows}")
         if self.failures_by_reason:
@@ -73,80 +115,285 @@ class RefreshSummary:
         return "\n".join(lines)
 
 
+def retry_due(permanent: bool, attempts: int, last_attempt_at: dt.datetime, now: dt.datetime, *,
+              base_s: float = DEFAULT_RETRY_BACKOFF_S, retry_failed: bool = False) -> bool:
+    """Whether a photo whose last download failed is tried again now.
+
+    Permanent failures only with `retry_failed`; transient ones once
+    `last_attempt_at + min(base_s * 2**(attempts - 1), MAX_RETRY_BACKOFF_S)` has passed
+    (or at once with `retry_failed`). Times are timezone-aware; `base_s` in seconds.
+    """
+    if retry_failed:
+        return True
+    if permanent:
+        return False
+    wait = min(base_s * 2.0 ** max(attempts - 1, 0), MAX_RETRY_BACKOFF_S)
+    return now >= last_attempt_at + dt.timedelta(seconds=wait)
+
+
 def refresh(source: str | os.PathLike = DEFAULT_SOURCE, *, model: str = DEFAULT_MODEL,
             model_name: str | None = None, limit: int | None = None,
             store: str | os.PathLike | None = None, clickhouse_url: str | None = None,
             duckdb: str | os.PathLike | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
             download: DownloadOptions = DownloadOptions(), device: str = "auto",
-            retry_failed: bool = False, progress: bool = True) -> RefreshSummary:
+            retry_failed: bool = False, progress: bool = True, chunk_size: int = DEFAULT_CHUNK_SIZE,
+            purge: bool = False, retry_backoff_s: float = DEFAULT_RETRY_BACKOFF_S) -> RefreshSummary:
     """Run the main job once: read `source`, download, embed with `model`, load into the store.
 
     Args:
         source: release zip, its URL, a directory of TSV parts, a photos TSV or an image folder.
         model: CLIP hub name or local checkpoint directory.
         model_name: label stored with the vectors (default: hub name, or the directory's name).
-        limit: only the first `limit` photos of the source.
-        store / clickhouse_url / duckdb: the backend (see :func:`clipsql.db.open_store`).
+        limit: only the first `limit` photos of the source (then nothing is flagged deleted).
+        store / clickhouse_url / duckdb: the backend (see :func:`clipsql.db.open_store`);
+            `store` is also the directory of the image cache and of the refresh lock.
         batch_size: images per model forward pass.
         download: download settings.
         device: 'auto', 'cpu', 'cuda[:N]' or 'mps'.
-        retry_failed: also retry photos whose earlier failure was permanent.
+        retry_failed: retry every failed photo now, permanent failures included.
         progress: progress bars on the long stages.
+        chunk_size: photos downloaded, embedded and loaded at a time (bounds memory).
+        purge: remove photos gone from the source from every table and the image cache,
+            instead of flagging them deleted.
+        retry_backoff_s: base of the wait before a transient failure is retried, seconds.
 
     Returns:
-        RefreshSummary with per-stage counts and seconds.
+        RefreshSummary with per-stage counts and seconds (also written to etl_runs).
 
     Raises:
-        BadArgument, ModelError: before any photo is downloaded.
-        SourceError, StoreError: the source or store cannot be opened.
+        BadArgument: before any work (the store is not touched).
+        StoreLocked: another refresh holds the store's lock (raised at once).
+        ModelError, SourceError, StoreError: the model, source or store cannot be used; the
+            run is recorded in etl_runs as 'failed'.
     """
     started = time.perf_counter()
+    _check_arguments(model, limit, batch_size, chunk_size, purge, retry_backoff_s)
+    download.validate()
+    label = model_name or model_label(model)
+    with StoreLock(store_root(store)) as lock, \
+            open_store(store, clickhouse_url=clickhouse_url, duckdb=duckdb) as db:
+        run = _RunLog(db, source=os.fspath(source), model=label, model_source=str(model), limit=limit)
+        if lock.previous is not None:
+            log.warning("the previous refresh (%s) was killed; this run completes its work", lock.previous)
+        if db.image_dir.is_dir() and (stale := remove_stale_temp_files(db.image_dir)):
+            log.warning("removed %d temporary files a killed run left in %s", stale, db.image_dir)
+        job = _Job(db, run, batch_size=batch_size, download=download, retry_failed=retry_failed,
+                   progress=progress, chunk_size=chunk_size, purge=purge, retry_backoff_s=retry_backoff_s)
+        try:
+            embedder = ClipEmbedder(model, device=device, name=model_name, progress=progress)
+            if embedder.dim != STORE_DIM:
+                raise ModelError(f"model {model!r} gives {embedder.dim}-dim vectors; this store's vector "
+                                 f"index holds {STORE_DIM}-dim ones (CLIP ViT-B/32 or ViT-B/16)")
+            job.run(embedder, open_source(source, limit=limit, cache_dir=db.root))
+        except BaseException as exc:
+            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+            run.finish(job, "interrupted" if interrupted else "failed", time.perf_counter() - started,
+                       error=f"{type(exc).__name__}: {exc}".splitlines()[0][:1000])
+            raise
+        run.finish(job, "ok", time.perf_counter() - started)
+        summary = RefreshSummary(db.description, label, run.source_version, job.stages(), job.reasons,
+                                 job.malformed, time.perf_counter() - started, run.run_id, job.deleted, job.purged)
+    log.info("refresh %s done in %.1f s", summary.run_id, summary.seconds)
+    return summary
+
+
+def _check_arguments(model, limit, batch_size, chunk_size, purge, retry_backoff_s) -> None:
     if batch_size < 1:
         raise BadArgument(f"batch_size must be >= 1, got {batch_size}")
-    download.validate()
-    version = int(time.time() * 1000)
-    embedder = ClipEmbedder(model, device=device, name=model_name, progress=progress)
-    if embedder.dim != STORE_DIM:
-        raise ModelError(f"model {model!r} gives {embedder.dim}-dim vectors; this store's vector "
-                         f"index holds {STORE_DIM}-dim ones (CLIP ViT-B/32 or ViT-B/16)")
-    with open_store(store, clickhouse_url=clickhouse_url, duckdb=duckdb) as db:
-        loader = Loader(db, version)
-        stages = []
+    if chunk_size < 1:
+        raise BadArgument(f"chunk_size must be >= 1, got {chunk_size}")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise BadArgument(f"limit must be a positive integer, got {limit!r}")
+    if purge and limit is not None:
+        raise BadArgument("purge needs the whole source: it cannot be combined with a limit")
+    if not retry_backoff_s >= 0:
+        raise BadArgument(f"retry_backoff_s must be >= 0 seconds, got {retry_backoff_s}")
+    text = str(model)
+    if text.startswith((".", "/", "~")) and not Path(text).expanduser().is_dir():
+        raise ModelError(f"model directory {text!r} does not exist")
+
+
+class _RunLog:
+    """The run's row in etl_runs: written when the run starts and when it ends.
+
+    The run's `version` (the ReplacingMergeTree version of every row it writes) is its
+    start in ms, but above every earlier run's, so its upserts win even if the clock went
+    back. Runs left 'running' by killed processes are marked 'interrupted' (this process
+    holds the lock, so they are dead).
+    """
+
+    def __init__(self, db: Store, *, source: str, model: str, model_source: str, limit: int | None):
+        self.db = db
+        self.run_id = uuid.uuid4().hex
+        last = int(get_query("etl_last_run_version").run(db)["version"].iloc[0])
+        # +2: the end-of-run row takes version + 1.
+        self.version = max(int(time.time() * 1000), last + 2)
+        self.started_at = dt.datetime.now(dt.timezone.utc)
+        self.source_version = ""
+        self.row = {"run_id": self.run_id, "started_at": self.started_at, "ended_at": None, "status": "running",
+                    "error": None, "host": socket.gethostname(), "pid": os.getpid(), "model": model,
+                    "model_source": model_source, "source": source, "source_version": "",
+                    "photo_limit": limit}
+        for stage in ("source", "download", "embed"):
+            self.row.update({f"{stage}_ok": 0, f"{stage}_failed": 0, f"{stage}_s": 0.0})
+        self.row.update({"download_skipped": 0, "embed_skipped": 0, "load_rows": 0, "load_s": 0.0,
+                         "index_s": 0.0, "deleted": 0, "purged": 0, "seconds": 0.0})
+        db.run_script("mark_runs_interrupted", {"run_version": self.version})
+        Loader(db, self.version).run(self.row, self.version)
+        log.info("run %s started (version %d) on %s", self.run_id, self.version, db.description)
+
+    def finish(self, job: _Job, status: str, seconds: float, error: str | None = None) -> None:
+        """Write the end-of-run row; a failure to write it is logged, never raised."""
+        row = dict(self.row, status=status, error=error, ended_at=dt.datetime.now(dt.timezone.utc),
+                   source_version=self.source_version, seconds=seconds)
+        for s in job.stages():
+            if s.stage in ("source", "download", "embed"):
+                row.update({f"{s.stage}_ok": s.ok, f"{s.stage}_failed": s.failed, f"{s.stage}_s": s.seconds})
+            if s.stage in ("download", "embed"):
+                row[f"{s.stage}_skipped"] = s.skipped
+        row.update(load_rows=job.stage("load").ok, load_s=job.stage("load").seconds,
+                   index_s=job.stage("index").seconds, deleted=job.deleted, purged=job.purged)
+        try:
+            Loader(self.db, self.version).run(row, self.version + 1)
+        except Exception:  # the run's own error matters more than its log row
+            log.exception("could not record the end of run %s", self.run_id)
+
+
+class _Job:
+    """One run's work over a store: the chunks, then the optional files, the photos gone
+    from the source, the model's completion and the vector index."""
+
+    def __init__(self, db: Store, run: _RunLog, *, batch_size: int, download: DownloadOptions,
+                 retry_failed: bool, progress: bool, chunk_size: int, purge: bool, retry_backoff_s: float):
+        self.db, self.run_log = db, run
+        self.batch_size, self.download_options = batch_size, download
+        self.retry_failed, self.progress, self.chunk_size = retry_failed, progress, chunk_size
+        self.purge, self.retry_backoff_s = purge, retry_backoff_s
+        self.loader = Loader(db, run.version, flush_rows=max(chunk_size, 1))
+        self._stages = {name: StageSummary(name) for name in STAGES}
+        self.reasons: dict[str, int] = {}
+        self.malformed = 0
+        self.deleted = self.purged = 0
+
+    def stage(self, name: str) -> StageSummary:
+        return self._stages[name]
+
+    def stages(self) -> list[StageSummary]:
+        load = self._stages["load"]
+        load.ok, load.seconds = sum(self.loader.rows_written.values()), self.loader.seconds
+        return list(self._stages.values())
+
+    def _count(self, reason: str, n: int = 1) -> None:
+        self.reasons[reason] = self.reasons.get(reason, 0) + n
+
+    def run(self, embedder: ClipEmbedder, reader: SourceReader) -> None:
+        db, loader = self.db, self.loader
+        self.run_log.source_version = reader.version
+        models = get_query("models").run(db, min_vectors=0)
+        known = models[models["model"] == embedder.name]
+        completed_at = None if known.empty or known["complete"].iloc[0] != 1 else known["completed_at"].iloc[0]
+        if known.empty or known["model_source"].iloc[0] != embedder.source or int(known["dim"].iloc[0]) != embedder.dim:
+            loader.model(embedder.name, embedder.source, embedder.dim,
+                         completed_at=None if completed_at is None else completed_at.to_pydatetime())
+        log.info("store opened, model %s loaded", embedder.name)
+
+        keep = set() if reader.limit is not None else None
+        photos_seen = 0
+        with tqdm(desc="refresh", unit="photo", disable=not self.progress) as bar:
+            batches = reader.photo_batches(self.chunk_size)
+            number = 0
+            while True:
+                t0 = time.perf_counter()
+                chunk = next(batches, None)
+                self.stage("source").seconds += time.perf_counter() - t0
+                if chunk is None:
+                    break
+                if chunk.num_rows == 0:
+                    continue
+                number += 1
+                photos_seen += chunk.num_rows
+                if keep is not None:
+                    keep.update(chunk["photo_id"].to_pylist())
+                self._chunk(number, chunk, reader.version, embedder)
+                bar.update(chunk.num_rows)
+                bar.set_postfix(embedded=self.stage("embed").ok, failed=self.stage("download").failed, refresh=False)
+        self.stage("source").ok = photos_seen
 
         t0 = time.perf_counter()
-        data = read_source(source, limit=limit, cache_dir=db.root)
-        loader.photos(data)
-        stages.append(StageSummary("source", ok=data.photos.num_rows, failed=len(data.malformed),
-                                   seconds=time.perf_counter() - t0))
+        load_before = loader.seconds
+        for name, table in reader.extra_batches(keep):
+            loader.extra_rows(name, table)
+            log.info("%s: %d rows upserted", name, table.num_rows)
+        self.stage("source").seconds += time.perf_counter() - t0 - (loader.seconds - load_before)
+        self.malformed = len(reader.malformed)
+        self.stage("source").failed = self.malformed
+        if reader.malformed:
+            log.warning("%d malformed source rows skipped; first: %s", len(reader.malformed), reader.malformed[0])
+
+        if reader.limit is None:
+            self._gone_photos(photos_seen)
+        else:
+            log.info("limit %d: photos beyond it are not checked for deletion", reader.limit)
+
+        if completed_at is None:
+            loader.model(embedder.name, embedder.source, embedder.dim, completed_at=dt.datetime.now(dt.timezone.utc))
+            log.info("model %s is complete: every photo of the source was tried", embedder.name)
 
         t0 = time.perf_counter()
-        history = get_query("download_history").run(db)
-        attempts = dict(zip(history["photo_id"], history["attempts"].astype(int)))
-        skip = set() if retry_failed else set(history.loc[(history["status"] == "failed") & (history["permanent"] == 1), "photo_id"])
-        wanted = [(pid, url) for pid, url in zip(data.photos["photo_id"].to_pylist(),
-                                                 data.photos["photo_image_url"].to_pylist()) if pid not in skip]
-        results = download_photos(wanted, db.image_dir, download, progress=progress)
-        loader.download_results(results, attempts)
+        if isinstance(db, ClickHouseStore) and (self.stage("embed").ok or self.purged):
+            db.materialize_vector_index()
+            log.info("vector index materialized")
+        index = self.stage("index")
+        index.ok, index.seconds = self.stage("embed").ok, time.perf_counter() - t0
+
+    def _chunk(self, number: int, chunk, source_version: str, embedder: ClipEmbedder) -> None:
+        """Upsert one chunk's metadata, download what is missing, embed what has no vector."""
+        db, loader = self.db, self.loader
+        loader.photo_rows(chunk, source_version)
+        log.info("chunk %d: %d photos upserted", number, chunk.num_rows)
+        ids = chunk["photo_id"].to_pylist()
+        urls = chunk["photo_image_url"].to_pylist()
+
+        t0 = time.perf_counter()
+        history = {row.photo_id: row for row in get_query("download_history").run(db, photo_ids=ids).itertuples()}
+        embedded = set(get_query("embedded_photo_ids").run(db, model=embedder.name, photo_ids=ids)["photo_id"])
+        now = dt.datetime.now(dt.timezone.utc)
+        wanted, download_stage, embed_stage = [], self.stage("download"), self.stage("embed")
+        for photo_id, url in zip(ids, urls):
+            past = history.get(photo_id)
+            if past is not None and past.status == "ok" and photo_id in embedded:
+                download_stage.skipped += 1
+                embed_stage.skipped += 1
+            elif past is not None and past.status == "failed" and not retry_due(
+                    bool(past.permanent), int(past.attempts), _utc(past.last_attempt_at), now,
+                    base_s=self.retry_backoff_s, retry_failed=self.retry_failed):
+                download_stage.skipped += 1
+                self._count("skipped_permanent_failure" if past.permanent else "waiting_to_retry")
+            else:
+                wanted.append((photo_id, url))
+        results = download_photos(wanted, db.image_dir, self.download_options, progress=False)
+        attempts = {pid: int(row.attempts) for pid, row in history.items()}
+        # A cached image needs a status row only if it has none saying ok (a run killed
+        # between the image's rename and its status insert leaves such a photo).
+        record = [r for r in results if not r.cached or getattr(history.get(r.photo_id), "status", None) != "ok"]
         fetched = [r for r in results if r.ok]
-        failed = [r for r in results if not r.ok]
-        stages.append(StageSummary("download", ok=len(fetched), failed=len(failed),
-                                   skipped=sum(r.cached for r in fetched) + len(data.photos) - len(wanted),
-                                   seconds=time.perf_counter() - t0))
-        reasons: dict[str, int] = {}
-        for r in failed:
-            reasons[r.reason] = reasons.get(r.reason, 0) + 1
-        reasons["skipped_permanent_failure"] = len(data.photos) - len(wanted)
-        if not reasons["skipped_permanent_failure"]:
-            del reasons["skipped_permanent_failure"]
+        for r in results:
+            if not r.ok:
+                download_stage.failed += 1
+                self._count(r.reason)
+        download_stage.ok += len(fetched)
+        download_stage.skipped += sum(r.cached for r in fetched)
+        download_stage.seconds += time.perf_counter() - t0
+        loader.download_results(record, attempts)
+        log.info("chunk %d: %d downloaded, %d failed", number, len(fetched), len(results) - len(fetched))
 
         t0 = time.perf_counter()
-        urls = {r.photo_id: r.url for r in fetched}
-        done = set(get_query("embedded_photo_ids").run(db, model=embedder.name)["photo_id"])
-        todo = [(r.photo_id, image_path(db.image_dir, r.photo_id)) for r in fetched if r.photo_id not in done]
-        embed_stage = StageSummary("embed", skipped=len(fetched) - len(todo))
-        load_seconds_before = loader.seconds
+        load_before = loader.seconds
+        todo = [(r.photo_id, image_path(db.image_dir, r.photo_id)) for r in fetched if r.photo_id not in embedded]
+        embed_stage.skipped += len(fetched) - len(todo)
         unreadable = []
-        for batch in embed_photos(todo, embedder, batch_size=batch_size, progress=progress):
+        urls_by_id = {r.photo_id: r.url for r in fetched}
+        for batch in embed_photos(todo, embedder, batch_size=self.batch_size, progress=False):
             loader.embeddings(batch.photo_ids, batch.embeddings, embedder.name)
             embed_stage.ok += len(batch.photo_ids)
             embed_stage.failed += len(batch.failures)
@@ -154,21 +401,41 @@ def refresh(source: str | os.PathLike = DEFAULT_SOURCE, *, model: str = DEFAULT_
                 # A cached file that no longer decodes is dropped so a later run fetches it anew.
                 image_path(db.image_dir, photo_id).unlink(missing_ok=True)
                 log.warning("photo %s: cached image unreadable (%s: %s)", photo_id, reason, detail)
-                unreadable.append(DownloadResult(photo_id, urls[photo_id], "failed", reason="cache_unreadable",
+                unreadable.append(DownloadResult(photo_id, urls_by_id[photo_id], "failed", reason="cache_unreadable",
                                                  detail=f"{reason}: {detail}"))
-                reasons["cache_unreadable"] = reasons.get("cache_unreadable", 0) + 1
+                self._count("cache_unreadable")
         loader.flush()
         loader.download_results(unreadable, attempts)
-        loader.model(embedder.name, embedder.source, embedder.dim)
-        embed_stage.seconds = time.perf_counter() - t0 - (loader.seconds - load_seconds_before)
-        stages.append(embed_stage)
+        embed_stage.seconds += time.perf_counter() - t0 - (loader.seconds - load_before)
+        log.info("chunk %d: %d embedded", number, len(todo) - len(unreadable))
 
-        stages.append(StageSummary("load", ok=sum(loader.rows_written.values()), seconds=loader.seconds))
+    def _gone_photos(self, photos_seen: int) -> None:
+        """Flag (or with purge, remove) the photos this run's whole-source pass did not see."""
+        db, version = self.db, self.run_log.version
+        gone = get_query("photos_not_in_run").run(db, run_version=version)
+        if gone.empty:
+            return
+        if photos_seen == 0:
+            raise SourceError(f"the source holds no valid photo; refusing to flag all {len(gone)} photos "
+                              "of the store deleted (check the source)")
         t0 = time.perf_counter()
-        if isinstance(db, ClickHouseStore) and embed_stage.ok:
-            db.materialize_vector_index()
-        stages.append(StageSummary("index", ok=embed_stage.ok, seconds=time.perf_counter() - t0))
-        summary = RefreshSummary(db.description, embedder.name, data.version, stages, reasons,
-                                 len(data.malformed), time.perf_counter() - started)
-    log.info("refresh done in %.1f s", summary.seconds)
-    return summary
+        if self.purge:
+            for photo_id in gone["photo_id"]:
+                image_path(db.image_dir, photo_id).unlink(missing_ok=True)
+            db.run_script("purge_gone_photos", {"run_version": version})
+            self.purged = len(gone)
+            log.info("%d photos gone from the source purged", self.purged)
+        else:
+            fresh = int((gone["is_deleted"].astype(int) == 0).sum())
+            if fresh:
+                db.run_script("mark_photos_deleted", {"run_version": version})
+            self.deleted = fresh
+            log.info("%d photos gone from the source flagged deleted", fresh)
+        self.loader.seconds += time.perf_counter() - t0
+
+
+def _utc(value) -> dt.datetime:
+    """A timestamp from a query (pandas Timestamp or datetime, naive = UTC) as aware UTC."""
+    if hasattr(value, "to_pydatetime"):
+        value = value.to_pydatetime()
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)

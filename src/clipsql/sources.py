@@ -1,6 +1,8 @@
 """Source stage: read an Unsplash release (or a folder of images) into typed Arrow tables.
 
-Public entry point: :func:`read_source`.
+Public entry points: :func:`open_source` (streaming, a chunk of typed rows at a time: what the
+refresh uses, so memory does not grow with the release) and :func:`read_source` (everything
+in memory at once, for small sources).
 
 An Unsplash release (format: ../shared/UNSPLASH.md, https://unsplash.com/data) is a set of
 tab-separated files with a header row, each possibly split in numbered parts
@@ -145,24 +147,87 @@ class SourceData:
     malformed: list[MalformedRow]
 
 
-def read_source(source: str | os.PathLike, *, limit: int | None = None,
-                cache_dir: str | os.PathLike | None = None) -> SourceData:
-    """Read a release zip, a URL of one, a directory of TSV parts, a photos TSV or an image folder.
+#: Rows typed and handed on at a time by :class:`SourceReader` (photos use the caller's size).
+DEFAULT_EXTRA_CHUNK_ROWS = 100_000
+
+
+class SourceReader:
+    """A source opened for streaming: typed Arrow tables a chunk at a time.
+
+    Memory stays bounded by the chunk size, not by the size of the release (the Lite
+    release's conversions file alone holds millions of rows). Only the photo_ids seen so
+    far are kept, to report duplicates.
+
+    Attributes:
+        kind: 'unsplash' or 'folder'.
+        location: the source as given (path or URL).
+        version: a string that changes when the source's content changes (file names,
+            sizes and modification times; the URL for a download).
+        extra_files: the optional files present ('keywords', ...), in reading order.
+        malformed: every skipped row so far, with its file, line and reason.
+        limit: only the first `limit` photos are read (None: all).
+    """
+
+    def __init__(self, kind: str, location: str, version: str, members: dict[str, list] | None,
+                 folder_photos: pa.Table | None, malformed: list[MalformedRow], limit: int | None):
+        self.kind = kind
+        self.location = location
+        self.version = version
+        self.limit = limit
+        self.malformed = malformed
+        self._members = members or {}
+        self._folder_photos = folder_photos
+        self.extra_files = [name for name in OPTIONAL_FILES if name in self._members]
+
+    def photo_batches(self, rows: int) -> Iterator[pa.Table]:
+        """Typed photos tables of at most `rows` rows (schema :func:`arrow_schema('photos')`),
+        in file order, photo_id unique across batches; malformed rows go to `malformed`.
+
+        Raises:
+            BadArgument: rows < 1.
+            SourceError: a file lacks a `photo_id` column or parts disagree on the header.
+        """
+        if rows < 1:
+            raise BadArgument(f"rows must be >= 1, got {rows}")
+        if self._folder_photos is not None:
+            for start in range(0, self._folder_photos.num_rows, rows):
+                yield self._folder_photos.slice(start, rows)
+            return
+        yield from _iter_file("photos", self._members["photos"], self.malformed, chunk_rows=rows,
+                              limit=self.limit, unique_key=True)
+
+    def extra_batches(self, keep: set[str] | None = None,
+                      rows: int = DEFAULT_EXTRA_CHUNK_ROWS) -> Iterator[tuple[str, pa.Table]]:
+        """(file name, typed table of at most `rows` rows) for each optional file present.
+
+        Args:
+            keep: only rows of these photo_ids (None: every row).
+            rows: rows typed at a time.
+        """
+        value_set = pa.array(sorted(keep), pa.string()) if keep is not None else None
+        for name in self.extra_files:
+            for table in _iter_file(name, self._members[name], self.malformed, chunk_rows=rows):
+                if value_set is not None:
+                    table = table.filter(pc.is_in(table["photo_id"], value_set=value_set))
+                yield name, table
+
+
+def open_source(source: str | os.PathLike, *, limit: int | None = None,
+                cache_dir: str | os.PathLike | None = None) -> SourceReader:
+    """Open a release zip, a URL of one, a directory of TSV parts, a photos TSV or an image
+    folder for streaming (see :class:`SourceReader`); nothing but file names and sizes is
+    read yet (an image folder is listed).
 
     Args:
         source: path or http(s) URL (see the module docstring for the accepted forms).
         limit: keep only the first `limit` photos (in file order); None keeps all.
         cache_dir: where a URL's zip is downloaded to (once; reused while it exists).
 
-    Returns:
-        SourceData with typed tables and the malformed rows.
-
     Raises:
         BadArgument: `limit` is not a positive integer.
-        SourceError: the source does not exist, has no photos file, or a file lacks a
-            `photo_id` column.
+        SourceError: the source does not exist or has no photos file.
     """
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise BadArgument(f"limit must be a positive integer, got {limit!r}")
     text = os.fspath(source)
     if text.startswith(("http://", "https://")):
@@ -171,8 +236,7 @@ def read_source(source: str | os.PathLike, *, limit: int | None = None,
         if cache_dir is None:
             raise BadArgument("a source URL needs cache_dir to download the release into")
         zip_path = fetch_to_cache(text, Path(cache_dir) / "sources")
-        data = _read_release(_zip_members(zip_path), limit)
-        return dataclasses.replace(data, location=text, version=text)
+        return SourceReader("unsplash", text, text, _zip_members(zip_path), None, [], limit)
     path = Path(text)
     if not path.exists():
         raise SourceError(f"source {text!r} does not exist")
@@ -184,8 +248,34 @@ def read_source(source: str | os.PathLike, *, limit: int | None = None,
         members = _dir_members(path)
         if "photos" not in members:
             return _read_image_folder(path, limit)
-    data = _read_release(members, limit)
-    return dataclasses.replace(data, location=text, version=_version_of(members))
+    return SourceReader("unsplash", text, _version_of(members), members, None, [], limit)
+
+
+def read_source(source: str | os.PathLike, *, limit: int | None = None,
+                cache_dir: str | os.PathLike | None = None) -> SourceData:
+    """Read a whole source into memory (see :func:`open_source` for the arguments).
+
+    For a release of bounded size (tests, notebooks); the refresh streams with
+    :func:`open_source` instead.
+
+    Returns:
+        SourceData with typed tables and the malformed rows.
+
+    Raises:
+        BadArgument: `limit` is not a positive integer.
+        SourceError: the source does not exist, has no photos file, or a file lacks a
+            `photo_id` column.
+    """
+    reader = open_source(source, limit=limit, cache_dir=cache_dir)
+    photos = pa.concat_tables(list(reader.photo_batches(DEFAULT_EXTRA_CHUNK_ROWS)))
+    keep = set(photos["photo_id"].to_pylist()) if limit is not None else None
+    parts: dict[str, list[pa.Table]] = {}
+    for name, table in reader.extra_batches(keep):
+        parts.setdefault(name, []).append(table)
+    extras = {name: pa.concat_tables(tables) for name, tables in parts.items()}
+    if reader.malformed:
+        log.warning("%d malformed source rows skipped; first: %s", len(reader.malformed), reader.malformed[0])
+    return SourceData(reader.kind, reader.location, reader.version, photos, extras, reader.malformed)
 
 
 # --- parts of a release ------------------------------------------------------------------
@@ -251,22 +341,6 @@ def _version_of(members: dict[str, list]) -> str:
 # --- reading and typing ------------------------------------------------------------------
 
 
-def _read_release(members: dict[str, list], limit: int | None) -> SourceData:
-    malformed: list[MalformedRow] = []
-    photos = _read_file("photos", members["photos"], malformed, limit=limit, unique_key=True)
-    keep = pc.unique(photos["photo_id"]) if limit is not None else None
-    extras = {}
-    for name in OPTIONAL_FILES:
-        if name in members:
-            table = _read_file(name, members[name], malformed)
-            if keep is not None:
-                table = table.filter(pc.is_in(table["photo_id"], value_set=keep))
-            extras[name] = table
-    if malformed:
-        log.warning("%d malformed source rows skipped; first: %s", len(malformed), malformed[0])
-    return SourceData("unsplash", "", "", photos, extras, malformed)
-
-
 def _iter_lines(part) -> Iterator[tuple[int, str | None, bytes]]:
     """(line number, decoded text or None when not UTF-8, raw bytes) of each line."""
     decoder = codecs.getincrementaldecoder("utf-8")
@@ -279,14 +353,30 @@ def _iter_lines(part) -> Iterator[tuple[int, str | None, bytes]]:
                 yield number, None, line
 
 
-def _read_file(file: str, parts: list, malformed: list[MalformedRow], *,
-               limit: int | None = None, unique_key: bool = False) -> pa.Table:
-    """Read every part of one Unsplash file into a typed table (see module docstring)."""
+def _iter_file(file: str, parts: list, malformed: list[MalformedRow], *, chunk_rows: int,
+               limit: int | None = None, unique_key: bool = False) -> Iterator[pa.Table]:
+    """Typed tables of one Unsplash file, at most `chunk_rows` rows each (see module docstring).
+
+    At least one table is yielded (an empty one for a file without rows), so callers can
+    concatenate. With `limit`, reading stops once `limit` good rows were handed on.
+    """
     kinds = UNSPLASH_COLUMNS[file]
     rows: list[list[str]] = []
     where: list[tuple[str, int]] = []
     header: list[str] | None = None
     seen: dict[str, tuple[str, int]] = {}
+    state = {"kept": 0, "yielded": False, "logged_unknown": False}
+
+    def flush() -> pa.Table:
+        table = _typed_table(file, header or list(kinds), rows, where, malformed, unique_key, state)
+        rows.clear()
+        where.clear()
+        if limit is not None:
+            table = table.slice(0, limit - state["kept"])
+        state["kept"] += table.num_rows
+        state["yielded"] = True
+        return table
+
     for part in parts:
         part_header = None
         for number, text, _ in _iter_lines(part):
@@ -319,14 +409,22 @@ def _read_file(file: str, parts: list, malformed: list[MalformedRow], *,
                 seen[photo_id] = (part.name, number)
             rows.append(fields)
             where.append((part.name, number))
-            if limit is not None and len(rows) >= _enough(limit):
-                break
-        if limit is not None and len(rows) >= _enough(limit):
-            break
-    header = header or list(kinds)
+            if len(rows) >= chunk_rows:
+                yield flush()
+                if limit is not None and state["kept"] >= limit:
+                    return
+    if rows or not state["yielded"]:
+        yield flush()
+
+
+def _typed_table(file: str, header: list[str], rows: list[list[str]], where: list[tuple[str, int]],
+                 malformed: list[MalformedRow], unique_key: bool, state: dict) -> pa.Table:
+    """Type the string rows of one chunk; rows that cannot be typed go to `malformed`."""
+    kinds = UNSPLASH_COLUMNS[file]
     unknown = [c for c in header if c not in kinds]
-    if unknown:
+    if unknown and not state["logged_unknown"]:
         log.info("%s: ignoring columns not in the Unsplash format: %s", file, ", ".join(unknown))
+        state["logged_unknown"] = True
     columns = {name: [r[i] for r in rows] for i, name in enumerate(header) if name in kinds}
     typed, bad = _type_columns(file, columns, len(rows))
     for index in np.flatnonzero(bad.any(axis=0)) if bad.size else []:
@@ -352,8 +450,6 @@ def _read_file(file: str, parts: list, malformed: list[MalformedRow], *,
             keep = np.ones(table.num_rows, dtype=bool)
             keep[bad_ids] = False
             table = table.filter(pa.array(keep))
-    if limit is not None:
-        table = table.slice(0, limit)
     return table
 
 
@@ -361,11 +457,6 @@ def _as_arrow(values, type_: pa.DataType) -> pa.Array:
     if isinstance(values, pa.Array):
         return values.cast(type_)
     return pa.array(values, type=type_)
-
-
-def _enough(limit: int) -> int:
-    """Rows to read for `limit` photos: typing still rejects some, so read a margin more."""
-    return limit + limit // 10 + 100
 
 
 _KIND_WORDS = {"ts": "a timestamp", "float": "a number", "int": "an integer",
@@ -413,7 +504,7 @@ def _type_columns(file: str, columns: dict[str, list[str]], n: int):
 # --- image folders -----------------------------------------------------------------------
 
 
-def _read_image_folder(path: Path, limit: int | None) -> SourceData:
+def _read_image_folder(path: Path, limit: int | None) -> SourceReader:
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise SourceError(f"{path} holds neither a photos.tsv* file nor any image ({', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -441,4 +532,4 @@ def _read_image_folder(path: Path, limit: int | None) -> SourceData:
     photos = photos.set_column(2, "photo_image_url", pa.array(urls, pa.string()))
     stamps = ",".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in seen.values())
     version = hashlib.sha256(stamps.encode()).hexdigest()[:16]
-    return SourceData("folder", str(path), version, photos, {}, malformed)
+    return SourceReader("folder", str(path), version, None, photos, malformed, limit)

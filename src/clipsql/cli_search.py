@@ -1,0 +1,289 @@
+"""The `clipsql search ...` and `clipsql sql` subcommands (registered by :mod:`clipsql.cli`).
+
+Each search kind calls the :mod:`clipsql.search` function of the same name with the same
+options, and prints the DataFrame as a table, JSON or CSV; `--html FILE` also writes an
+image grid (:mod:`clipsql.render`).
+
+    clipsql search text|image|similar|combined|crop|duplicates|facets ... [filters] [--format table|json|csv] [--html FILE]
+    clipsql sql --dialect clickhouse|duckdb|myscale [--index-type MSTG|SCANN] [--query NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import BadArgument
+
+FORMATS = ("table", "json", "csv")
+#: CLI option -> Filters field, for the options that are spelled differently.
+_FILTER_DESTS = ("country", "city", "photographer", "submitted_from", "submitted_to", "orientation",
+                 "min_aspect_ratio", "max_aspect_ratio", "min_width", "min_height", "min_views", "min_downloads",
+                 "featured", "camera_make", "camera_model", "keywords_any", "keywords_all", "color",
+                 "has_description")
+
+
+def _filter_options(parser: argparse.ArgumentParser) -> None:
+    from .search import ORIENTATIONS
+
+    g = parser.add_argument_group("filters (all optional; strings match exactly)")
+    g.add_argument("--country", help="photo_location_country")
+    g.add_argument("--city", help="photo_location_city")
+    g.add_argument("--photographer", help="photographer_username")
+    g.add_argument("--submitted-from", metavar="YYYY-MM-DD", help="submitted on or after this UTC date")
+    g.add_argument("--submitted-to", metavar="YYYY-MM-DD", help="submitted on or before this UTC date")
+    g.add_argument("--orientation", choices=ORIENTATIONS, help="landscape (w > h), portrait (w < h) or square")
+    g.add_argument("--min-aspect-ratio", type=float, metavar="W/H", help="photo_aspect_ratio >= this")
+    g.add_argument("--max-aspect-ratio", type=float, metavar="W/H", help="photo_aspect_ratio <= this")
+    g.add_argument("--min-width", type=int, metavar="PX")
+    g.add_argument("--min-height", type=int, metavar="PX")
+    g.add_argument("--min-views", type=int)
+    g.add_argument("--min-downloads", type=int)
+    g.add_argument("--featured", action=argparse.BooleanOptionalAction, default=None,
+                   help="only featured (--featured) or only not featured (--no-featured) photos")
+    g.add_argument("--camera-make", help="exif_camera_make")
+    g.add_argument("--camera-model", help="exif_camera_model")
+    g.add_argument("--keyword", dest="keywords_any", action="append", default=None, metavar="KW",
+                   help="tagged with this keyword; repeat: with any of them")
+    g.add_argument("--all-keywords", dest="keywords_all", action="append", default=None, metavar="KW",
+                   help="repeat: tagged with every one of them")
+    g.add_argument("--color", help="dominant color (colors.keyword of the largest coverage, e.g. black)")
+    g.add_argument("--has-description", action=argparse.BooleanOptionalAction, default=None,
+                   help="only photos with (--has-description) or without (--no-has-description) a description")
+
+
+def _output_options(parser: argparse.ArgumentParser, html: bool = True) -> None:
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
+    if html:
+        parser.add_argument("--html", metavar="FILE", default=None,
+                            help="also write an image grid of the results to FILE (thumbnails from the store's cache)")
+
+
+def _page_options(parser: argparse.ArgumentParser, k: int = 10, rerank: bool = True, offset: bool = True) -> None:
+    parser.add_argument("-k", type=int, default=k, help=f"how many results (default {k})")
+    if offset:
+        parser.add_argument("--offset", type=int, default=0, help="skip this many results first (paging)")
+    parser.add_argument("--model", default=None, help="stored model label (default: the newest with vectors)")
+    if rerank:
+        parser.add_argument("--max-distance", type=float, default=None, help="only results with a cosine distance <= this")
+        parser.add_argument("--rerank", choices=("exact", "mmr"), default=None,
+                            help="exact: the HNSW index proposes candidates, re-scored exactly (approximate; "
+                                 "without filters only); mmr: diversify the nearest candidates")
+        parser.add_argument("--mmr-lambda", type=float, default=0.5, help="MMR: 1 relevance only .. 0 diversity only")
+        parser.add_argument("--overfetch", type=int, default=10, help="candidates per result for --rerank (default 10)")
+
+
+def add_search_commands(commands, common: argparse.ArgumentParser,
+                        add_store_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Register `clipsql search KIND` on the `commands` subparsers of the main parser."""
+    p = commands.add_parser("search", help="search the store (text, image, similar, combined, crop, duplicates, facets)",
+                            description="Search with the named queries of queries/. Every kind takes the same "
+                                        "filters, paging and output options.")
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+
+    def kind(name: str, help_text: str, handler, k: int = 10, rerank: bool = True, html: bool = True):
+        sub = kinds.add_parser(name, parents=[common], help=help_text, description=help_text)
+        _page_options(sub, k=k, rerank=rerank, offset=name != "facets")
+        if name != "duplicates":
+            sub.add_argument("--device", default="auto", help="where the CLIP model runs: auto, cpu, cuda[:N], mps")
+        _output_options(sub, html=html)
+        _filter_options(sub)
+        add_store_options(sub)
+        sub.set_defaults(func=handler)
+        return sub
+
+    t = kind("text", "text -> photos", _search_text)
+    t.add_argument("query", help="the text to search for")
+    t = kind("image", "image file or URL -> photos (reverse image search)", _search_image)
+    t.add_argument("source", help="an image file or an http(s) URL")
+    t = kind("similar", "photos similar to an indexed photo (pure SQL: its stored vector)", _search_similar)
+    t.add_argument("photo_id", help="the indexed photo")
+    t = kind("combined", "weighted text terms and images -> photos", _search_combined)
+    t.add_argument("query", nargs="?", default="",
+                   help="terms: plain words form a phrase, -term subtracts, W:term weighs (e.g. 'beach -people 2:sunset')")
+    t.add_argument("--image", dest="images", action="append", default=[], metavar="SRC",
+                   help="an image file or URL to add (repeat for more)")
+    t.add_argument("--text-weight", type=float, default=1.0, help="weight of the text terms (default 1)")
+    t.add_argument("--image-weight", type=float, default=1.0, help="weight of the images (default 1)")
+    t = kind("crop", "a box of an image or of an indexed photo -> photos", _search_crop)
+    t.add_argument("source", nargs="?", default=None, help="an image file or URL (or give --photo-id)")
+    t.add_argument("--photo-id", default=None, help="crop this indexed photo (from the store's image cache)")
+    t.add_argument("--box", required=True, metavar="L,T,R,B",
+                   help="left,top,right,bottom: fractions 0..1 of width and height, or pixels")
+    t = kind("duplicates", "pairs of photos closer than a distance threshold (exact, quadratic)",
+             _search_duplicates, k=100, rerank=False)
+    t.add_argument("--max-distance", type=float, default=0.05, help="cosine distance threshold (default 0.05)")
+    t = kind("facets", "counts per country, city, photographer, camera_make, keyword and color among the "
+                       "top-k photos of a query",
+             _search_facets, k=100, rerank=False, html=False)
+    t.add_argument("query", nargs="?", default=None, help="the text query (or give --image or --photo-id)")
+    t.add_argument("--image", default=None, metavar="SRC", help="an image file or URL as the query")
+    t.add_argument("--photo-id", default=None, help="an indexed photo's vector as the query")
+    t.add_argument("--per-facet", type=int, default=10, help="values per facet (default 10)")
+    t.add_argument("--facet", dest="facets", action="append", default=None, help="only this facet (repeat for more)")
+    t.add_argument("--max-distance", type=float, default=None, help="only photos with a cosine distance <= this")
+
+
+def add_sql_command(commands, common: argparse.ArgumentParser) -> None:
+    """Register `clipsql sql`: print DDL and queries in an engine's dialect."""
+    from .dialect import MYSCALE_INDEX_TYPES
+
+    p = commands.add_parser("sql", parents=[common], help="print the DDL or a named query in an engine's dialect",
+                            description="Print the DDL of an engine (clickhouse and chdb, duckdb, myscale) or, with "
+                                        "--query, one named query of queries/ in that engine's form. For MyScale "
+                                        "the DDL is followed by the search query's distance() form.")
+    p.add_argument("--dialect", choices=("clickhouse", "duckdb", "myscale"), default="clickhouse")
+    p.add_argument("--index-type", choices=MYSCALE_INDEX_TYPES, default="MSTG",
+                   help="MyScale vector index: MSTG (MyScale Cloud) or SCANN (open-source MyScaleDB)")
+    p.add_argument("--query", default=None, metavar="NAME", help="a query of queries/ (e.g. search_photos)")
+    p.set_defaults(func=_sql)
+
+
+# --- handlers ----------------------------------------------------------------------------
+
+
+def _filters(args: argparse.Namespace):
+    from .search import Filters
+
+    return Filters.of(**{name: getattr(args, name) for name in _FILTER_DESTS})
+
+
+def _image_dir(args: argparse.Namespace) -> Path:
+    # The image cache is <store>/images for every backend (see clipsql.db.open_store).
+    from .db import default_store_dir
+
+    return (Path(args.store) if args.store is not None else default_store_dir()) / "images"
+
+
+def _store_kwargs(args: argparse.Namespace) -> dict:
+    return dict(store=args.store, clickhouse_url=args.clickhouse_url, duckdb=args.duckdb)
+
+
+def _common(args: argparse.Namespace) -> dict:
+    return dict(offset=args.offset, max_distance=args.max_distance, model=args.model, device=args.device,
+                rerank=args.rerank, mmr_lambda=args.mmr_lambda, overfetch=args.overfetch,
+                filters=_filters(args), **_store_kwargs(args))
+
+
+def _photos_out(args: argparse.Namespace, frame, title: str) -> int:
+    print(render_frame(frame, args.format, table_columns=["photo_id", "distance", "description", "photo_url"]))
+    if args.html:
+        from .render import write_html_grid
+
+        write_html_grid(frame, args.html, _image_dir(args), title=title)
+    return 0
+
+
+def _search_text(args: argparse.Namespace) -> int:
+    from . import search
+
+    return _photos_out(args, search.text(args.query, args.k, **_common(args)), f"text: {args.query}")
+
+
+def _search_image(args: argparse.Namespace) -> int:
+    from . import search
+
+    return _photos_out(args, search.image(args.source, args.k, **_common(args)), f"image: {args.source}")
+
+
+def _search_similar(args: argparse.Namespace) -> int:
+    from . import search
+
+    kwargs = _common(args)
+    del kwargs["device"]
+    return _photos_out(args, search.similar(args.photo_id, args.k, **kwargs), f"similar to {args.photo_id}")
+
+
+def _search_combined(args: argparse.Namespace) -> int:
+    from . import search
+
+    frame = search.combined(args.query, args.k, images=args.images, text_weight=args.text_weight,
+                            image_weight=args.image_weight, **_common(args))
+    return _photos_out(args, frame, f"combined: {args.query} {' '.join(args.images)}".strip())
+
+
+def _search_crop(args: argparse.Namespace) -> int:
+    from . import search
+
+    box = search.parse_box(args.box)
+    frame = search.crop(args.source, box, args.k, photo_id=args.photo_id, **_common(args))
+    return _photos_out(args, frame, f"crop {args.box} of {args.source or args.photo_id}")
+
+
+def _search_duplicates(args: argparse.Namespace) -> int:
+    from . import search
+
+    frame = search.duplicates(args.max_distance, args.k, offset=args.offset, model=args.model,
+                              filters=_filters(args), **_store_kwargs(args))
+    print(render_frame(frame, args.format))
+    if args.html:
+        from .render import write_html_pairs
+
+        write_html_pairs(frame, args.html, _image_dir(args),
+                         title=f"near-duplicates within {args.max_distance:g}")
+    return 0
+
+
+def _search_facets(args: argparse.Namespace) -> int:
+    from . import search
+
+    frame = search.facets(args.query, image=args.image, photo_id=args.photo_id, n=args.k, per_facet=args.per_facet,
+                          by=args.facets, max_distance=args.max_distance, model=args.model, device=args.device,
+                          filters=_filters(args), **_store_kwargs(args))
+    print(render_frame(frame, args.format))
+    return 0
+
+
+def render_frame(frame, fmt: str, table_columns: list[str] | None = None) -> str:
+    """A DataFrame as text: 'table' (aligned, the given columns), 'json' (records) or 'csv'.
+
+    Raises:
+        BadArgument: an unknown format.
+    """
+    if fmt == "json":
+        return frame.to_json(orient="records", force_ascii=False, indent=1)
+    if fmt == "csv":
+        return frame.to_csv(index=False).rstrip("\n")
+    if fmt != "table":
+        raise BadArgument(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    shown = frame[table_columns] if table_columns else frame
+    if shown.empty:
+        return "(no results)"
+    floats = {c: float for c in shown.columns if c == "distance"}
+    return shown.fillna("").astype(floats).to_string(index=False, max_colwidth=60,
+                                                     float_format=lambda x: f"{x:.4f}")
+
+
+def sql_text(dialect_name: str, query: str | None = None, index_type: str = "MSTG") -> str:
+    """What `clipsql sql` prints: the engine's DDL, or one named query in its form; for
+    MyScale the DDL followed by the search query's distance() form.
+
+    Raises:
+        BadArgument: an unknown dialect or index type. NotFound: an unknown query name.
+    """
+    from . import dialect
+    from .db import migration_files
+    from .queries import get_query
+    from .resources import sql_dir
+
+    if dialect_name not in ("clickhouse", "duckdb", "myscale"):
+        raise BadArgument(f"dialect must be clickhouse, duckdb or myscale, got {dialect_name!r}")
+    if query is not None:
+        text = get_query(query).sql
+        if dialect_name == "duckdb":
+            return dialect.to_duckdb(text) + "\n"
+        if dialect_name == "myscale":
+            return dialect.to_myscale(text)
+        return text
+    if dialect_name != "myscale":
+        return "\n".join(p.read_text(encoding="utf-8") for p in migration_files(dialect_name))
+    ddl = "\n".join(p.read_text(encoding="utf-8") for p in sorted((sql_dir() / "myscale").glob("*.sql")))
+    search_form = dialect.to_myscale(get_query("search_photos").sql)
+    return (dialect.myscale_ddl(ddl, index_type) + "\n-- Query form: queries/search_photos.sql for MyScale "
+            "(cosineDistance -> distance)\n" + search_form)
+
+
+def _sql(args: argparse.Namespace) -> int:
+    print(sql_text(args.dialect, args.query, args.index_type), end="")
+    return 0

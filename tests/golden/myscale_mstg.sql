@@ -1,0 +1,250 @@
+-- Core tables of a clipsql store on MyScale (a ClickHouse fork with its own vector indexes).
+-- Text only: clipsql prints it (`clipsql sql --dialect myscale`) and tests it against a golden
+-- file, but does not run MyScale. The tables are those of sql/clickhouse/001_core.sql; only
+-- the vector index differs: MyScale's `VECTOR INDEX ... TYPE MSTG` (MyScale Cloud; the
+-- open-source MyScaleDB build has SCANN instead: `clipsql sql --dialect myscale
+-- --index-type SCANN`) with the Cosine metric, so `distance(embedding, q)` is the same
+-- 1 - cos(embedding, q) that cosineDistance gives on ClickHouse. MyScale requires the
+-- CHECK on the vector length that the table already has.
+
+-- photos: one row per Unsplash photo, every column of photos.tsv typed (UNSPLASH.md).
+CREATE TABLE IF NOT EXISTS photos
+(
+    photo_id String,
+    photo_url Nullable(String),
+    photo_image_url Nullable(String),
+    photo_submitted_at Nullable(DateTime64(3, 'UTC')),
+    photo_featured Nullable(Bool),
+    photo_width Nullable(UInt32),
+    photo_height Nullable(UInt32),
+    photo_aspect_ratio Nullable(Float32),
+    photo_description Nullable(String),
+    photographer_username Nullable(String),
+    photographer_first_name Nullable(String),
+    photographer_last_name Nullable(String),
+    exif_camera_make Nullable(String),
+    exif_camera_model Nullable(String),
+    exif_iso Nullable(UInt32),
+    exif_aperture_value Nullable(Float32),
+    exif_focal_length Nullable(Float32),
+    exif_exposure_time Nullable(String),
+    photo_location_name Nullable(String),
+    photo_location_latitude Nullable(Float64),
+    photo_location_longitude Nullable(Float64),
+    photo_location_country Nullable(String),
+    photo_location_city Nullable(String),
+    stats_views Nullable(UInt64),
+    stats_downloads Nullable(UInt64),
+    ai_description Nullable(String),
+    ai_primary_landmark_name Nullable(String),
+    ai_primary_landmark_latitude Nullable(Float64),
+    ai_primary_landmark_longitude Nullable(Float64),
+    ai_primary_landmark_confidence Nullable(Float32),
+    source_version String,
+    is_deleted UInt8 DEFAULT 0,
+    version UInt64,
+    CONSTRAINT photo_id_not_empty CHECK photo_id != ''
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY photo_id;
+
+CREATE TABLE IF NOT EXISTS keywords
+(
+    photo_id String,
+    keyword String,
+    ai_service_1_confidence Nullable(Float64),
+    ai_service_2_confidence Nullable(Float64),
+    suggested_by_user Nullable(Bool),
+    version UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (photo_id, keyword);
+
+CREATE TABLE IF NOT EXISTS collections
+(
+    photo_id String,
+    collection_id String,
+    collection_title Nullable(String),
+    photo_collected_at Nullable(DateTime64(3, 'UTC')),
+    version UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (photo_id, collection_id);
+
+CREATE TABLE IF NOT EXISTS colors
+(
+    photo_id String,
+    hex String,
+    red Nullable(UInt8),
+    green Nullable(UInt8),
+    blue Nullable(UInt8),
+    keyword Nullable(String),
+    coverage Nullable(Float64),
+    score Nullable(Float64),
+    version UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (photo_id, hex);
+
+-- conversions has no key of its own: a row is its whole content.
+CREATE TABLE IF NOT EXISTS conversions
+(
+    converted_at DateTime64(3, 'UTC'),
+    conversion_type String,
+    keyword String,
+    photo_id String,
+    anonymous_user_id String,
+    conversion_country String,
+    version UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (photo_id, converted_at, conversion_type, keyword, anonymous_user_id, conversion_country);
+
+-- photo_embeddings: one L2-normalized CLIP vector per (model, photo_id).
+-- The vector index serves distance(embedding, q) ORDER BY ... LIMIT k; the CHECK fixes the
+-- dimension at 512, the width of ViT-B/32 and ViT-B/16 CLIP.
+CREATE TABLE IF NOT EXISTS photo_embeddings
+(
+    photo_id String,
+    model LowCardinality(String),
+    embedding Array(Float32),
+    loaded_at DateTime64(3, 'UTC') DEFAULT now64(3),
+    version UInt64,
+    CONSTRAINT embedding_length CHECK length(embedding) = 512,
+    VECTOR INDEX embedding_vector_index embedding TYPE MSTG('metric_type=Cosine')
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (model, photo_id);
+
+-- models: what each stored model label was loaded from, and its dimension.
+CREATE TABLE IF NOT EXISTS models
+(
+    model String,
+    model_source String,
+    dim UInt16,
+    version UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY model;
+
+-- download_status: how each photo's image download ended (ok, or failed with a reason).
+CREATE TABLE IF NOT EXISTS download_status
+(
+    photo_id String,
+    url String,
+    status LowCardinality(String),
+    reason LowCardinality(Nullable(String)),
+    detail Nullable(String),
+    http_status Nullable(UInt16),
+    bytes UInt64,
+    width Nullable(UInt32),
+    height Nullable(UInt32),
+    permanent UInt8,
+    attempts UInt32,
+    last_attempt_at DateTime64(3, 'UTC'),
+    version UInt64,
+    CONSTRAINT status_known CHECK status IN ('ok', 'failed')
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY photo_id;
+
+-- Query form: queries/search_photos.sql for MyScale (cosineDistance -> distance)
+-- name: search_photos
+-- Photos nearest to a query vector by cosine distance, closest first (ties broken by
+-- photo_id), with optional metadata filters and paging: the query behind text, image,
+-- combined and crop search. Exact: every vector that passes the filters is scored (the
+-- filters are applied before the distance ranking, so a filter never returns fewer than k
+-- rows while k photos match). Deleted photos are left out.
+-- NULL (clickhouse-client: --param_x='\N') or [] switches a filter off.
+-- Parameters:
+--   query_vec         Array(Float32)     the query embedding, (d,) float32, L2-normalized
+--   model             String             label of the model whose vectors are searched (models.model)
+--   k                 UInt32             how many photos to return (a page of top-k)
+--   offset            UInt32             how many of the nearest photos to skip first (paging: page n has offset n*k)
+--   max_distance      Nullable(Float32)  only photos with a cosine distance <= this (0..2); \N for no bound
+--   country           Nullable(String)   only photos taken in this country (photo_location_country, exact); \N for any
+--   city              Nullable(String)   only photos taken in this city (photo_location_city, exact); \N for any
+--   photographer      Nullable(String)   only photos by this photographer (photographer_username, exact); \N for any
+--   submitted_from    Nullable(Date)     only photos submitted on or after this UTC date; \N for no bound
+--   submitted_to      Nullable(Date)     only photos submitted on or before this UTC date; \N for no bound
+--   orientation       Nullable(String)   'landscape' (width > height), 'portrait' (width < height) or 'square' (equal); \N for any
+--   min_aspect_ratio  Nullable(Float32)  only photos with photo_aspect_ratio (width / height) >= this; \N for no bound
+--   max_aspect_ratio  Nullable(Float32)  only photos with photo_aspect_ratio (width / height) <= this; \N for no bound
+--   min_width         Nullable(UInt32)   only photos at least this many pixels wide (photo_width); \N for no bound
+--   min_height        Nullable(UInt32)   only photos at least this many pixels high (photo_height); \N for no bound
+--   min_views         Nullable(UInt64)   only photos with at least this many views (stats_views); \N for no bound
+--   min_downloads     Nullable(UInt64)   only photos with at least this many downloads (stats_downloads); \N for no bound
+--   featured          Nullable(Bool)     only featured (true) or only not featured (false) photos; \N for any
+--   camera_make       Nullable(String)   only photos taken with this camera make (exif_camera_make, exact); \N for any
+--   camera_model      Nullable(String)   only photos taken with this camera model (exif_camera_model, exact); \N for any
+--   keywords_any      Array(String)      only photos tagged with at least one of these keywords; [] for any
+--   keywords_all      Array(String)      only photos tagged with every one of these keywords; [] for any
+--   color             Nullable(String)   only photos whose dominant color (colors.keyword of the largest coverage) is this; \N for any
+--   has_description   Nullable(Bool)     only photos with (true) or without (false) a photo_description; \N for any
+SELECT
+    t.photo_id AS photo_id,
+    t.distance AS distance,
+    p.photo_description AS description,
+    p.photo_url AS photo_url,
+    p.photo_image_url AS photo_image_url
+FROM
+(
+    -- Top-k on the vectors alone, then the join: the join reads photos once, not per vector.
+    -- WITH TIES keeps every vector tied at the cut, so ties are broken by photo_id below;
+    -- the count of deleted rows over-fetches exactly enough to drop them after the join.
+    SELECT photo_id, distance(embedding, {query_vec:Array(Float32)}) AS distance
+    FROM photo_embeddings FINAL
+    WHERE model = {model:String}
+      AND ({max_distance:Nullable(Float32)} IS NULL OR distance <= {max_distance:Nullable(Float32)})
+      -- filters: begin (the same text in every query file; tests/test_search_queries.py checks it)
+      AND (
+          (    {country:Nullable(String)} IS NULL AND {city:Nullable(String)} IS NULL
+           AND {photographer:Nullable(String)} IS NULL
+           AND {submitted_from:Nullable(Date)} IS NULL AND {submitted_to:Nullable(Date)} IS NULL
+           AND {orientation:Nullable(String)} IS NULL
+           AND {min_aspect_ratio:Nullable(Float32)} IS NULL AND {max_aspect_ratio:Nullable(Float32)} IS NULL
+           AND {min_width:Nullable(UInt32)} IS NULL AND {min_height:Nullable(UInt32)} IS NULL
+           AND {min_views:Nullable(UInt64)} IS NULL AND {min_downloads:Nullable(UInt64)} IS NULL
+           AND {featured:Nullable(Bool)} IS NULL
+           AND {camera_make:Nullable(String)} IS NULL AND {camera_model:Nullable(String)} IS NULL
+           AND length({keywords_any:Array(String)}) = 0 AND length({keywords_all:Array(String)}) = 0
+           AND {color:Nullable(String)} IS NULL AND {has_description:Nullable(Bool)} IS NULL)
+          OR photo_id IN (
+              SELECT photo_id FROM photos FINAL
+              WHERE ({country:Nullable(String)} IS NULL OR photo_location_country = {country:Nullable(String)})
+                AND ({city:Nullable(String)} IS NULL OR photo_location_city = {city:Nullable(String)})
+                AND ({photographer:Nullable(String)} IS NULL OR photographer_username = {photographer:Nullable(String)})
+                AND ({submitted_from:Nullable(Date)} IS NULL OR toDate(photo_submitted_at) >= {submitted_from:Nullable(Date)})
+                AND ({submitted_to:Nullable(Date)} IS NULL OR toDate(photo_submitted_at) <= {submitted_to:Nullable(Date)})
+                AND ({orientation:Nullable(String)} IS NULL
+                     OR ({orientation:Nullable(String)} = 'landscape' AND photo_width > photo_height)
+                     OR ({orientation:Nullable(String)} = 'portrait' AND photo_width < photo_height)
+                     OR ({orientation:Nullable(String)} = 'square' AND photo_width = photo_height))
+                AND ({min_aspect_ratio:Nullable(Float32)} IS NULL OR photo_aspect_ratio >= {min_aspect_ratio:Nullable(Float32)})
+                AND ({max_aspect_ratio:Nullable(Float32)} IS NULL OR photo_aspect_ratio <= {max_aspect_ratio:Nullable(Float32)})
+                AND ({min_width:Nullable(UInt32)} IS NULL OR photo_width >= {min_width:Nullable(UInt32)})
+                AND ({min_height:Nullable(UInt32)} IS NULL OR photo_height >= {min_height:Nullable(UInt32)})
+                AND ({min_views:Nullable(UInt64)} IS NULL OR stats_views >= {min_views:Nullable(UInt64)})
+                AND ({min_downloads:Nullable(UInt64)} IS NULL OR stats_downloads >= {min_downloads:Nullable(UInt64)})
+                AND ({featured:Nullable(Bool)} IS NULL OR photo_featured = {featured:Nullable(Bool)})
+                AND ({camera_make:Nullable(String)} IS NULL OR exif_camera_make = {camera_make:Nullable(String)})
+                AND ({camera_model:Nullable(String)} IS NULL OR exif_camera_model = {camera_model:Nullable(String)})
+                AND ({has_description:Nullable(Bool)} IS NULL
+                     OR (photo_description IS NOT NULL AND photo_description != '') = {has_description:Nullable(Bool)})
+                AND (length({keywords_any:Array(String)}) = 0 OR photo_id IN (
+                        SELECT photo_id FROM keywords FINAL WHERE has({keywords_any:Array(String)}, keyword)))
+                AND (length({keywords_all:Array(String)}) = 0 OR photo_id IN (
+                        SELECT photo_id FROM keywords FINAL WHERE has({keywords_all:Array(String)}, keyword)
+                        GROUP BY photo_id
+                        HAVING count(DISTINCT keyword) = length(arrayDistinct({keywords_all:Array(String)}))))
+                AND ({color:Nullable(String)} IS NULL OR photo_id IN (
+                        SELECT photo_id FROM colors FINAL GROUP BY photo_id
+                        HAVING argMax(keyword, (coverage, hex)) = {color:Nullable(String)}))))
+      -- filters: end
+    ORDER BY distance ASC
+    LIMIT {k:UInt32} + {offset:UInt32} + (SELECT count(*) FROM photos WHERE is_deleted != 0) WITH TIES
+) AS t
+INNER JOIN photos AS p FINAL ON p.photo_id = t.photo_id
+WHERE p.is_deleted = 0
+ORDER BY distance ASC, photo_id ASC
+LIMIT {k:UInt32} OFFSET {offset:UInt32}

@@ -1,0 +1,127 @@
+"""Job files and the schedules in etl/: what can be checked without cron, systemd or Airflow."""
+
+import ast
+import configparser
+import importlib.util
+import re
+import shlex
+
+import pytest
+
+from clipsql.cli import main
+from clipsql.db import open_store
+from clipsql.errors import BadArgument
+from clipsql.jobs import JOB_KEYS, job_settings, load_job, refresh_arguments
+from etl_support import REPO, EtlServer, write_release
+
+ETL = REPO / "etl"
+JOB = "etl/unsplash_lite.toml"
+
+
+def test_the_shipped_job_file_sets_every_documented_key_and_resolves_paths():
+    settings = load_job(ETL / "unsplash_lite.toml")
+    assert settings["source"] == "https://unsplash.com/data/lite/latest"
+    assert settings["model"] == "openai/clip-vit-base-patch32"
+    assert settings["store"] == str(REPO / "clipsql-store")  # relative to etl/
+    assert settings["chunk_size"] == 1024 and settings["retry_backoff"] == 3600.0
+    assert settings["purge"] is False and settings["retry_failed"] is False
+    text = (ETL / "unsplash_lite.toml").read_text()
+    for table, key in JOB_KEYS:  # each key is set, or shown commented out, in its table
+        section = text.split(f"[{table}]")[1].split("\n[")[0]
+        assert re.search(rf"^#? ?{key} = ", section, re.MULTILINE), (table, key)
+    arguments = refresh_arguments(job_settings(ETL / "unsplash_lite.toml", limit=10, purge=None))
+    assert arguments["limit"] == 10 and arguments["purge"] is False and arguments["download"].workers == 16
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[sorce]\nlocation = 'x'\n", r"unknown table \[sorce\]"),
+    ("[source]\nlimt = 3\n", "unknown key 'limt' in \\[source\\]"),
+    ("[source]\nlimit = '3'\n", r"\[source\] limit must be int"),
+    ("[refresh]\npurge = 1\n", r"\[refresh\] purge must be bool"),
+    ("[store]\nclickhouse_url = 'http://h:8123/db'\nduckdb = 'x.duckdb'\n", "choose one backend"),
+    ("[source\n", "job file"),
+])
+def test_bad_job_files_are_refused_naming_file_and_key(tmp_path, text, message):
+    path = tmp_path / "job.toml"
+    path.write_text(text)
+    with pytest.raises(BadArgument, match=message) as info:
+        load_job(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(BadArgument, match="does not exist"):
+        load_job(tmp_path / "missing.toml")
+
+
+def test_command_line_options_override_the_job_file(tmp_path, tiny_clip, capsys):
+    server = EtlServer()
+    try:
+        write_release(tmp_path / "jobs" / "release", server.url, range(5), keywords=False)
+        job = tmp_path / "jobs" / "nightly.toml"
+        job.write_text(f"[source]\nlocation = 'release'\nlimit = 4\n[model]\nname = '{tiny_clip}'\n"
+                       f"[store]\npath = '../store'\n[download]\nretries = 0\n[refresh]\nchunk_size = 2\n")
+        assert main(["refresh", str(job), "--limit", "3", "-q"]) == 0
+    finally:
+        server.stop()
+    assert "source            3" in capsys.readouterr().out
+    with open_store(tmp_path / "store") as db:  # the store of the job file, relative to it
+        assert db.count("photos") == 3 and db.count("photo_embeddings") == 3
+    assert main(["status", str(job)]) == 0
+    assert "last runs:" in capsys.readouterr().out
+
+
+def refresh_command_of(line: str) -> list[str]:
+    words = shlex.split(line)
+    start = next(i for i, w in enumerate(words) if w.endswith("clipsql") and words[i + 1] == "refresh")
+    return words[start:start + 3]
+
+
+def test_crontab_line_runs_the_job_every_night():
+    lines = [l for l in (ETL / "crontab").read_text().splitlines() if l.strip() and not l.lstrip().startswith("#")]
+    assert len(lines) == 1
+    minute, hour, dom, month, dow, command = lines[0].split(None, 5)
+    assert 0 <= int(minute) <= 59 and 0 <= int(hour) <= 23 and (dom, month, dow) == ("*", "*", "*")
+    assert refresh_command_of(command)[1:] == ["refresh", JOB]
+    assert (REPO / JOB).is_file()
+
+
+def read_unit(name: str) -> configparser.ConfigParser:
+    unit = configparser.ConfigParser(strict=False, interpolation=None, comment_prefixes=("#", ";"))
+    unit.optionxform = str  # systemd keys are case-sensitive
+    unit.read(ETL / "systemd" / name)
+    return unit
+
+
+def test_systemd_service_and_timer_pair():
+    service, timer = read_unit("clipsql-refresh.service"), read_unit("clipsql-refresh.timer")
+    assert service["Service"]["Type"] == "oneshot"
+    assert refresh_command_of(service["Service"]["ExecStart"])[1:] == ["refresh", JOB]
+    assert service["Service"]["ExecStart"].startswith("/")  # systemd wants an absolute path
+    assert "75" in service["Service"]["SuccessExitStatus"].split()
+    assert timer["Timer"]["Unit"] == "clipsql-refresh.service"
+    assert re.fullmatch(r"\*-\*-\* \d\d:\d\d:\d\d", timer["Timer"]["OnCalendar"])
+    assert timer["Timer"]["Persistent"] == "true" and timer["Install"]["WantedBy"] == "timers.target"
+
+
+DAG_FILE = ETL / "airflow" / "clipsql_refresh_dag.py"
+
+
+def test_airflow_dag_file_runs_the_job_file():
+    tree = ast.parse(DAG_FILE.read_text())
+    values = {n.targets[0].id: n.value.value for n in tree.body
+              if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)}
+    assert values["JOB_FILE"] == JOB
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "BashOperator"]
+    assert len(calls) == 1
+    command = next(k.value for k in calls[0].keywords if k.arg == "bash_command")
+    assert "clipsql refresh {JOB_FILE}" in ast.unparse(command)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("airflow") is None, reason="Airflow is not installed")
+def test_airflow_loads_the_dag(tmp_path, monkeypatch):  # pragma: no cover - needs Airflow
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    from airflow.models import DagBag
+
+    bag = DagBag(dag_folder=str(DAG_FILE), include_examples=False)
+    assert bag.import_errors == {}
+    dag = bag.get_dag("clipsql_refresh")
+    [task] = dag.tasks
+    assert f"clipsql refresh {JOB}" in task.bash_command
