@@ -1,8 +1,9 @@
 """Stores: one interface over chdb (embedded ClickHouse), a ClickHouse server and DuckDB.
 
 Public entry point: :func:`open_store`. A :class:`Store` runs SQL with bound parameters,
-upserts Arrow tables, runs the named queries of queries/ and applies the DDL migrations
-of `sql/<dialect>/` (:func:`migrate`). Engines differ only in `sql/<dialect>/` and in
+upserts Arrow tables, runs the named queries of queries/, applies the DDL migrations
+of `sql/<dialect>/` (:func:`migrate`) and runs the refresh's few data-changing statements
+(flag or purge photos gone from the source) from `sql/<dialect>/etl/` (:meth:`Store.run_script`). Engines differ only in `sql/<dialect>/` and in
 :mod:`clipsql.dialect`.
 
 A store also has a directory on disk (`root`): the image cache lives in `root/images`,
