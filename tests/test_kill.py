@@ -7,6 +7,7 @@ CLI (chunks of 4 photos) and is killed over and over: 2 times at a random moment
 first 3 seconds (imports, migrations, model loading), then at random points of the
 pipeline: after the t-th of its log lines for a random t, plus a random 0-50 ms (the
 per-chunk lines come in the same order in every run, so t picks a place in the pipeline).
+Once, with a run paused mid-way, a second refresh must exit at once naming it (the lock).
 After every kill the store must hold no half-written image, no doubled key and no vector
 without its photo; after the last, a run to the end must leave it equal to the clean run's.
 Set CLIPSQL_KILL_SEED to replay a seed that failed.
@@ -28,6 +29,7 @@ from PIL import Image
 from clipsql.cli import EXIT_LOCKED, main
 from clipsql.db import open_store
 from clipsql.download import DownloadOptions
+from clipsql.lock import StoreLock
 from clipsql.refresh import refresh
 from etl_support import EtlServer, assert_same_tables, cli_command, photo_row, snapshot, subprocess_env, write_release
 
@@ -135,7 +137,7 @@ def test_refresh_killed_at_random_points_ends_like_a_clean_run(server, tmp_path,
               "--chunk-size", str(CHUNK), "--batch-size", str(CHUNK), "--workers", "4", "--retries", "0", "-q"]
     second += ["--duckdb", killed["duckdb"]] if killed["duckdb"] else []
     args = second + ["-v"]
-    kills, runs, points = 0, 0, []
+    kills, runs, points, lock_checked = 0, 0, [], False
     while kills < EARLY_KILLS + LINE_KILLS:
         runs += 1
         assert runs <= 3 * (EARLY_KILLS + LINE_KILLS), f"too few runs could be killed (seed {seed}): {points}"
@@ -147,9 +149,16 @@ def test_refresh_killed_at_random_points_ends_like_a_clean_run(server, tmp_path,
             number = rng.randint(1, lines_per_run)
             point = f"line {number}"
             reached = run.wait_for_line(number)
-            if kills == EARLY_KILLS and reached:  # a second refresh meanwhile exits at once, naming this one
-                assert main(second) == EXIT_LOCKED
-                assert f"pid {run.proc.pid} on host" in capsys.readouterr().err
+            if reached and not lock_checked:
+                # A second refresh meanwhile exits at once, naming this one (paused so that it
+                # cannot end first; a paused process still holds its lock).
+                run.proc.send_signal(signal.SIGSTOP)
+                holder = StoreLock.holder(killed["store"])
+                if holder is not None and holder.pid == run.proc.pid:
+                    assert main(second) == EXIT_LOCKED
+                    assert f"pid {run.proc.pid} on host" in capsys.readouterr().err
+                    lock_checked = True
+                run.proc.send_signal(signal.SIGCONT)
             time.sleep(rng.uniform(0, 0.05))
         if run.kill():
             kills += 1
@@ -162,6 +171,7 @@ def test_refresh_killed_at_random_points_ends_like_a_clean_run(server, tmp_path,
         except AssertionError as exc:
             raise AssertionError(f"seed {seed}, after kills at {points}: {exc}") from exc
 
+    assert lock_checked, f"no run was caught holding the lock (seed {seed}): {points}"
     final = Run(args)
     assert final.proc.wait(timeout=300) == 0, f"seed {seed}, kills at {points}:\n{''.join(final.tail)}"
     check_invariants(killed, finished=True)
