@@ -1,6 +1,6 @@
 -- name: models
 -- Models with stored vectors: label, what it was loaded from, dimension, vector count and
--- whether a refresh has finished embedding its whole source with it (complete = 1,
+-- whether a refresh has embedded every photo of the store with it (complete = 1,
 -- completed_at). Complete models first, the newest completed first; then the others, the
 -- newest first. Search uses the first row unless told otherwise.
 -- Parameters:

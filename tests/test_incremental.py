@@ -91,6 +91,8 @@ def test_a_new_model_embeds_everything_beside_the_old_one_and_becomes_the_defaul
     assert second.stage("embed").ok == 6
     per_model = rows(backend, "SELECT model, count() AS n FROM photo_embeddings FINAL GROUP BY model ORDER BY model")
     assert per_model.values.tolist() == sorted([[tiny_clip.name, 6], ["tiny-b", 6]])
+    # A trial run of another model over 2 photos leaves it incomplete: not the search default.
+    assert refresh(release, model_name="tiny-c", limit=2, **go).stage("embed").ok == 2
     with open_store(**backend) as db:
         assert search.resolve_model(db)[0] == "tiny-b"
         # A model whose first pass has not finished (vectors, no completed_at) is not the default.

@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS etl_runs
 ENGINE = ReplacingMergeTree(version)
 ORDER BY run_id;
 
--- models.completed_at: when a refresh first finished embedding every photo of its source
--- with the model; NULL while the first pass is under way. Search defaults to the newest
--- completed model (queries/models.sql).
+-- models.completed_at: when a refresh first ended with every photo of the store that has an
+-- image (and is not flagged deleted) embedded with the model; NULL until then. Search
+-- defaults to the newest completed model (queries/models.sql).
 ALTER TABLE models ADD COLUMN IF NOT EXISTS completed_at Nullable(DateTime64(3, 'UTC'));

@@ -20,8 +20,9 @@ A rerun is cheap and changes nothing that is already right:
   flagged `is_deleted = 1` and kept, or with `purge` removed from every table and from
   the image cache;
 - a new model embeds every photo beside the vectors of the others; it becomes *complete*
-  (models.completed_at) when a run over its whole source ends, and search defaults to the
-  newest complete model;
+  (models.completed_at) when a run ends with every photo of the store that has an image
+  (and is not flagged deleted) embedded with it, and search defaults to the newest
+  complete model (so a trial run with a limit does not change what search uses);
 - every write is an upsert keyed by photo_id (and model), so no row is doubled.
 
 Crash safety: a run may be killed at any moment (kill -9) and rerun. Images reach the cache
@@ -336,8 +337,14 @@ class _Job:
             log.info("limit %d: photos beyond it are not checked for deletion", reader.limit)
 
         if completed_at is None:
-            loader.model(embedder.name, embedder.source, embedder.dim, completed_at=dt.datetime.now(dt.timezone.utc))
-            log.info("model %s is complete: every photo of the source was tried", embedder.name)
+            missing = int(get_query("photos_without_vector").run(db, model=embedder.name)["n"].iloc[0])
+            if missing == 0:
+                loader.model(embedder.name, embedder.source, embedder.dim,
+                             completed_at=dt.datetime.now(dt.timezone.utc))
+                log.info("model %s is complete: every photo of the store has its vector", embedder.name)
+            else:
+                log.info("model %s is not complete yet: %d photos of the store have no vector for it",
+                         embedder.name, missing)
 
         t0 = time.perf_counter()
         if isinstance(db, ClickHouseStore) and (self.stage("embed").ok or self.purged):

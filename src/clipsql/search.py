@@ -276,7 +276,7 @@ def _embedder(source: str, name: str, device: str) -> ClipEmbedder:
 
 def resolve_model(db: Store, model: str | None = None) -> tuple[str, str, int]:
     """(label, source, dim) of `model`, or by default of the newest complete model (one a
-    refresh finished embedding its whole source with; queries/models.sql lists those first);
+    refresh embedded every photo of the store with; queries/models.sql lists those first);
     while no model is complete, the newest model with stored vectors (a warning is logged).
 
     Raises:
