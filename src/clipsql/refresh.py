@@ -181,11 +181,14 @@ def refresh(source: str | os.PathLike = DEFAULT_SOURCE, *, model: str = DEFAULT_
         job = _Job(db, run, batch_size=batch_size, download=download, retry_failed=retry_failed,
                    progress=progress, chunk_size=chunk_size, purge=purge, retry_backoff_s=retry_backoff_s)
         try:
+            # The source first: opening it reads only names and sizes, so a missing source is
+            # reported before seconds are spent loading the model.
+            reader = open_source(source, limit=limit, cache_dir=db.root)
             embedder = ClipEmbedder(model, device=device, name=model_name, progress=progress)
             if embedder.dim != STORE_DIM:
                 raise ModelError(f"model {model!r} gives {embedder.dim}-dim vectors; this store's vector "
                                  f"index holds {STORE_DIM}-dim ones (CLIP ViT-B/32 or ViT-B/16)")
-            job.run(embedder, open_source(source, limit=limit, cache_dir=db.root))
+            job.run(embedder, reader)
         except BaseException as exc:
             interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
             run.finish(job, "interrupted" if interrupted else "failed", time.perf_counter() - started,
