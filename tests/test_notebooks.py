@@ -1,0 +1,224 @@
+"""Every notebook of notebooks/ runs top to bottom on a small real store (a refresh of
+generated photos with the tiny CLIP, on chdb and on DuckDB), in a kernel of this
+interpreter, with the settings passed as environment variables; the outputs a user looks
+at are there."""
+
+from __future__ import annotations
+
+import html
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from clipsql import refresh, search
+from clipsql.db import open_store
+from clipsql.download import DownloadOptions
+from conftest import ImageServer, write_photos_tsv
+from etl_support import subprocess_env
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+N = 24
+COUNTRIES = ["Iceland", "Japan", "Peru", "Kenya"]
+CAMERAS = [("Canon", "EOS R5"), ("NIKON CORPORATION", "D850"), (None, None)]
+#: A description with markup: the grids must show it as text.
+TRICKY = '<b>bold</b> & "quoted" <script>alert(1)</script>'
+FAST = DownloadOptions(workers=4, retries=0, backoff_s=0.01, read_timeout_s=5.0)
+
+
+def photo_id(i: int) -> str:
+    return f"nb{i:04d}"
+
+
+def write_release(folder: Path, base_url: str) -> Path:
+    """N photos with countries, cameras, years, keywords and colors; nb0023 shows the same
+    image as nb0022 (a planted duplicate); two more photos fail to download."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(N):
+        make, model = CAMERAS[i % 3]
+        rows.append({
+            "photo_id": photo_id(i), "photo_url": f"https://unsplash.com/photos/{photo_id(i)}",
+            "photo_image_url": f"{base_url}/img/{22 if i == 23 else i}.jpg",
+            "photo_submitted_at": f"{2019 + i % 5}-0{1 + i % 9}-1{i % 10} 10:00:00",
+            "photo_featured": "t" if i % 3 == 0 else "f", "photo_width": 4000, "photo_height": 3000,
+            "photo_aspect_ratio": "1.33", "photo_description": TRICKY if i % 2 else f"test photo {i}",
+            "photographer_username": f"user{i % 5}", "exif_camera_make": make or "", "exif_camera_model": model or "",
+            "photo_location_country": COUNTRIES[i % 4] if i % 6 else "",
+            "stats_views": 100 * i, "stats_downloads": i,
+        })
+    rows.append({"photo_id": "gone", "photo_image_url": f"{base_url}/missing.jpg"})
+    rows.append({"photo_id": "broken", "photo_image_url": f"{base_url}/truncated.jpg"})
+    write_photos_tsv(folder / "photos.tsv000", rows)
+    keywords = ["photo_id\tkeyword\tai_service_1_confidence\tai_service_2_confidence\tsuggested_by_user"]
+    keywords += [f"{photo_id(i)}\t{kw}\t50.5\t\tf" for i in range(N) for kw in ("sky", f"tag{i % 3}")]
+    (folder / "keywords.tsv000").write_text("\n".join(keywords) + "\n", encoding="utf-8")
+    colors = ["photo_id\thex\tred\tgreen\tblue\tkeyword\tcoverage\tscore"]
+    for i in range(N):
+        dominant = ["teal", "orange", "black"][i % 3]
+        colors += [f"{photo_id(i)}\t#101010\t16\t16\t16\t{dominant}\t0.6\t0.5",
+                   f"{photo_id(i)}\t#f0f0f0\t240\t240\t240\twhite\t0.2\t0.1"]
+    (folder / "colors.tsv000").write_text("\n".join(colors) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module", params=["chdb", "duckdb"])
+def store(request, tmp_path_factory, tiny_clip) -> dict:
+    """A store filled by a real refresh (N photos embedded and cached, 2 failures): its
+    backend options, {store, duckdb}."""
+    root = tmp_path_factory.mktemp(f"nb-store-{request.param}")
+    backend = dict(store=root, duckdb=str(root / "clipsql.duckdb") if request.param == "duckdb" else None)
+    server = ImageServer()
+    try:
+        release = write_release(tmp_path_factory.mktemp("nb-release"), server.url)
+        summary = refresh(release, model=str(tiny_clip), download=FAST, progress=False, device="cpu", **backend)
+    finally:
+        server.stop()
+    assert summary.stage("embed").ok == N and summary.stage("download").failed == 2
+    return backend
+
+
+@pytest.fixture(scope="module")
+def executed(store, tmp_path_factory) -> dict[str, nbformat.NotebookNode | str]:
+    """Each notebook executed on the store: the notebook with its outputs, or the error text.
+
+    A last cell, added here only, reports the kernel's interpreter."""
+    env = subprocess_env()
+    env.update(CLIPSQL_STORE=str(store["store"]), CLIPSQL_DEVICE="cpu", PYDEVD_DISABLE_FILE_VALIDATION="1")
+    env.pop("CLIPSQL_DUCKDB", None)
+    env.pop("CLICKHOUSE_URL", None)
+    if store["duckdb"]:
+        env["CLIPSQL_DUCKDB"] = store["duckdb"]
+    work = tmp_path_factory.mktemp("nb-work")
+    results: dict[str, nbformat.NotebookNode | str] = {}
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        nb.cells.append(nbformat.v4.new_code_cell("import sys\nprint(sys.executable)"))
+        client = NotebookClient(nb, kernel_name="python3", timeout=180, startup_timeout=120,
+                                resources={"metadata": {"path": str(work)}})
+        try:
+            client.execute(env=env)
+            results[path.stem] = nb
+        except CellExecutionError as exc:
+            results[path.stem] = f"{path.name}: {exc}"
+    return results
+
+
+def cell(nb, cell_id: str):
+    for c in nb.cells:
+        if c.get("id") == cell_id:
+            return c
+    raise AssertionError(f"no cell {cell_id!r}")
+
+
+def html_of(nb, cell_id: str) -> str:
+    return "\n".join(o["data"]["text/html"] for o in cell(nb, cell_id).outputs
+                     if o.get("output_type") in ("execute_result", "display_data") and "text/html" in o.get("data", {}))
+
+
+def text_of(nb, cell_id: str) -> str:
+    out = []
+    for o in cell(nb, cell_id).outputs:
+        if o.get("output_type") == "stream":
+            out.append(o["text"])
+        elif "data" in o:
+            out.append(o["data"].get("text/plain", ""))
+            out.append(o["data"].get("text/html", ""))
+    return "\n".join(out)
+
+
+def grid_ids(page: str) -> list[str]:
+    """The photo_ids of an image grid, in order."""
+    return [html.unescape(m) for m in re.findall(r'<span class="id">([^<]*)</span>', page)]
+
+
+def test_every_notebook_is_saved_without_outputs():
+    assert [p.name for p in NOTEBOOKS] == ["01_explore.ipynb", "02_search.ipynb", "03_embedding_map.ipynb",
+                                           "04_quality.ipynb"]
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        for c in nb.cells:
+            if c.cell_type == "code":
+                assert c.outputs == [] and c.execution_count is None, f"{path.name} cell {c.get('id')} has outputs"
+
+
+@pytest.mark.parametrize("name", [p.stem for p in NOTEBOOKS])
+def test_notebook_runs_top_to_bottom_in_this_interpreter(executed, name):
+    nb = executed[name]
+    assert not isinstance(nb, str), nb
+    assert nb.cells[-1].outputs[0]["text"].strip() == sys.executable
+
+
+def test_explore_counts_photos_by_country_year_camera_keyword_color_and_failures(executed):
+    nb = executed["01_explore"]
+    assert not isinstance(nb, str), nb
+    by_country = text_of(nb, "by-country")
+    for country in COUNTRIES:
+        assert country in by_country
+    assert "2019" in text_of(nb, "by-year") and "2023" in text_of(nb, "by-year")
+    assert "EOS R5" in text_of(nb, "by-camera")
+    assert "sky" in text_of(nb, "keywords") and "teal" in text_of(nb, "colors")
+    failures = text_of(nb, "failures")
+    assert "http_4xx" in failures and "undecodable" in failures
+    assert "Traceback" not in "".join(text_of(nb, c.get("id")) for c in nb.cells if c.cell_type == "code")
+
+
+def test_search_grids_show_the_photos_search_returns_with_escaped_descriptions(executed, store):
+    nb = executed["02_search"]
+    assert not isinstance(nb, str), nb
+    with open_store(**store) as db:
+        found = search.text("a dog on a beach", 8, db=db, device="cpu")
+        want = found["photo_id"].tolist()
+        japan = set(db.query_clickhouse("SELECT photo_id FROM photos FINAL WHERE photo_location_country = 'Japan'")
+                    ["photo_id"])
+    page = html_of(nb, "text-search")
+    assert grid_ids(page) == want and len(want) == 8
+    assert page.count("data:image/jpeg;base64,") == 8  # every result is cached: thumbnails, no URLs
+    assert page.count('class="d">') == 8
+    for description in found["description"]:
+        assert f"<br>{html.escape(description)}</figcaption>" in page
+    grids = ("text-search", "image-search", "similar-search", "combined-search", "crop-search", "mmr-search")
+    for cell_id in grids[1:]:
+        assert len(grid_ids(html_of(nb, cell_id))) == 8, cell_id
+    every = "".join(html_of(nb, c) for c in grids)
+    assert "&lt;b&gt;bold&lt;/b&gt; &amp; &quot;quoted&quot; &lt;script&gt;" in every and "<script>" not in every
+    anchor = want[0]
+    assert anchor not in grid_ids(html_of(nb, "similar-search"))
+    # Japan and Kenya have the most photos (6 each), ties by name: the filter picks Japan.
+    filtered = grid_ids(html_of(nb, "filtered-search"))
+    assert filtered and set(filtered) <= japan and "country = Japan" in html_of(nb, "filtered-search")
+    assert "keyword" in text_of(nb, "facets")
+
+
+def test_embedding_map_draws_every_photo_colored_by_country_with_thumbnails(executed):
+    nb = executed["03_embedding_map"]
+    assert not isinstance(nb, str), nb
+    page = html_of(nb, "pca-map")
+    assert page.count("<circle") >= N and "<svg" in page and "PC1 (" in page
+    for country in COUNTRIES:
+        assert re.search(rf">{country} \(\d+\)</text>", page), country
+    assert "(missing) (" in page  # the photos without a country
+    assert 0 < page.count("<image ") <= 40
+    assert "<script>" not in page
+    assert "2021" in html_of(nb, "year-map")
+    umap = text_of(nb, "umap-map")
+    assert "umap-learn" in umap or "<svg" in umap
+
+
+def test_quality_finds_the_planted_duplicate_lists_outliers_and_evaluates(executed):
+    nb = executed["04_quality"]
+    assert not isinstance(nb, str), nb
+    assert "nb0022 / nb0023" in html_of(nb, "duplicates")
+    assert len(grid_ids(html_of(nb, "centroid-outliers"))) == 12
+    isolated = html_of(nb, "isolated-outliers")
+    assert len(grid_ids(isolated)) == 12 and "neighbor_id: nb" in isolated
+    # Every embedded photo has a description: N captions, each with its cached image.
+    assert f"{N} images (0 failed), {N} captions, {N} with an image" in text_of(nb, "evaluation")
+    metrics = text_of(nb, "evaluation-metrics")
+    assert "recall@1" in metrics and "mrr" in metrics
