@@ -5,6 +5,7 @@ library errors (:class:`clipsql.errors.ClipsqlError`) become one line on stderr 
     clipsql status [JOB.toml] [--runs 10] [--store DIR | --clickhouse-url URL | --duckdb FILE]
     clipsql search text|image|similar|combined|crop|duplicates|facets ... [filters] [--format table|json|csv] [--html FILE]
     clipsql sql --dialect clickhouse|duckdb|myscale [--index-type MSTG|SCANN] [--query NAME]
+    clipsql eval --images DIR --captions FILE [--name NAME] [--model NAME|DIR] [--limit N] [--kind KIND] [--json FILE]
 """
 
 from __future__ import annotations
@@ -94,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_search_commands(commands, common, _add_store_options)
     add_sql_command(commands, common)
+
+    from .cli_eval import add_eval_command
+
+    add_eval_command(commands, common, _add_store_options)
     return parser
 
 

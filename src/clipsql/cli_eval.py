@@ -1,0 +1,85 @@
+"""The `clipsql eval` subcommand (registered by :mod:`clipsql.cli`): text -> image Recall@k
+and MRR of a model on a captioned image set, through :func:`clipsql.evaluate.evaluate`.
+
+    clipsql eval --images DIR --captions FILE [--captions-format auto|flickr8k|csv|coco] [--name NAME]
+                 [--model NAME|DIR] [--limit N] [--kind KIND ...] [--json FILE] [--store DIR | --duckdb FILE | ...]
+
+Prints the metrics table on stdout and writes the JSON report (default
+`<store>/eval/<name>.json`; its path goes to stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from .embed import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
+from .errors import ClipsqlError
+
+
+def add_eval_command(commands, common: argparse.ArgumentParser,
+                     add_store_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Register `clipsql eval` on the `commands` subparsers of the main parser."""
+    from .evaluate import CAPTION_FORMATS, QUERY_KINDS
+
+    kinds = "; ".join(f"{k}: {d[0]}" for k, d in QUERY_KINDS.items())
+    p = commands.add_parser(
+        "eval", parents=[common], help="text -> image Recall@1/5/10 and MRR on a captioned image set (Flickr8k, COCO)",
+        description="Embed a captioned image set (Flickr8k token file, Kaggle Flickr8k CSV or COCO captions "
+                    "JSON) with a model, load it into the store's eval tables (replacing an earlier load of "
+                    "the same --name) and compute text -> image Recall@1/5/10 and MRR in SQL "
+                    "(queries/eval_metrics.sql): rank = 1 + images strictly closer by cosine distance, ties "
+                    f"broken by image_id. Query kinds: {kinds}. Images that are missing or undecodable are "
+                    "reported, not fatal. Exit status: 0 done, 2 error (one line on stderr).")
+    p.add_argument("--images", required=True, metavar="DIR", help="the folder of the image files the captions name")
+    p.add_argument("--captions", required=True, metavar="FILE",
+                   help="captions: Flickr8k 'name.jpg#0<TAB>caption' lines, the Kaggle 'image,caption' CSV, "
+                        "or COCO captions JSON")
+    p.add_argument("--captions-format", choices=("auto",) + CAPTION_FORMATS, default="auto",
+                   help="the captions file's format (default: told by its suffix and first line)")
+    p.add_argument("--name", default=None,
+                   help="the eval set's name; a rerun with the same name replaces the set (default: the images "
+                        "folder's name)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"CLIP hub name or local checkpoint directory (default {DEFAULT_MODEL})")
+    p.add_argument("--model-name", default=None, help="label stored with the vectors (default: hub name or directory name)")
+    p.add_argument("--device", default="auto", help="where the CLIP model runs: auto, cpu, cuda[:N], mps")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"images (and captions) per model call (default {DEFAULT_BATCH_SIZE})")
+    p.add_argument("--limit", type=int, default=None,
+                   help="only the first N images of the captions file and their captions (e.g. 1000)")
+    p.add_argument("--kind", dest="kinds", action="append", choices=tuple(QUERY_KINDS), default=None,
+                   help="measure only this query kind (repeat for more; default all)")
+    p.add_argument("--json", metavar="FILE", default=None,
+                   help="write the JSON report here (default <store>/eval/<name>.json)")
+    add_store_options(p)
+    p.set_defaults(func=_eval)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .db import store_root
+    from .evaluate import default_json_path, evaluate
+
+    try:
+        report = evaluate(args.images, args.captions, model=args.model, model_name=args.model_name, name=args.name,
+                          captions_format=args.captions_format, limit=args.limit, batch_size=args.batch_size,
+                          device=args.device, kinds=args.kinds, store=args.store,
+                          clickhouse_url=args.clickhouse_url, duckdb=args.duckdb, progress=not args.quiet)
+    except (ClipsqlError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # an engine or OS error: one line, the traceback with -vv
+        logging.getLogger("clipsql").debug("eval failed", exc_info=True)
+        print(f"clipsql: error: eval failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+              f" (run with -vv for the traceback)", file=sys.stderr)
+        return 1
+    path = args.json or default_json_path(store_root(args.store), report.name)
+    try:
+        report.to_json(path)
+    except OSError as exc:
+        print(report.format())
+        print(f"clipsql: error: cannot write the JSON report {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(report.format())
+    print(f"JSON report: {path}", file=sys.stderr)
+    return 0
