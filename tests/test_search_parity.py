@@ -13,6 +13,7 @@ import pytest
 import searchdata
 from clipsql.db import open_store
 from clipsql.queries import load_queries
+from clipsql.udf import register_text_embedding
 
 N = 2000
 QUERIES = load_queries()
@@ -52,9 +53,13 @@ PARAMS = {
     "search_photos_ann": [dict(query_vec=_query_vector(5), model="tiny", candidates=2000, k=10, offset=0,
                                max_distance=None)],
     "photo_vectors": [dict(model="tiny", photo_ids=["p0001", "p0002", "p0005", "nope"])],
+    # Needs clip_text_embedding (registered in `stores`); the tiny CLIP embeds the text.
+    "search_text_sql": [dict(query="a dog on a beach", model="tiny", k=10),
+                        dict(query="ünïcode café 🏄", model="tiny", k=3)],
 }
 #: Query files whose rows are ranked photos: compare the photo_id order and distances.
-RANKED = {"search_photos", "search_photos_unfiltered", "similar_photos", "nearest_photos", "search_photos_ann"}
+RANKED = {"search_photos", "search_photos_unfiltered", "similar_photos", "nearest_photos", "search_photos_ann",
+          "search_text_sql"}
 
 
 def default_value(name: str, ptype: str):
@@ -88,12 +93,13 @@ def param_sets(name: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory):
+def stores(tmp_path_factory, tiny_clip):
     opened = {}
     for engine in ("chdb", "duckdb"):
         root = tmp_path_factory.mktemp(f"parity-{engine}")
         db = open_store(root, duckdb=str(root / "s.duckdb") if engine == "duckdb" else None)
         searchdata.load(db, N)
+        register_text_embedding(db, searchdata.MODEL, source=tiny_clip, device="cpu")  # for search_text_sql
         opened[engine] = db
     yield opened
     for db in opened.values():

@@ -137,6 +137,8 @@ def add_sql_command(commands, common: argparse.ArgumentParser) -> None:
     p.add_argument("--index-type", choices=MYSCALE_INDEX_TYPES, default="MSTG",
                    help="MyScale vector index: MSTG (MyScale Cloud) or SCANN (open-source MyScaleDB)")
     p.add_argument("--query", default=None, metavar="NAME", help="a query of queries/ (e.g. search_photos)")
+    p.add_argument("--console", action="store_true",
+                   help="print one clickhouse-client command per query of queries/ (README 'SQL console')")
     p.set_defaults(func=_sql)
 
 
@@ -285,5 +287,10 @@ def sql_text(dialect_name: str, query: str | None = None, index_type: str = "MST
 
 
 def _sql(args: argparse.Namespace) -> int:
+    if args.console:
+        from .queries import console_commands
+
+        print(console_commands(), end="")
+        return 0
     print(sql_text(args.dialect, args.query, args.index_type), end="")
     return 0

@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 DEFAULT_STORE = "clipsql-store"
 #: Every table clipsql writes; an upsert into any other name is refused.
 TABLES = ("photos", "keywords", "collections", "colors", "conversions", "photo_embeddings",
-          "models", "download_status", "etl_runs", "schema_migrations")
+          "models", "download_status", "etl_runs", "schema_migrations",
+          # clipsql eval's captioned image sets (sql/<dialect>/003_eval.sql)
+          "eval_sets", "eval_images", "eval_captions", "eval_image_embeddings", "eval_caption_embeddings")
 _MIGRATION_NAME_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 #: chdb insert setting: build the HNSW index in merges (or MATERIALIZE INDEX), not per insert,
 #: which costs ~8 s per 25k x 512 vectors on 2 cores (measured, see README "Speed").
@@ -237,9 +239,15 @@ def open_store(store: str | os.PathLike | None = None, *, clickhouse_url: str | 
 def _open_chdb(root: Path) -> ClickHouseStore:
     import clickhouse_connect
 
+    from .udf import chdb_scripts_dir
+
     path = (root / "chdb").resolve()
     try:
-        client = clickhouse_connect.get_client(interface="chdb", path=str(path))
+        # udf_path: the engine's user_scripts folder (empty, in a temporary directory), where
+        # clipsql.udf.register_text_embedding can later put clip_text_embedding. It only takes
+        # effect when this opens the process's chdb engine.
+        client = clickhouse_connect.get_client(interface="chdb", path=str(path),
+                                               chdb_options={"udf_path": str(chdb_scripts_dir(path))})
     except Exception as exc:  # chdb raises plain RuntimeError/Exception subclasses
         text = str(exc)
         hint = (" (another process has this chdb store open: chdb allows one process per data path)"

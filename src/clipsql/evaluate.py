@@ -58,7 +58,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from . import db as db_module
 from .db import Store, open_store
 from .embed import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from .errors import BadArgument, ModelError, NotFound, SourceError
@@ -748,11 +747,7 @@ def _write(db: Store, table: str, data: pa.Table) -> None:
     if table not in EVAL_TABLES:
         raise BadArgument(f"{table!r} is not an eval table")
     for start in range(0, data.num_rows, INSERT_ROWS):
-        chunk = data.slice(start, INSERT_ROWS)
-        if table in db_module.TABLES:
-            db.upsert(table, chunk)
-        else:  # until clipsql.db.TABLES lists the eval tables, write as Store.upsert does
-            db._insert(table, chunk)
+        db.upsert(table, data.slice(start, INSERT_ROWS))
 
 
 def _vectors_array(vectors: np.ndarray) -> pa.ListArray:

@@ -166,3 +166,71 @@ def get_query(name: str) -> NamedQuery:
     if name not in registry:
         raise NotFound(f"no query named {name!r}; known: {', '.join(sorted(registry))}")
     return registry[name]
+
+
+# --- the SQL console ---------------------------------------------------------------------
+
+#: Shell variables the console commands use, defined once at the top of :func:`console_commands`.
+CONSOLE_VARIABLES = (
+    ("MODEL", "openai/clip-vit-base-patch32", "models.model of the vectors to search (see queries/models.sql)"),
+    ("PHOTO_ID", '$(clickhouse-client --query "SELECT min(photo_id) FROM photos FINAL WHERE is_deleted = 0")',
+     "any photos.photo_id"),
+    ("QUERY_VEC", '$(clickhouse-client --query "SELECT clip_text_embedding(\'surfing\')")',
+     "a query vector: a text's CLIP embedding, made by the server (sql/clickhouse/udf/)"),
+)
+#: Example values by parameter name, as shell words; the others follow their type (see `_console_value`).
+_CONSOLE_EXAMPLES = {
+    "model": '"$MODEL"', "photo_id": '"$PHOTO_ID"', "photo_ids": "\"['$PHOTO_ID']\"", "query_vec": '"$QUERY_VEC"',
+    "query": "'surfing'", "k": "10", "offset": "0", "n": "10", "per_facet": "10", "candidates": "100",
+    "min_vectors": "1", "max_distance": "0.05", "k_1": "1", "k_2": "5", "k_3": "10",
+}
+_CONSOLE_BY_TYPE = (("Array(String)", "'[]'"), ("Float", "0.5"), ("UInt", "10"),
+                    ("Int", "10"), ("Bool", "false"), ("Date", "'2020-01-01'"))
+
+
+def _console_value(param: Parameter) -> str:
+    if param.nullable:
+        return "'\\N'"  # NULL: the filter or bound is off
+    if param.name in _CONSOLE_EXAMPLES:
+        return _CONSOLE_EXAMPLES[param.name]
+    for prefix, value in _CONSOLE_BY_TYPE:
+        if param.type.startswith(prefix):
+            return value
+    return f'"${param.name.upper()}"'  # a value only the analyst knows: a shell variable named after it
+
+
+def _summary(description: str, width: int = 100) -> str:
+    """The first sentence of a description, cut at a word boundary to `width` characters."""
+    first = re.split(r"(?<=\.)\s", description, maxsplit=1)[0]
+    if len(first) <= width:
+        return first
+    return first[:width - 3].rsplit(" ", 1)[0].rstrip(",;:") + "..."
+
+
+def console_command(query: NamedQuery, *, folder: str = "queries", client: str = "clickhouse-client") -> str:
+    """The shell command that runs `query` with clickhouse-client, one `--param_<name>=` per
+    declared parameter (in header order, with an example value), the file given with
+    `--queries-file <folder>/<name>.sql`; long commands are continued over lines with `\\`."""
+    words = [client] + [f"--param_{name}={_console_value(param)}" for name, param in query.parameters.items()]
+    words.append(f"--queries-file {folder}/{query.path.name}")
+    line = " ".join(words)
+    return line if len(line) <= 100 else " \\\n    ".join(words)
+
+
+def console_commands(queries: dict[str, NamedQuery] | None = None, *, folder: str = "queries",
+                     client: str = "clickhouse-client") -> str:
+    """The README's "SQL console" commands: the shell variables they use, then for every named
+    query (default: every file of queries/, by name) a comment with the first sentence of its
+    description and its :func:`console_command`. Generated from the headers, so it cannot go
+    stale: tests/test_console_docs.py checks README.md holds it.
+
+    Returns:
+        Shell text ending in a newline.
+    """
+    queries = load_queries() if queries is None else queries
+    lines = [f"{name}={value}  # {meaning}" if not value.startswith("$(") else f'{name}="{value}"  # {meaning}'
+             for name, value, meaning in CONSOLE_VARIABLES]
+    for name in sorted(queries):
+        query = queries[name]
+        lines += ["", f"# {name}: {_summary(query.description)}", console_command(query, folder=folder, client=client)]
+    return "\n".join(lines) + "\n"
