@@ -54,3 +54,18 @@ def test_malformed_files_are_rejected_with_file_and_line(tmp_path, text, line, m
     with pytest.raises(QueryFileError, match=message) as info:
         parse_query_file(path)
     assert f"{path}:{line}:" in str(info.value)
+
+
+@pytest.mark.parametrize("backend", ["chdb", "duckdb"])
+def test_a_query_that_fails_while_running_leaves_the_store_usable(tmp_path, backend):
+    # A notebook user's typo must not break the next query (chdb used to hand the failed
+    # query's error to the next one).
+    from clipsql.db import open_store
+
+    failing = {"chdb": "SELECT throwIf(number = 5, 'boom') AS x FROM numbers(10)",
+               "duckdb": "SELECT error('boom') AS x FROM range(10)"}[backend]
+    with open_store(tmp_path, duckdb=tmp_path / "s.duckdb" if backend == "duckdb" else None) as db:
+        with pytest.raises(Exception, match="boom"):
+            db.query_df(failing)
+        assert db.query_df("SELECT 2 AS a")["a"].tolist() == [2]
+        assert db.query_df("SELECT 3 AS a")["a"].tolist() == [3]

@@ -12,6 +12,7 @@ and for chdb the database files in `root/chdb`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -150,11 +151,28 @@ class ClickHouseStore(Store):
         self.engine = engine
 
     def command(self, sql, parameters=None):
-        self.client.command(sql, parameters=parameters)
+        with self._recovering():
+            self.client.command(sql, parameters=parameters)
 
     def query_df(self, sql, parameters=None):
         # Through Arrow: it keeps the column names and types of an empty result.
-        return self.client.query_arrow(sql, parameters=parameters, use_strings=True).to_pandas()
+        with self._recovering():
+            return self.client.query_arrow(sql, parameters=parameters, use_strings=True).to_pandas()
+
+    @contextlib.contextmanager
+    def _recovering(self):
+        """Re-raise a failed query's error, leaving the connection usable. With chdb
+        (clickhouse-connect 1.12, chdb 4.4) a query that fails while it runs (throwIf, a
+        bad cast mid-stream) leaves its error behind, and the next query on the client reads
+        that instead of its own result ("Message metadata too long"); a throwaway SELECT
+        takes it, so a notebook's next query works."""
+        try:
+            yield
+        except Exception:
+            if self.engine == "chdb":
+                with contextlib.suppress(Exception):
+                    self.client.command("SELECT 1")
+            raise
 
     def _insert(self, table, data):
         settings = DEFERRED_INDEX_SETTINGS if table == "photo_embeddings" else None
