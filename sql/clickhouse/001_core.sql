@@ -97,8 +97,9 @@ ENGINE = ReplacingMergeTree(version)
 ORDER BY (photo_id, converted_at, conversion_type, keyword, anonymous_user_id, conversion_country);
 
 -- photo_embeddings: one L2-normalized CLIP vector per (model, photo_id).
--- The HNSW index (usearch) serves cosineDistance ORDER BY ... LIMIT k; the dimension is
--- fixed by the index: 512, the width of ViT-B/32 and ViT-B/16 CLIP.
+-- The vector index (HNSW, usearch; MyScale's own index in its DDL) serves approximate
+-- ORDER BY cosineDistance ... LIMIT k; the index and the CHECK fix the dimension at 512,
+-- the width of ViT-B/32 and ViT-B/16 CLIP.
 CREATE TABLE IF NOT EXISTS photo_embeddings
 (
     photo_id String,

@@ -267,7 +267,6 @@ def sql_text(dialect_name: str, query: str | None = None, index_type: str = "MST
     from . import dialect
     from .db import migration_files
     from .queries import get_query
-    from .resources import sql_dir
 
     if dialect_name not in ("clickhouse", "duckdb", "myscale"):
         raise BadArgument(f"dialect must be clickhouse, duckdb or myscale, got {dialect_name!r}")
@@ -278,9 +277,10 @@ def sql_text(dialect_name: str, query: str | None = None, index_type: str = "MST
         if dialect_name == "myscale":
             return dialect.to_myscale(text)
         return text
+    ddl = "\n".join(p.read_text(encoding="utf-8")
+                    for p in migration_files("clickhouse" if dialect_name == "myscale" else dialect_name))
     if dialect_name != "myscale":
-        return "\n".join(p.read_text(encoding="utf-8") for p in migration_files(dialect_name))
-    ddl = "\n".join(p.read_text(encoding="utf-8") for p in sorted((sql_dir() / "myscale").glob("*.sql")))
+        return ddl
     search_form = dialect.to_myscale(get_query("search_photos").sql)
     return (dialect.myscale_ddl(ddl, index_type) + "\n-- Query form: queries/search_photos.sql for MyScale "
             "(cosineDistance -> distance)\n" + search_form)

@@ -14,8 +14,9 @@ parameters. ClickHouse and chdb run them verbatim. For DuckDB this module
 
 Anything else a query needs must be written in the common subset of both dialects.
 
-MyScale (:func:`to_myscale`) is a text-only target: its DDL lives in sql/myscale/ and a
-query becomes its `distance()` form; neither is run here (golden-tested only).
+MyScale (:func:`to_myscale`, :func:`myscale_ddl`) is a text-only target: its DDL is generated
+from sql/clickhouse/ and a query becomes its `distance()` form; neither is run here
+(golden-tested only).
 """
 
 from __future__ import annotations
@@ -99,8 +100,26 @@ def to_myscale(sql: str) -> str:
     return "\n".join(line for line in sql.rstrip().splitlines() if line.strip() != _MYSCALE_SETTINGS) + "\n"
 
 
+#: The vector index clause of sql/clickhouse/ (HNSW over cosineDistance), which MyScale does not have.
+_HNSW_INDEX_RE = re.compile(r"INDEX (\w+) (\w+) TYPE vector_similarity\('hnsw', 'cosineDistance', \d+\)(?: GRANULARITY \d+)?")
+_MYSCALE_HEADER = """\
+-- clipsql store on MyScale (a ClickHouse fork with its own vector indexes), generated from
+-- sql/clickhouse/ by clipsql.dialect.myscale_ddl: the same tables and comments, with each HNSW
+-- index replaced by MyScale's `VECTOR INDEX ... TYPE {kind}('metric_type=Cosine')` (MSTG on
+-- MyScale Cloud, SCANN in the open-source MyScaleDB build). Its Cosine metric makes
+-- `distance(embedding, q)` the same 1 - cos(embedding, q) that cosineDistance gives on
+-- ClickHouse; MyScale requires the CHECK on the vector length that the tables already have.
+-- Text only: clipsql prints it (`clipsql sql --dialect myscale`) and does not run MyScale.
+
+"""
+
+
 def myscale_ddl(ddl: str, index_type: str = "MSTG") -> str:
-    """The MyScale DDL of sql/myscale/ (written with MSTG) for `index_type` MSTG or SCANN.
+    """The MyScale form of ClickHouse DDL (the text of sql/clickhouse/*.sql): every HNSW
+    `INDEX name column TYPE vector_similarity('hnsw', 'cosineDistance', d)` becomes
+    `VECTOR INDEX column_vector_index column TYPE MSTG|SCANN('metric_type=Cosine')`, under a
+    header that says so. Generated rather than kept as a second copy of the DDL, so the two
+    cannot drift apart.
 
     Raises:
         BadArgument: an index type other than MSTG or SCANN.
@@ -108,4 +127,6 @@ def myscale_ddl(ddl: str, index_type: str = "MSTG") -> str:
     kind = str(index_type).upper()
     if kind not in MYSCALE_INDEX_TYPES:
         raise BadArgument(f"MyScale index type must be one of {', '.join(MYSCALE_INDEX_TYPES)}, got {index_type!r}")
-    return ddl.replace("TYPE MSTG(", f"TYPE {kind}(")
+    body = _HNSW_INDEX_RE.sub(lambda m: f"VECTOR INDEX {m.group(2)}_vector_index {m.group(2)} "
+                                        f"TYPE {kind}('metric_type=Cosine')", ddl)
+    return _MYSCALE_HEADER.format(kind=kind) + body

@@ -1,11 +1,15 @@
--- Core tables of a clipsql store on MyScale (a ClickHouse fork with its own vector indexes).
--- Text only: clipsql prints it (`clipsql sql --dialect myscale`) and tests it against a golden
--- file, but does not run MyScale. The tables are those of sql/clickhouse/001_core.sql; only
--- the vector index differs: MyScale's `VECTOR INDEX ... TYPE MSTG` (MyScale Cloud; the
--- open-source MyScaleDB build has SCANN instead: `clipsql sql --dialect myscale
--- --index-type SCANN`) with the Cosine metric, so `distance(embedding, q)` is the same
--- 1 - cos(embedding, q) that cosineDistance gives on ClickHouse. MyScale requires the
--- CHECK on the vector length that the table already has.
+-- clipsql store on MyScale (a ClickHouse fork with its own vector indexes), generated from
+-- sql/clickhouse/ by clipsql.dialect.myscale_ddl: the same tables and comments, with each HNSW
+-- index replaced by MyScale's `VECTOR INDEX ... TYPE MSTG('metric_type=Cosine')` (MSTG on
+-- MyScale Cloud, SCANN in the open-source MyScaleDB build). Its Cosine metric makes
+-- `distance(embedding, q)` the same 1 - cos(embedding, q) that cosineDistance gives on
+-- ClickHouse; MyScale requires the CHECK on the vector length that the tables already have.
+-- Text only: clipsql prints it (`clipsql sql --dialect myscale`) and does not run MyScale.
+
+-- Core tables of a clipsql store (ClickHouse >= 25.8 and chdb).
+-- Every table is a ReplacingMergeTree keyed by its natural key with a `version` column
+-- (the run's start time in ms): an upsert is an insert, a rerun doubles nothing, and
+-- reads with FINAL see one row per key.
 
 -- photos: one row per Unsplash photo, every column of photos.tsv typed (UNSPLASH.md).
 CREATE TABLE IF NOT EXISTS photos
@@ -101,8 +105,9 @@ ENGINE = ReplacingMergeTree(version)
 ORDER BY (photo_id, converted_at, conversion_type, keyword, anonymous_user_id, conversion_country);
 
 -- photo_embeddings: one L2-normalized CLIP vector per (model, photo_id).
--- The vector index serves distance(embedding, q) ORDER BY ... LIMIT k; the CHECK fixes the
--- dimension at 512, the width of ViT-B/32 and ViT-B/16 CLIP.
+-- The vector index (HNSW, usearch; MyScale's own index in its DDL) serves approximate
+-- ORDER BY cosineDistance ... LIMIT k; the index and the CHECK fix the dimension at 512,
+-- the width of ViT-B/32 and ViT-B/16 CLIP.
 CREATE TABLE IF NOT EXISTS photo_embeddings
 (
     photo_id String,
@@ -147,6 +152,152 @@ CREATE TABLE IF NOT EXISTS download_status
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY photo_id;
+
+-- The run log of the ETL refresh, and the completion mark of a model (ClickHouse >= 25.8, chdb).
+
+-- etl_runs: one row per `clipsql refresh` run. A run writes its row when it starts
+-- (status 'running') and again when it ends ('ok' or 'failed'); the later write has the
+-- higher version. A run killed before its end stays 'running' until the next run, which
+-- holds the store's lock and so knows it is dead, marks it 'interrupted'.
+-- Counts are photos (load_rows: rows upserted, all tables); seconds are wall-clock.
+CREATE TABLE IF NOT EXISTS etl_runs
+(
+    run_id String,
+    started_at DateTime64(3, 'UTC'),
+    ended_at Nullable(DateTime64(3, 'UTC')),
+    status LowCardinality(String),
+    error Nullable(String),
+    host String,
+    pid UInt32,
+    model String,
+    model_source String,
+    source String,
+    source_version String,
+    photo_limit Nullable(UInt64),
+    source_ok UInt64,
+    source_failed UInt64,
+    source_s Float64,
+    download_ok UInt64,
+    download_failed UInt64,
+    download_skipped UInt64,
+    download_s Float64,
+    embed_ok UInt64,
+    embed_failed UInt64,
+    embed_skipped UInt64,
+    embed_s Float64,
+    load_rows UInt64,
+    load_s Float64,
+    index_s Float64,
+    deleted UInt64,
+    purged UInt64,
+    seconds Float64,
+    version UInt64,
+    CONSTRAINT run_status_known CHECK status IN ('running', 'ok', 'failed', 'interrupted')
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY run_id;
+
+-- models.completed_at: when a refresh first ended with every photo of the store that has an
+-- image (and is not flagged deleted) embedded with the model; NULL until then. Search
+-- defaults to the newest completed model (queries/models.sql).
+ALTER TABLE models ADD COLUMN IF NOT EXISTS completed_at Nullable(DateTime64(3, 'UTC'));
+
+-- Evaluation sets of `clipsql eval` (clipsql.evaluate), ClickHouse >= 25.8 and chdb: a
+-- captioned image set (Flickr8k, COCO captions) with its own images, captions and vectors,
+-- kept apart from the photo tables so an evaluation never mixes with the searched store.
+--
+-- Every row carries its set's name (eval_set) and the version of the load that wrote it
+-- (the load's start in ms since the epoch). A load writes eval_sets last: its version
+-- points at the last complete load, and the queries (queries/eval_*.sql) read only rows of
+-- that version. So a rerun replaces a set by name: rows with the same key are replaced
+-- (ReplacingMergeTree), rows whose key the new load lacks (a smaller --limit) stay on disk
+-- but are no longer read.
+
+-- eval_sets: one row per set, the last complete load.
+CREATE TABLE IF NOT EXISTS eval_sets
+(
+    eval_set String,
+    images_dir String,
+    captions_file String,
+    captions_format LowCardinality(String),
+    model String,
+    model_source String,
+    dim UInt16,
+    images UInt64,
+    images_failed UInt64,
+    captions UInt64,
+    loaded_at DateTime64(3, 'UTC'),
+    version UInt64,
+    CONSTRAINT eval_set_not_empty CHECK eval_set != ''
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY eval_set;
+
+-- eval_images: one row per image file the captions name (image_id: its file name as the
+-- captions file writes it, relative to the images folder). status 'failed' with a reason
+-- (missing, unreadable, or an image reason of clipsql.images: empty, not_an_image,
+-- unsupported_format, too_many_pixels, undecodable) when it could not be embedded.
+-- orientation as clipsql.search.Filters has it: landscape (width > height), portrait
+-- (width < height), square; width and height in pixels after the EXIF rotation.
+CREATE TABLE IF NOT EXISTS eval_images
+(
+    eval_set String,
+    image_id String,
+    width Nullable(UInt32),
+    height Nullable(UInt32),
+    orientation LowCardinality(Nullable(String)),
+    status LowCardinality(String),
+    reason LowCardinality(Nullable(String)),
+    detail Nullable(String),
+    version UInt64,
+    CONSTRAINT eval_image_status_known CHECK status IN ('ok', 'failed')
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (eval_set, image_id);
+
+-- eval_captions: one row per caption, caption_id its position in the captions file (0-based),
+-- line its line there (COCO: its index in "annotations").
+CREATE TABLE IF NOT EXISTS eval_captions
+(
+    eval_set String,
+    caption_id UInt32,
+    image_id String,
+    caption String,
+    line UInt32,
+    version UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (eval_set, caption_id);
+
+-- eval_image_embeddings: the L2-normalized image vector of each image that could be embedded.
+-- No vector index: evaluation ranks exactly, scoring every (query, image) pair.
+CREATE TABLE IF NOT EXISTS eval_image_embeddings
+(
+    eval_set String,
+    image_id String,
+    model LowCardinality(String),
+    embedding Array(Float32),
+    version UInt64,
+    CONSTRAINT eval_image_embedding_not_empty CHECK length(embedding) > 0
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (eval_set, image_id);
+
+-- eval_caption_embeddings: the L2-normalized query vector of each caption per query kind
+-- ('plain': the caption's text embedding; 'combined' and 'negative': the caption combined
+-- with a weighted second term, see clipsql.evaluate.QUERY_KINDS).
+CREATE TABLE IF NOT EXISTS eval_caption_embeddings
+(
+    eval_set String,
+    query_kind LowCardinality(String),
+    caption_id UInt32,
+    model LowCardinality(String),
+    embedding Array(Float32),
+    version UInt64,
+    CONSTRAINT eval_caption_embedding_not_empty CHECK length(embedding) > 0
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (eval_set, query_kind, caption_id);
 
 -- Query form: queries/search_photos.sql for MyScale (cosineDistance -> distance)
 -- name: search_photos
