@@ -37,6 +37,7 @@ WITH top AS
         SELECT photo_id, cosineDistance(embedding, {query_vec:Array(Float32)}) AS distance
         FROM photo_embeddings FINAL
         WHERE model = {model:String}
+          AND photo_id NOT IN (SELECT photo_id FROM photos FINAL WHERE is_deleted != 0)
           AND ({max_distance:Nullable(Float32)} IS NULL OR distance <= {max_distance:Nullable(Float32)})
       -- filters: begin (the same text in every query file; tests/test_search_queries.py checks it)
       AND (
@@ -83,11 +84,10 @@ WITH top AS
                         SELECT photo_id FROM colors FINAL GROUP BY photo_id
                         HAVING argMax(keyword, (coverage, hex)) = {color:Nullable(String)}))))
       -- filters: end
-        ORDER BY distance ASC
-        LIMIT {n:UInt32} + (SELECT count(*) FROM photos WHERE is_deleted != 0) WITH TIES
+        ORDER BY distance ASC, photo_id ASC
+        LIMIT {n:UInt32}
     ) AS t
     INNER JOIN photos AS p FINAL ON p.photo_id = t.photo_id
-    WHERE p.is_deleted = 0
     ORDER BY t.distance ASC, t.photo_id ASC
     LIMIT {n:UInt32}
 )

@@ -38,12 +38,13 @@ SELECT
     p.photo_image_url AS photo_image_url
 FROM
 (
-    -- Top-k on the vectors alone, then the join: the join reads photos once, not per vector.
-    -- WITH TIES keeps every vector tied at the cut, so ties are broken by photo_id below;
-    -- the count of deleted rows over-fetches exactly enough to drop them after the join.
+    -- Top-k on the vectors alone, then the join, which reads photos once (not per vector).
+    -- Deleted photos are left out before the ranking and ties at the cut are broken by
+    -- photo_id, so exactly k + offset rows reach the join.
     SELECT photo_id, cosineDistance(embedding, {query_vec:Array(Float32)}) AS distance
     FROM photo_embeddings FINAL
     WHERE model = {model:String}
+      AND photo_id NOT IN (SELECT photo_id FROM photos FINAL WHERE is_deleted != 0)
       AND ({max_distance:Nullable(Float32)} IS NULL OR distance <= {max_distance:Nullable(Float32)})
       -- filters: begin (the same text in every query file; tests/test_search_queries.py checks it)
       AND (
@@ -90,11 +91,10 @@ FROM
                         SELECT photo_id FROM colors FINAL GROUP BY photo_id
                         HAVING argMax(keyword, (coverage, hex)) = {color:Nullable(String)}))))
       -- filters: end
-    ORDER BY distance ASC
-    LIMIT {k:UInt32} + {offset:UInt32} + (SELECT count(*) FROM photos WHERE is_deleted != 0) WITH TIES
+    ORDER BY distance ASC, photo_id ASC
+    LIMIT {k:UInt32} + {offset:UInt32}
 ) AS t
 INNER JOIN photos AS p FINAL ON p.photo_id = t.photo_id
-WHERE p.is_deleted = 0
 ORDER BY distance ASC, photo_id ASC
 LIMIT {k:UInt32} OFFSET {offset:UInt32}
 SETTINGS vector_search_filter_strategy = 'prefilter'

@@ -23,10 +23,10 @@ FROM
     SELECT photo_id, cosineDistance(embedding, clip_text_embedding({query:String})) AS distance
     FROM photo_embeddings FINAL
     WHERE model = {model:String}
-    ORDER BY distance ASC
-    LIMIT {k:UInt32} + (SELECT count(*) FROM photos WHERE is_deleted != 0) WITH TIES
+      AND photo_id NOT IN (SELECT photo_id FROM photos FINAL WHERE is_deleted != 0)
+    ORDER BY distance ASC, photo_id ASC
+    LIMIT {k:UInt32}
 ) AS t
 INNER JOIN photos AS p FINAL ON p.photo_id = t.photo_id
-WHERE p.is_deleted = 0
 ORDER BY distance ASC, photo_id ASC
 LIMIT {k:UInt32}

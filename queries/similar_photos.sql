@@ -43,6 +43,7 @@ FROM
                                       WHERE model = {model:String} AND photo_id = {photo_id:String})) AS distance
     FROM photo_embeddings FINAL
     WHERE model = {model:String}
+      AND photo_id NOT IN (SELECT photo_id FROM photos FINAL WHERE is_deleted != 0)
       AND photo_id != {photo_id:String}
       AND distance IS NOT NULL  -- DuckDB: an unknown photo_id gives a NULL vector, so no rows
       AND ({max_distance:Nullable(Float32)} IS NULL OR distance <= {max_distance:Nullable(Float32)})
@@ -91,11 +92,10 @@ FROM
                         SELECT photo_id FROM colors FINAL GROUP BY photo_id
                         HAVING argMax(keyword, (coverage, hex)) = {color:Nullable(String)}))))
       -- filters: end
-    ORDER BY distance ASC
-    LIMIT {k:UInt32} + {offset:UInt32} + (SELECT count(*) FROM photos WHERE is_deleted != 0) WITH TIES
+    ORDER BY distance ASC, photo_id ASC
+    LIMIT {k:UInt32} + {offset:UInt32}
 ) AS t
 INNER JOIN photos AS p FINAL ON p.photo_id = t.photo_id
-WHERE p.is_deleted = 0
 ORDER BY distance ASC, photo_id ASC
 LIMIT {k:UInt32} OFFSET {offset:UInt32}
 SETTINGS vector_search_filter_strategy = 'prefilter'
