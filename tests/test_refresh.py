@@ -8,7 +8,6 @@ from clipsql.db import open_store
 from clipsql.download import DownloadOptions
 from clipsql.errors import BadArgument, ModelError
 from clipsql.load import Loader
-from clipsql.queries import get_query
 from conftest import make_release
 
 TABLES = ("photos", "photo_embeddings", "download_status", "models")

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -109,6 +109,16 @@ _REFRESH_SETTINGS = ("source", "limit", "model", "model_name", "device", "batch_
                      "retry_failed", "retry_backoff", "purge")
 
 
+def report_failure(action: str, exc: Exception) -> int:
+    """An engine or OS error of a command (not a :class:`ClipsqlError`): one line on stderr
+    naming `action` and the error, the traceback in the log at -vv; returns exit status 1."""
+    logging.getLogger("clipsql").debug("%s failed", action, exc_info=True)
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    print(f"clipsql: error: {action} failed: {type(exc).__name__}: {first} (run with -vv for the traceback)",
+          file=sys.stderr)
+    return 1
+
+
 def _refresh(args: argparse.Namespace) -> int:
     import signal
 
@@ -129,11 +139,8 @@ def _refresh(args: argparse.Namespace) -> int:
         return EXIT_LOCKED
     except (ClipsqlError, KeyboardInterrupt):
         raise
-    except Exception as exc:  # an engine or OS error: one line, the traceback with -v
-        logging.getLogger("clipsql").debug("refresh failed", exc_info=True)
-        print(f"clipsql: error: refresh failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-              f" (run with -vv for the traceback)", file=sys.stderr)
-        return 1
+    except Exception as exc:  # an engine or OS error
+        return report_failure("refresh", exc)
     print(summary.format())
     return 0
 

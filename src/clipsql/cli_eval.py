@@ -11,7 +11,6 @@ Prints the metrics table on stdout and writes the JSON report (default
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable
 
@@ -69,10 +68,9 @@ def _eval(args: argparse.Namespace) -> int:
     except (ClipsqlError, KeyboardInterrupt):
         raise
     except Exception as exc:  # an engine or OS error: one line, the traceback with -vv
-        logging.getLogger("clipsql").debug("eval failed", exc_info=True)
-        print(f"clipsql: error: eval failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-              f" (run with -vv for the traceback)", file=sys.stderr)
-        return 1
+        from .cli import report_failure
+
+        return report_failure("eval", exc)
     path = args.json or default_json_path(store_root(args.store), report.name)
     try:
         report.to_json(path)

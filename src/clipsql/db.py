@@ -18,6 +18,7 @@ import os
 import re
 import time
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -252,6 +253,19 @@ def open_store(store: str | os.PathLike | None = None, *, clickhouse_url: str | 
             result.close()
             raise
     return result
+
+
+@contextlib.contextmanager
+def use_store(db: Store | None = None, store: str | os.PathLike | None = None, *, clickhouse_url: str | None = None,
+           duckdb: str | os.PathLike | None = None) -> Iterator[Store]:
+    """`db` itself when given (left open: the caller owns it, e.g. a notebook's store), else
+    :func:`open_store` of the other arguments, closed on exit. The Python API functions take
+    both forms through this."""
+    if db is not None:
+        yield db
+    else:
+        with open_store(store, clickhouse_url=clickhouse_url, duckdb=duckdb) as new:
+            yield new
 
 
 def _open_chdb(root: Path) -> ClickHouseStore:

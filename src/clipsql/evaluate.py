@@ -41,7 +41,6 @@ Flickr8k/Flickr30k or the 5,000 of COCO; `limit` takes the first N images of a f
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import csv
 import dataclasses
 import io
@@ -51,14 +50,14 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .db import Store, open_store
+from .db import Store, use_store
 from .embed import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from .errors import BadArgument, ModelError, NotFound, SourceError
 from .images import DEFAULT_MAX_PIXELS, InvalidImage, open_rgb
@@ -441,7 +440,7 @@ def evaluate(images_dir: str | os.PathLike, captions_file: str | os.PathLike, *,
 
     # The store first: one that cannot be opened (a chdb path held by another process) fails
     # before minutes of embedding.
-    with _opened(db, store, clickhouse_url, duckdb) as opened:
+    with use_store(db, store, clickhouse_url=clickhouse_url, duckdb=duckdb) as opened:
         if embedder is None:
             from .embed import ClipEmbedder
 
@@ -725,13 +724,6 @@ def orientation(width: int, height: int) -> str:
 # --- writing -----------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _opened(db: Store | None, store, clickhouse_url, duckdb) -> Iterator[Store]:
-    if db is not None:
-        yield db
-    else:
-        with open_store(store, clickhouse_url=clickhouse_url, duckdb=duckdb) as opened:
-            yield opened
 
 
 def _next_version(db: Store, name: str) -> int:

@@ -37,7 +37,6 @@ left open (a notebook keeps one store open for many queries).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -48,13 +47,13 @@ import re
 import shlex
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .db import Store, open_store
+from .db import Store, use_store
 from .embed import ClipEmbedder
 from .errors import BadArgument, NotFound
 from .images import DEFAULT_MAX_PIXELS, InvalidImage, open_rgb
@@ -349,13 +348,6 @@ def _photo_vector(db: Store, photo_id: str, model: str) -> np.ndarray:
 # --- running the queries -----------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _opened(db: Store | None, store, clickhouse_url, duckdb) -> Iterator[Store]:
-    if db is not None:
-        yield db
-    else:
-        with open_store(store, clickhouse_url=clickhouse_url, duckdb=duckdb) as opened:
-            yield opened
 
 
 def _run(db: Store, name: str, **values) -> pd.DataFrame:
@@ -652,7 +644,7 @@ def text(query: str, k: int = 10, *, offset: int = 0, max_distance: float | None
     """
     _check_text("query text", query, allow_empty=False)
     opts = _Options.of(k, offset, max_distance, rerank, mmr_lambda, overfetch, filters, filter_values)
-    with _opened(db, store, clickhouse_url, duckdb) as opened:
+    with use_store(db, store, clickhouse_url=clickhouse_url, duckdb=duckdb) as opened:
         label, source, dim = resolve_model(opened, model)
         vector = embed_texts(_embedder(source, label, device), [query])[0]
         return _ranked(opened, check_query_vector(vector, dim), label, opts)
@@ -678,7 +670,7 @@ def image(source, k: int = 10, *, offset: int = 0, max_distance: float | None = 
     """
     opts = _Options.of(k, offset, max_distance, rerank, mmr_lambda, overfetch, filters, filter_values)
     picture = load_image(source)
-    with _opened(db, store, clickhouse_url, duckdb) as opened:
+    with use_store(db, store, clickhouse_url=clickhouse_url, duckdb=duckdb) as opened:
         label, model_source, dim = resolve_model(opened, model)
         vector = _embedder(model_source, label, device).embed_images([picture])[0]
         return _ranked(opened, check_query_vector(vector, dim), label, opts)
@@ -702,7 +694,7 @@ def similar(photo_id: str, k: int = 10, *, offset: int = 0, max_distance: float 
         BadArgument: bad k or filter.
     """
     opts = _Options.of(k, offset, max_distance, rerank, mmr_lambda, overfetch, filters, filter_values)
-    with _opened(db, store, clickhouse_url, duckdb) as opened:
+    with use_store(db, store, clickhouse_url=clickhouse_url, duckdb=duckdb) as opened:
         label, _, dim = resolve_model(opened, model)
         vector = _photo_vector(opened, photo_id, label)
         return _ranked(opened, check_query_vector(vector, dim), label, opts, similar_to=photo_id)
@@ -743,7 +735,7 @@ def combined(query: str = "", k: int = 10, *, images: Sequence = (), text_weight
         pictures.append((load_image(src), _check_float("image weight", weight, -1e6, 1e6)))
     if not terms and not pictures:
         raise BadArgument("a combined query needs at least one text term or image")
-    with _opened(db, store, clickhouse_url, duckdb) as opened:
+    with use_store(db, store, clickhouse_url=clickhouse_url, duckdb=duckdb) as opened:
         label, source, dim = resolve_model(opened, model)
         embedder = _embedder(source, label, device)
         parts = []
@@ -782,7 +774,7 @@ def crop(source=None, box: Sequence[float] = (0.0, 0.0, 1.0, 1.0), k: int = 10, 
     opts = _Options.of(k, offset, max_distance, rerank, mmr_lambda, overfetch, filters, filter_values)
     if (source is None) == (photo_id is None):
         raise BadArgument("crop needs either an image or a photo_id, not both")
-    with _opened(db, store, clickhouse_url, duckdb) as opened:
+    with use_store(db, store, clickhouse_url=clickhouse_url, duckdb=duckdb) as opened:
         if photo_id is not None:
             from .download import image_path
 
@@ -824,7 +816,7 @@ def duplicates(max_distance: float = 0.05, k: int = 100, *, offset: int = 0, mod
     _check_k(k)
     _check_int("offset", offset, 0, MAX_OFFSET)
     flt = Filters.of(filters, **filter_values)
-    with _opened(db, store, clickhouse_url, duckdb) as opened:
+    with use_store(db, store, clickhouse_url=clickhouse_url, duckdb=duckdb) as opened:
         label, _, _ = resolve_model(opened, model)
         frame = _run(opened, "near_duplicates", model=label, max_distance=max_distance, k=int(k),
                      offset=int(offset), **flt.params())
@@ -872,7 +864,7 @@ def facets(query: str | None = None, *, image=None, photo_id: str | None = None,
     if query is not None:
         _check_text("query text", query, allow_empty=False)
     picture = load_image(image) if image is not None else None
-    with _opened(db, store, clickhouse_url, duckdb) as opened:
+    with use_store(db, store, clickhouse_url=clickhouse_url, duckdb=duckdb) as opened:
         label, source, dim = resolve_model(opened, model)
         if query is not None:
             vector = embed_texts(_embedder(source, label, device), [query])[0]
