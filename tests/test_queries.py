@@ -69,3 +69,35 @@ def test_a_query_that_fails_while_running_leaves_the_store_usable(tmp_path, back
             db.query_df(failing)
         assert db.query_df("SELECT 2 AS a")["a"].tolist() == [2]
         assert db.query_df("SELECT 3 AS a")["a"].tolist() == [3]
+
+
+def _add_model(db, label: str, version: int) -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    from clipsql.load import embeddings_table
+
+    vectors = np.eye(2, 512, dtype=np.float32)
+    db.upsert("photo_embeddings", embeddings_table(["p1", "p2"], vectors, label, version))
+    db.upsert("models", pa.table({"model": [label], "model_source": [f"/models/{label}"],
+                                  "dim": pa.array([512], pa.uint16()), "version": pa.array([version], pa.uint64())}))
+
+
+@pytest.mark.parametrize("backend", ["chdb", "duckdb"])
+def test_the_default_model_follows_a_write_made_through_another_store_of_the_process(tmp_path, backend):
+    # search remembers model lookups for a few seconds; a notebook that keeps a store open and
+    # runs a refresh (its own store object) must still see the new model at once.
+    from clipsql import search
+    from clipsql.db import open_store
+
+    kwargs = {"duckdb": tmp_path / "s.duckdb"} if backend == "duckdb" else {}
+    with open_store(tmp_path, **kwargs) as notebook:
+        _add_model(notebook, "clip-a", 1)
+        assert search.resolve_model(notebook)[0] == "clip-a"
+        if backend == "chdb":  # one chdb client per data path: the "refresh" writes through the same engine
+            writer = open_store(tmp_path)
+        else:
+            writer = notebook
+        _add_model(writer, "clip-b", 2)
+        assert search.resolve_model(notebook)[0] == "clip-b"
+        assert search.resolve_model(notebook, "clip-a")[1] == "/models/clip-a"

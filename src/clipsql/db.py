@@ -69,9 +69,35 @@ class Store:
     engine: str
     dialect: str
 
+    #: How long :meth:`remember` keeps a value, seconds. A write through any Store of this
+    #: process (a notebook that runs a refresh, say) forgets everything at once; a write by
+    #: another process (a refresh against a shared ClickHouse server) is seen after at most
+    #: this long. chdb stores have no other writer: one process per data path.
+    MEMO_TTL_S = 30.0
+    #: Bumped by every write through any Store of this process; remembered values of an older
+    #: generation are stale.
+    _generation = 0
+
     def __init__(self, root: Path, description: str):
         self.root = Path(root)
         self.description = description
+        self._memo: dict = {}
+
+    def remember(self, key, compute):
+        """`compute()`, kept under `key` for :data:`MEMO_TTL_S` seconds unless anything is
+        written meanwhile (a model lookup costs a query of 3-6 ms; search asks it every call)."""
+        now = time.monotonic()
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] == Store._generation and now - hit[1] < self.MEMO_TTL_S:
+            return hit[2]
+        value = compute()
+        self._memo[key] = (Store._generation, now, value)
+        return value
+
+    def forget(self) -> None:
+        """Make every value :meth:`remember` keeps, in every Store of this process, stale
+        (called on every write)."""
+        Store._generation += 1
 
     @property
     def image_dir(self) -> Path:
@@ -106,6 +132,7 @@ class Store:
         """
         if table not in TABLES:
             raise BadArgument(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
+        self.forget()
         if data.num_rows:
             self._insert(table, data)
 
@@ -152,6 +179,7 @@ class ClickHouseStore(Store):
         self.engine = engine
 
     def command(self, sql, parameters=None):
+        self.forget()
         with self._recovering():
             self.client.command(sql, parameters=parameters)
 
@@ -200,6 +228,7 @@ class DuckDBStore(Store):
             connection.execute(macro)
 
     def command(self, sql, parameters=None):
+        self.forget()
         self.connection.execute(sql, parameters or None)
 
     def query_df(self, sql, parameters=None):

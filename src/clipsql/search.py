@@ -278,11 +278,19 @@ def resolve_model(db: Store, model: str | None = None) -> tuple[str, str, int]:
     refresh embedded every photo of the store with; queries/models.sql lists those first);
     while no model is complete, the newest model with stored vectors (a warning is logged).
 
+    The answer is kept by the store for a few seconds (:meth:`clipsql.db.Store.remember`), so a
+    session of searches does not pay the lookup query each time.
+
     Raises:
         NotFound: no such model in the store, or no model at all.
     """
     if model is not None:
         _check_text("model", model, allow_empty=False)
+    return db.remember(("resolve_model", model), lambda: _resolve_model(db, model))
+
+
+def _resolve_model(db: Store, model: str | None) -> tuple[str, str, int]:
+    if model is not None:
         found = get_query("model_lookup").run(db, model=model)
         if not found.empty:
             row = found.iloc[0]
@@ -359,7 +367,8 @@ def _run(db: Store, name: str, **values) -> pd.DataFrame:
 
 def _photo_frame(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame[PHOTO_COLUMNS].reset_index(drop=True)
-    return frame.astype({"distance": "float64"})
+    frame["distance"] = frame["distance"].astype("float64")  # a column cast: cheaper than DataFrame.astype
+    return frame
 
 
 def _page_params(opts: _Options, k: int, offset: int) -> dict:
