@@ -18,6 +18,7 @@ import os
 import re
 import time
 import urllib.parse
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -232,7 +233,11 @@ class DuckDBStore(Store):
         self.connection.execute(sql, parameters or None)
 
     def query_df(self, sql, parameters=None):
-        return self.connection.execute(sql, parameters or None).fetch_df()
+        with warnings.catch_warnings():
+            # duckdb's fetch_df calls DataFrame.drop(inplace=True), which pandas 3.1 deprecates:
+            # a warning on every query that only duckdb can fix, so it is not shown to users.
+            warnings.filterwarnings("ignore", message="The inplace keyword")
+            return self.connection.execute(sql, parameters or None).fetch_df()
 
     def _insert(self, table, data):
         self.connection.register("_clipsql_incoming", data)
