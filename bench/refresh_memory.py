@@ -34,15 +34,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-HEADER = [
-    "photo_id", "photo_url", "photo_image_url", "photo_submitted_at", "photo_featured", "photo_width",
-    "photo_height", "photo_aspect_ratio", "photo_description", "photographer_username",
-    "photographer_first_name", "photographer_last_name", "exif_camera_make", "exif_camera_model",
-    "exif_iso", "exif_aperture_value", "exif_focal_length", "exif_exposure_time", "photo_location_name",
-    "photo_location_latitude", "photo_location_longitude", "photo_location_country", "photo_location_city",
-    "stats_views", "stats_downloads", "ai_description", "ai_primary_landmark_name",
-    "ai_primary_landmark_latitude", "ai_primary_landmark_longitude", "ai_primary_landmark_confidence",
-]
+from clipsql.sources import UNSPLASH_COLUMNS
+
+HEADER = list(UNSPLASH_COLUMNS["photos"])  # photos.tsv000 columns, in the dataset's order
 POOL = 256
 
 
