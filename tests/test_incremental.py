@@ -3,6 +3,7 @@ model beside the old; retry rules for failed downloads; the run log and `clipsql
 
 import datetime as dt
 
+import pandas as pd
 import pytest
 
 from clipsql import search
@@ -129,14 +130,18 @@ def test_failed_photos_are_recorded_and_retried_by_the_rules(server, tmp_path, t
     sql = ("SELECT photo_id, status, coalesce(reason, '') AS reason, permanent, attempts "
            "FROM download_status FINAL ORDER BY photo_id")
 
+    before = dt.datetime.now(dt.timezone.utc)
     first = refresh(release, **go)
+    after = dt.datetime.now(dt.timezone.utc)
     assert first.failures_by_reason == {"http_4xx": 1, "http_5xx": 2}
     assert rows(backend, sql).values.tolist() == [
         ["busy", "failed", "http_5xx", 0, 1], ["gone", "failed", "http_4xx", 1, 1],
         ["once", "failed", "http_5xx", 0, 1],
         ["photo0000", "ok", "", 0, 1], ["photo0001", "ok", "", 0, 1], ["photo0002", "ok", "", 0, 1]]
     last = rows(backend, "SELECT last_attempt_at FROM download_status FINAL WHERE photo_id = 'busy'")["last_attempt_at"][0]
-    assert last is not None
+    last = pd.Timestamp(last)
+    last = last.tz_localize("UTC") if last.tzinfo is None else last
+    assert before - dt.timedelta(seconds=1) <= last <= after + dt.timedelta(seconds=1)
 
     # Within the backoff: nothing is requested again.
     hits = server.total()

@@ -111,8 +111,13 @@ def test_airflow_dag_file_runs_the_job_file():
     assert values["JOB_FILE"] == JOB
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "BashOperator"]
     assert len(calls) == 1
-    command = next(k.value for k in calls[0].keywords if k.arg == "bash_command")
-    assert "clipsql refresh {JOB_FILE}" in ast.unparse(command)
+    operator = {k.arg: k.value for k in calls[0].keywords}
+    assert "clipsql refresh {JOB_FILE}" in ast.unparse(operator["bash_command"])
+    # A refresh that finds the store locked (exit 75) skips the task instead of failing it,
+    # and runs never overlap.
+    assert ast.literal_eval(operator["skip_on_exit_code"]) == 75
+    dag = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "DAG")
+    assert ast.literal_eval({k.arg: k.value for k in dag.keywords}["max_active_runs"]) == 1
 
 
 @pytest.mark.skipif(importlib.util.find_spec("airflow") is None, reason="Airflow is not installed")

@@ -94,10 +94,7 @@ def test_the_default_model_follows_a_write_made_through_another_store_of_the_pro
     with open_store(tmp_path, **kwargs) as notebook:
         _add_model(notebook, "clip-a", 1)
         assert search.resolve_model(notebook)[0] == "clip-a"
-        if backend == "chdb":  # one chdb client per data path: the "refresh" writes through the same engine
-            writer = open_store(tmp_path)
-        else:
-            writer = notebook
-        _add_model(writer, "clip-b", 2)
+        with open_store(tmp_path, **kwargs) as refresh_store:  # the refresh's own store object
+            _add_model(refresh_store, "clip-b", 2)
         assert search.resolve_model(notebook)[0] == "clip-b"
         assert search.resolve_model(notebook, "clip-a")[1] == "/models/clip-a"
