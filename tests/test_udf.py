@@ -52,7 +52,7 @@ def db(request, stores):
 
 def reference(embedder, texts):
     """(n, 512) float32: what search.text embeds each text to."""
-    return search.embed_texts(embedder, texts)
+    return embedder.embed_texts(texts)
 
 
 def absorb_failed_query(db):

@@ -104,9 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Exit status when another refresh holds the store (sysexits EX_TEMPFAIL: try again later).
 EXIT_LOCKED = 75
-_REFRESH_SETTINGS = ("source", "limit", "model", "model_name", "device", "batch_size", "store", "clickhouse_url",
-                     "duckdb", "workers", "width", "timeout", "retries", "max_bytes", "chunk_size",
-                     "retry_failed", "retry_backoff", "purge")
 
 
 def report_failure(action: str, exc: Exception) -> int:
@@ -122,18 +119,17 @@ def report_failure(action: str, exc: Exception) -> int:
 def _refresh(args: argparse.Namespace) -> int:
     import signal
 
-    from .jobs import job_settings, refresh_arguments
+    from .jobs import SETTINGS, run_job
     from .lock import StoreLocked
-    from .refresh import refresh
 
-    settings = job_settings(args.job, **{name: getattr(args, name) for name in _REFRESH_SETTINGS})
+    overrides = {name: getattr(args, name) for name in SETTINGS}
 
     def stop(signum, frame):  # systemd and Airflow stop a job with SIGTERM: end as an interrupted run
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        summary = refresh(progress=not args.quiet, **refresh_arguments(settings))
+        summary = run_job(args.job, progress=not args.quiet, **overrides)
     except StoreLocked as exc:
         print(f"clipsql: error: {exc}", file=sys.stderr)
         return EXIT_LOCKED
@@ -146,14 +142,11 @@ def _refresh(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .jobs import load_job
+    from .jobs import job_settings
     from .status import status
 
-    job = load_job(args.job) if args.job else {}
-    backend = args.duckdb or args.clickhouse_url
-    frame = status(args.store or job.get("store"),
-                   clickhouse_url=args.clickhouse_url or (None if backend else job.get("clickhouse_url")),
-                   duckdb=args.duckdb or (None if backend else job.get("duckdb")), runs=args.runs)
+    s = job_settings(args.job, store=args.store, clickhouse_url=args.clickhouse_url, duckdb=args.duckdb)
+    frame = status(s["store"], clickhouse_url=s["clickhouse_url"], duckdb=s["duckdb"], runs=args.runs)
     print(frame.format())
     return 0
 

@@ -17,11 +17,6 @@ from pathlib import Path
 from .errors import BadArgument
 
 FORMATS = ("table", "json", "csv")
-#: CLI option -> Filters field, for the options that are spelled differently.
-_FILTER_DESTS = ("country", "city", "photographer", "submitted_from", "submitted_to", "orientation",
-                 "min_aspect_ratio", "max_aspect_ratio", "min_width", "min_height", "min_views", "min_downloads",
-                 "featured", "camera_make", "camera_model", "keywords_any", "keywords_all", "color",
-                 "has_description")
 
 
 def _filter_options(parser: argparse.ArgumentParser) -> None:
@@ -146,16 +141,19 @@ def add_sql_command(commands, common: argparse.ArgumentParser) -> None:
 
 
 def _filters(args: argparse.Namespace):
+    import dataclasses
+
     from .search import Filters
 
-    return Filters.of(**{name: getattr(args, name) for name in _FILTER_DESTS})
+    # Every filter option stores into the Filters field of the same name (argparse dest).
+    return Filters.of(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Filters)})
 
 
 def _image_dir(args: argparse.Namespace) -> Path:
-    # The image cache is <store>/images for every backend (see clipsql.db.open_store).
-    from .db import default_store_dir
+    # The image cache is <store>/images for every backend (see clipsql.db.Store.image_dir).
+    from .db import store_root
 
-    return (Path(args.store) if args.store is not None else default_store_dir()) / "images"
+    return store_root(args.store) / "images"
 
 
 def _store_kwargs(args: argparse.Namespace) -> dict:

@@ -123,6 +123,21 @@ def image_path(image_dir: str | os.PathLike, photo_id: str) -> Path:
     return Path(image_dir) / f"{photo_id}.jpg"
 
 
+def cached_image(image_dir: str | os.PathLike | None, photo_id: str) -> Path | None:
+    """The cached image of `photo_id` if there is one, else None. A photo_id names its cache
+    file (clipsql.sources): one with a path separator, a NUL or a leading dot names none, so a
+    caller's photo_id can never reach a file outside the cache; nor does one too long for a
+    file name (over 200 characters: Unsplash ids have 11)."""
+    if (image_dir is None or not photo_id or len(photo_id) > 200 or photo_id.startswith(".")
+            or any(c in photo_id for c in "/\\\x00")):
+        return None
+    path = image_path(image_dir, photo_id)
+    try:
+        return path if path.is_file() else None
+    except OSError:  # e.g. a name the file system refuses
+        return None
+
+
 def with_width(url: str, width: int) -> str:
     """Set the Unsplash/Imgix `w=` parameter of an http(s) URL (other URLs unchanged)."""
     if width <= 0 or not url.startswith(("http://", "https://")):

@@ -61,6 +61,7 @@ from .db import Store, use_store
 from .embed import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from .errors import BadArgument, ModelError, NotFound, SourceError
 from .images import DEFAULT_MAX_PIXELS, InvalidImage, open_rgb
+from .load import vectors_array
 from .queries import get_query
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,6 @@ COMBINED_WEIGHT = 0.5
 NEGATIVE_WEIGHT = -0.5
 #: Recall cutoffs of the usual protocol (Karpathy & Fei-Fei 2015; CLIP, Radford et al. 2021).
 DEFAULT_KS = (1, 5, 10)
-#: Eval tables (sql/*/003_eval.sql), the only tables this module writes.
-EVAL_TABLES = ("eval_sets", "eval_images", "eval_captions", "eval_image_embeddings", "eval_caption_embeddings")
 #: Rows per insert of vectors (about 8 MB of 512-dim float32).
 INSERT_ROWS = 4096
 MAX_NAME_CHARS = 200
@@ -735,18 +734,9 @@ def _next_version(db: Store, name: str) -> int:
 
 
 def _write(db: Store, table: str, data: pa.Table) -> None:
-    """Upsert rows into an eval table (:data:`EVAL_TABLES`), INSERT_ROWS at a time."""
-    if table not in EVAL_TABLES:
-        raise BadArgument(f"{table!r} is not an eval table")
+    """Upsert rows into an eval table, INSERT_ROWS at a time."""
     for start in range(0, data.num_rows, INSERT_ROWS):
         db.upsert(table, data.slice(start, INSERT_ROWS))
-
-
-def _vectors_array(vectors: np.ndarray) -> pa.ListArray:
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    n, dim = vectors.shape
-    offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1), type=pa.float32()))
 
 
 def _write_set(db: Store, name: str, version: int, images: _Images, captions: Sequence[Caption],
@@ -770,12 +760,12 @@ def _write_set(db: Store, name: str, version: int, images: _Images, captions: Se
     n = len(images.ok_ids)
     _write(db, "eval_image_embeddings", pa.table({
         "eval_set": [name] * n, "image_id": images.ok_ids, "model": [model] * n,
-        "embedding": _vectors_array(images.vectors), "version": versions(n)}))
+        "embedding": vectors_array(images.vectors), "version": versions(n)}))
     for kind, (caption_ids, vectors) in queries.items():
         m = len(caption_ids)
         _write(db, "eval_caption_embeddings", pa.table({
             "eval_set": [name] * m, "query_kind": [kind] * m, "caption_id": pa.array(caption_ids, pa.uint32()),
-            "model": [model] * m, "embedding": _vectors_array(vectors), "version": versions(m)}))
+            "model": [model] * m, "embedding": vectors_array(vectors), "version": versions(m)}))
 
 
 def default_json_path(store_root: str | os.PathLike, name: str) -> Path:

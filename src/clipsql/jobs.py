@@ -74,6 +74,10 @@ def _defaults() -> dict[str, Any]:
             "retry_failed": False, "retry_backoff": DEFAULT_RETRY_BACKOFF_S, "purge": False}
 
 
+#: Names of every refresh setting (the keys of :func:`job_settings`' result).
+SETTINGS = tuple(_defaults())
+
+
 def _check_type(value: Any, kind: type) -> bool:
     if kind is bool:
         return isinstance(value, bool)
@@ -165,8 +169,9 @@ def refresh_arguments(settings: dict[str, Any]) -> dict[str, Any]:
                 retry_backoff_s=s["retry_backoff"])
 
 
-def run_job(job: str | os.PathLike, *, progress: bool = True, **overrides: Any):
-    """Run the refresh a job file describes (overrides as in :func:`job_settings`).
+def run_job(job: str | os.PathLike | None, *, progress: bool = True, **overrides: Any):
+    """Run the refresh a job file describes (or, with `job` None, the defaults), overrides as in
+    :func:`job_settings`: what `clipsql refresh [JOB] [options]` runs.
 
     Returns:
         The :class:`clipsql.refresh.RefreshSummary`.

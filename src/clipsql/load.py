@@ -46,16 +46,22 @@ ETL_RUNS_SCHEMA = pa.schema([
 ])
 
 
+def vectors_array(vectors: np.ndarray) -> pa.ListArray:
+    """An Arrow list<float32> column of (n, d) float32 vectors, built without a copy per row
+    (one flat buffer and its offsets): the `embedding` column of every vector table."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1), type=pa.float32()))
+
+
 def embeddings_table(photo_ids: Sequence[str], embeddings: np.ndarray, model: str, version: int) -> pa.Table:
     """Arrow rows of photo_embeddings from (n,) ids and (n, d) float32 vectors."""
-    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-    n, dim = embeddings.shape
-    flat = pa.array(embeddings.reshape(-1), type=pa.float32())
-    offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32))
+    n = len(embeddings)
     return pa.table({
         "photo_id": pa.array(list(photo_ids), pa.string()),
         "model": pa.array([model] * n, pa.string()),
-        "embedding": pa.ListArray.from_arrays(offsets, flat),
+        "embedding": vectors_array(embeddings),
         "version": pa.array(np.full(n, version, dtype=np.uint64)),
     })
 

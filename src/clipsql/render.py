@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .download import cached_image
 from .errors import BadArgument
 
 log = logging.getLogger(__name__)
@@ -110,14 +111,6 @@ def _is_http(value) -> bool:
     return isinstance(value, str) and value.startswith(("http://", "https://"))
 
 
-def _cached_path(image_dir: str | os.PathLike | None, photo_id: str) -> Path | None:
-    # A photo_id names its cache file (clipsql.sources): no separators, no leading dot.
-    if image_dir is None or not photo_id or photo_id.startswith(".") or any(c in photo_id for c in "/\\\x00"):
-        return None
-    path = Path(image_dir) / f"{photo_id}.jpg"
-    return path if path.is_file() else None
-
-
 def thumbnail_src(image_dir: str | os.PathLike | None, photo_id: str, fallback_url: str | None = None,
                   px: int = THUMB_PX) -> str | None:
     """What an <img src> shows for a photo: its cached image shrunk to `px` pixels on the
@@ -127,7 +120,7 @@ def thumbnail_src(image_dir: str | os.PathLike | None, photo_id: str, fallback_u
     """
     from PIL import Image
 
-    path = _cached_path(image_dir, str(photo_id))
+    path = cached_image(image_dir, str(photo_id))
     if path is not None:
         try:
             with Image.open(path) as im:
@@ -518,7 +511,7 @@ def embedding_map(vectors, frame: pd.DataFrame, *, color_by: str | None = None, 
         # Thumbnails first, points on top: every point and its color stay visible.
         # Cached images first (they need no network), then photos with an http(s) URL.
         urls = frame["photo_image_url"].tolist() if "photo_image_url" in frame.columns else [None] * len(frame)
-        cached = np.array([_cached_path(image_dir, p) is not None for p in ids], dtype=bool)
+        cached = np.array([cached_image(image_dir, p) is not None for p in ids], dtype=bool)
         remote = np.array([_is_http(u) for u in urls], dtype=bool) & ~cached
         xy = np.column_stack([xs, ys])
         sample = _spread_sample(xy, np.flatnonzero(cached), max_thumbnails)

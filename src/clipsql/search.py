@@ -308,17 +308,6 @@ def _resolve_model(db: Store, model: str | None) -> tuple[str, str, int]:
     return str(row["model"]), str(row["model_source"]), int(row["dim"])
 
 
-def embed_texts(embedder: ClipEmbedder, texts: Sequence[str]) -> np.ndarray:
-    """(n, d) float32 L2-normalized text embeddings, each text cut to the tokens the text
-    tower reads (its max_position_embeddings, 77 for CLIP), also for a checkpoint whose
-    tokenizer sets no limit of its own (it would otherwise fail on a long text)."""
-    limit = int(getattr(embedder.model.config.text_config, "max_position_embeddings", 77))
-    tokenizer = embedder.processor.tokenizer
-    if getattr(tokenizer, "model_max_length", limit) > limit:
-        tokenizer.model_max_length = limit
-    return embedder.embed_texts(list(texts))
-
-
 def check_query_vector(vector, dim: int) -> list[float]:
     """Validate a query vector: (dim,) finite numbers, non-zero. Returns it as a float list.
 
@@ -624,7 +613,9 @@ def nearest(db: Store, query_vec, *, model: str, k: int = 10, offset: int = 0,
     vector = check_query_vector(query_vec, STORE_DIM)
     opts = _Options.of(k, offset, max_distance, rerank, mmr_lambda, overfetch, filters, filter_values)
     label, _, dim = resolve_model(db, model)
-    return _ranked(db, check_query_vector(vector, dim), label, opts)
+    if dim != STORE_DIM:  # a store holds STORE_DIM-wide vectors only; kept for stores built otherwise
+        vector = check_query_vector(vector, dim)
+    return _ranked(db, vector, label, opts)
 
 
 def text(query: str, k: int = 10, *, offset: int = 0, max_distance: float | None = None,
@@ -655,7 +646,7 @@ def text(query: str, k: int = 10, *, offset: int = 0, max_distance: float | None
     opts = _Options.of(k, offset, max_distance, rerank, mmr_lambda, overfetch, filters, filter_values)
     with use_store(db, store, clickhouse_url=clickhouse_url, duckdb=duckdb) as opened:
         label, source, dim = resolve_model(opened, model)
-        vector = embed_texts(_embedder(source, label, device), [query])[0]
+        vector = _embedder(source, label, device).embed_texts([query])[0]
         return _ranked(opened, check_query_vector(vector, dim), label, opts)
 
 
@@ -694,6 +685,7 @@ def similar(photo_id: str, k: int = 10, *, offset: int = 0, max_distance: float 
 
     Pure SQL (queries/similar_photos.sql): the query vector is the photo's stored vector, no
     model runs. With `rerank` the vector is read first and the re-ranked search runs on it.
+    An unknown photo_id is looked up only when the query finds nothing (or fails).
 
     Returns:
         As :func:`text`.
@@ -703,10 +695,22 @@ def similar(photo_id: str, k: int = 10, *, offset: int = 0, max_distance: float 
         BadArgument: bad k or filter.
     """
     opts = _Options.of(k, offset, max_distance, rerank, mmr_lambda, overfetch, filters, filter_values)
+    _check_text("photo_id", photo_id, allow_empty=False)
     with use_store(db, store, clickhouse_url=clickhouse_url, duckdb=duckdb) as opened:
         label, _, dim = resolve_model(opened, model)
-        vector = _photo_vector(opened, photo_id, label)
-        return _ranked(opened, check_query_vector(vector, dim), label, opts, similar_to=photo_id)
+        if opts.rerank is not None:
+            vector = check_query_vector(_photo_vector(opened, photo_id, label), dim)
+            return _ranked(opened, vector, label, opts, similar_to=photo_id)
+        # queries/similar_photos.sql reads the photo's vector itself: no second round trip.
+        # Only when it finds nothing is the vector looked up, to tell an unknown photo apart.
+        try:
+            frame = _ranked(opened, None, label, opts, similar_to=photo_id)
+        except Exception:
+            _photo_vector(opened, photo_id, label)  # NotFound for an unknown photo_id
+            raise
+        if frame.empty:
+            _photo_vector(opened, photo_id, label)
+        return frame
 
 
 def combined(query: str = "", k: int = 10, *, images: Sequence = (), text_weight: float = 1.0,
@@ -749,7 +753,7 @@ def combined(query: str = "", k: int = 10, *, images: Sequence = (), text_weight
         embedder = _embedder(source, label, device)
         parts = []
         if terms:
-            vectors = embed_texts(embedder, [t for t, _ in terms])
+            vectors = embedder.embed_texts([t for t, _ in terms])
             parts += [(v, text_weight * w) for v, (_, w) in zip(vectors, terms)]
         if pictures:
             vectors = embedder.embed_images([p for p, _ in pictures])
@@ -785,15 +789,12 @@ def crop(source=None, box: Sequence[float] = (0.0, 0.0, 1.0, 1.0), k: int = 10, 
         raise BadArgument("crop needs either an image or a photo_id, not both")
     with use_store(db, store, clickhouse_url=clickhouse_url, duckdb=duckdb) as opened:
         if photo_id is not None:
-            from .download import image_path
+            from .download import cached_image
 
             _check_text("photo_id", photo_id, allow_empty=False)
-            # A photo_id names its cache file (clipsql.sources): no separators, no leading dot.
-            if "/" in photo_id or "\\" in photo_id or photo_id.startswith(".") or len(photo_id) > 200:
-                raise NotFound(f"no cached image for photo_id {photo_id[:200]!r}")
-            cached = image_path(opened.image_dir, photo_id)
-            if not cached.is_file():
-                raise NotFound(f"no cached image for photo_id {photo_id!r} in {opened.image_dir}")
+            cached = cached_image(opened.image_dir, photo_id)
+            if cached is None:
+                raise NotFound(f"no cached image for photo_id {photo_id[:200]!r} in {opened.image_dir}")
             picture = load_image(cached)
         else:
             picture = load_image(source)
@@ -876,7 +877,7 @@ def facets(query: str | None = None, *, image=None, photo_id: str | None = None,
     with use_store(db, store, clickhouse_url=clickhouse_url, duckdb=duckdb) as opened:
         label, source, dim = resolve_model(opened, model)
         if query is not None:
-            vector = embed_texts(_embedder(source, label, device), [query])[0]
+            vector = _embedder(source, label, device).embed_texts([query])[0]
         elif picture is not None:
             vector = _embedder(source, label, device).embed_images([picture])[0]
         elif photo_id is not None:

@@ -95,7 +95,7 @@ def embed_rows(embed: Callable[[list[str]], np.ndarray], texts: Sequence[str | N
     """The embedding of each text, in order; None for a blank one (see :func:`is_blank`).
 
     Args:
-        embed: texts -> (n, d) float32, L2-normalized (e.g. :func:`clipsql.search.embed_texts`).
+        embed: texts -> (n, d) float32, L2-normalized (e.g. :meth:`clipsql.embed.ClipEmbedder.embed_texts`).
         texts: the rows, duplicates allowed: each distinct text is embedded once.
         batch_size: texts per call of `embed`.
 
@@ -216,10 +216,10 @@ def serve(stdin: BinaryIO, stdout: BinaryIO, embed: Callable[[list[str]], np.nda
 def _load_text_model(model: str, device: str):
     """The (embedder, embed) pair of search.text for `model` (loaded, or cached in this process)."""
     from .embed import model_label
-    from .search import _embedder, embed_texts
+    from .search import _embedder
 
     embedder = _embedder(model, model_label(model), device)
-    return embedder, lambda texts: embed_texts(embedder, texts)
+    return embedder, embedder.embed_texts
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -400,10 +400,10 @@ def _register_duckdb(connection, checkpoint: str, label: str, device: str, batch
     # No annotations: DuckDB evaluates them (as strings, in this module's globals) to infer types.
     def clip_text_embedding(texts):
         """A chunk of rows, pyarrow string array (n,) -> pyarrow list<float> array (n,)."""
-        from .search import _embedder, embed_texts
+        from .search import _embedder
 
         embedder = _embedder(checkpoint, label, device)  # loaded on the first call, then cached
-        vectors = embed_rows(lambda batch: embed_texts(embedder, batch), texts.to_pylist(), batch_size)
+        vectors = embed_rows(embedder.embed_texts, texts.to_pylist(), batch_size)
         lengths = np.array([0 if v is None else len(v) for v in vectors], dtype=np.int32)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
         present = [v for v in vectors if v is not None]
