@@ -184,3 +184,27 @@ def test_refresh_killed_at_random_points_ends_like_a_clean_run(server, tmp_path,
     # Every run killed after its first log line had written its row (early kills may precede it):
     # 'interrupted', or 'ok' when the kill came after its end-of-run row.
     assert len(statuses) >= 1 + LINE_KILLS + 1 and set(statuses) == {"ok", "interrupted"}, (seed, points, statuses)
+
+
+def test_sigterm_ends_the_run_as_interrupted_and_the_next_run_completes_it(server, tmp_path, tiny_clip):
+    # systemd and Airflow stop a job with SIGTERM: exit 130, the run logged 'interrupted',
+    # the invariants hold, and a rerun finishes the work.
+    u = server.url
+    release = tmp_path / "release"
+    write_release(release, u, range(40), extra_rows=release_rows(u))
+    backend = backend_of("chdb", tmp_path / "store")
+    args = ["refresh", "--source", str(release), "--model", str(tiny_clip), "--store", str(backend["store"]),
+            "--chunk-size", str(CHUNK), "--batch-size", str(CHUNK), "--workers", "4", "--retries", "0", "-q", "-v"]
+    run = Run(args)
+    assert run.wait_for_line(6), "".join(run.tail)  # mid-pipeline: a few chunks in
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.proc.wait(timeout=60) == 130, "".join(run.tail)
+    check_invariants(backend)
+    with open_store(**backend) as db:
+        assert db.query_df("SELECT status FROM etl_runs FINAL")["status"].tolist() == ["interrupted"]
+    assert Run(args).proc.wait(timeout=300) == 0
+    check_invariants(backend, finished=True)
+    with open_store(**backend) as db:
+        statuses = db.query_df("SELECT status FROM etl_runs FINAL ORDER BY started_at")["status"].tolist()
+        assert statuses == ["interrupted", "ok"]
+        assert db.count("photo_embeddings") == 40

@@ -70,9 +70,10 @@ MODEL_ENV = "CLIPSQL_MODEL"
 DEVICE_ENV = "CLIPSQL_DEVICE"
 #: Texts per forward pass in the script and in DuckDB.
 DEFAULT_BATCH_SIZE = 64
-#: torch CPU threads of the script. One text is a small job: measured on 2 busy cores, a
-#: ViT-B/32 query text took 16-30 ms with 1 thread and 100-900 ms with 2 (threads spinning
-#: against the engine's and other processes' threads).
+#: torch CPU threads of the script. One text is a small job: on 2 idle cores a ViT-B/32 query
+#: text took 20.7 ms with 1 thread and 19.1 ms with 2, but on 2 busy cores (a server runs
+#: queries meanwhile) 16-30 ms with 1 thread and 100-900 ms with 2, threads spinning against
+#: the engine's.
 DEFAULT_THREADS = 1
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _EMPTY_ANSWER = b'{"embedding":[]}\n'
