@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -33,6 +34,34 @@ DEFAULT_BATCH_SIZE = 32
 PREFETCH_BATCHES = 2
 
 
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_device_name(device: str) -> str:
+    """`device` if it names a device clipsql knows (auto, cpu, cuda[:N], mps), without
+    importing torch (so a bad argument stops before any work).
+
+    Raises:
+        BadArgument: any other name.
+    """
+    if not isinstance(device, str) or not _DEVICE_RE.match(device):
+        raise BadArgument(f"device must be auto, cpu, cuda[:N] or mps, got {device!r}")
+    return device
+
+
+def check_model_source(model: str | os.PathLike, why: str = "") -> None:
+    """Refuse, before anything loads, a model given as a path (starting with '.', '/' or '~')
+    that is not a directory; a hub name can only fail when it is loaded. `why` is appended to
+    the message.
+
+    Raises:
+        ModelError: naming the missing directory.
+    """
+    text = os.fspath(model)
+    if text.startswith((".", "/", "~")) and not Path(text).expanduser().is_dir():
+        raise ModelError(f"model directory {text!r} does not exist{why}")
+
+
 def resolve_device(device: str = "auto") -> str:
     """'auto' -> 'cuda' if available, else 'mps' if available, else 'cpu'; others as given.
 
@@ -47,8 +76,7 @@ def resolve_device(device: str = "auto") -> str:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return "mps"
         return "cpu"
-    if device.split(":")[0] not in ("cpu", "cuda", "mps"):
-        raise BadArgument(f"device must be auto, cpu, cuda[:N] or mps, got {device!r}")
+    check_device_name(device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BadArgument(f"device {device!r} asked for, but torch sees no CUDA device")
     return device
@@ -91,9 +119,8 @@ class ClipEmbedder:
         self.device = resolve_device(device)
         self.source = str(model)
         self.name = name or model_label(self.source)
-        local = Path(self.source).is_dir()
-        if not local and self.source.startswith((".", "/", "~")):
-            raise ModelError(f"model directory {self.source!r} does not exist")
+        check_model_source(self.source)
+        local = Path(self.source).expanduser().is_dir()
         try:
             self.model = CLIPModel.from_pretrained(self.source, local_files_only=local)
             self.processor = CLIPProcessor.from_pretrained(self.source, local_files_only=local)

@@ -41,13 +41,12 @@ import os
 import socket
 import time
 import uuid
-from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from .db import ClickHouseStore, Store, open_store, store_root
 from .download import DownloadOptions, DownloadResult, download_photos, image_path, remove_stale_temp_files
-from .embed import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, ClipEmbedder, embed_photos, model_label
+from .embed import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, ClipEmbedder, check_model_source, embed_photos, model_label
 from .errors import BadArgument, ModelError, SourceError
 from .load import Loader
 from .lock import StoreLock
@@ -212,9 +211,7 @@ def _check_arguments(model, limit, batch_size, chunk_size, purge, retry_backoff_
         raise BadArgument("purge needs the whole source: it cannot be combined with a limit")
     if not retry_backoff_s >= 0:
         raise BadArgument(f"retry_backoff_s must be >= 0 seconds, got {retry_backoff_s}")
-    text = str(model)
-    if text.startswith((".", "/", "~")) and not Path(text).expanduser().is_dir():
-        raise ModelError(f"model directory {text!r} does not exist")
+    check_model_source(model)
 
 
 class _RunLog:

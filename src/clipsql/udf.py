@@ -43,7 +43,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -56,6 +55,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from .embed import check_device_name, check_model_source
 from .errors import BadArgument, ClipsqlError, ModelError, StoreError
 from .resources import sql_dir
 
@@ -75,7 +75,6 @@ DEFAULT_BATCH_SIZE = 64
 #: queries meanwhile) 16-30 ms with 1 thread and 100-900 ms with 2, threads spinning against
 #: the engine's.
 DEFAULT_THREADS = 1
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _EMPTY_ANSWER = b'{"embedding":[]}\n'
 
 
@@ -249,8 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
-    if not _DEVICE_RE.match(args.device):
-        parser.error(f"--device must be auto, cpu, cuda[:N] or mps, got {args.device!r}")
+    try:
+        check_device_name(args.device)
+    except BadArgument as exc:
+        parser.error(f"--{exc}")
     if args.threads < 0:
         parser.error(f"--threads must be 0 or more, got {args.threads}")
     logging.basicConfig(stream=sys.stderr, level=args.log_level,
@@ -366,8 +367,7 @@ def register_text_embedding(db, model: str | None = None, *, source: str | os.Pa
     """
     from .search import resolve_model
 
-    if not _DEVICE_RE.match(str(device)):
-        raise BadArgument(f"device must be auto, cpu, cuda[:N] or mps, got {device!r}")
+    check_device_name(device)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise BadArgument(f"batch_size must be a positive integer, got {batch_size!r}")
     label, stored_source, _ = resolve_model(db, model)
@@ -389,9 +389,8 @@ def register_text_embedding(db, model: str | None = None, *, source: str | os.Pa
 def _check_checkpoint(checkpoint: str) -> None:
     # A path that is not there fails now, with its name (as ClipEmbedder tells a path from a hub
     # name); a hub name can only fail when it is loaded.
-    if checkpoint.startswith((".", "/", "~")) and not Path(checkpoint).is_dir():
-        raise ModelError(f"cannot register {FUNCTION_NAME}: model directory {checkpoint!r} does not exist "
-                         f"(pass source= the checkpoint's path on this machine)")
+    check_model_source(checkpoint, f" (registering {FUNCTION_NAME}: pass source= the checkpoint's path "
+                                   f"on this machine)")
 
 
 def _register_duckdb(connection, checkpoint: str, label: str, device: str, batch_size: int) -> None:
