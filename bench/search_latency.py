@@ -7,8 +7,10 @@ matches 1% of the photos; a text query end to end (embedding + SQL) p50 <= 60 ms
 the ViT-B/32 shape. Every chdb number is compared with numpy brute force over the same
 vectors in the same run (ratio = chdb / numpy). The exact results are checked against numpy.
 
-`search` rows time the Python API call (model lookup + query + DataFrame); `sql` rows time
-the query file alone through the store (bind, run, Arrow -> DataFrame). The text model is
+`search` rows time the Python API call (model lookup + snapshot check + query + DataFrame);
+`sql` rows time the query file alone through the store (bind, run, Arrow -> DataFrame). On
+chdb the API searches the in-memory search snapshot (clipsql.snapshot); the "snapshot off"
+and "(tables)" rows are the same searches over the tables, as an analyst's console runs them. The text model is
 a random-weight checkpoint of the real ViT-B/32 shape (DESIGN.md: it costs what the real
 one costs); without --model-dir the end-to-end rows are skipped.
 """
@@ -25,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from clipsql import search
-from clipsql.db import open_store
+from clipsql import search, snapshot
+from clipsql.db import SEARCH_SNAPSHOT_MAX_BYTES, open_store
 from clipsql.load import embeddings_table
 from clipsql.queries import get_query
 from clipsql.sources import arrow_schema
@@ -98,43 +100,78 @@ def main() -> None:
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
         # numpy filters the way SQL does, per query: a mask from the country column.
         countries = np.where(iceland, "Iceland", "Japan")
-        sql = get_query("search_photos")
-        base = {p: None if prm.nullable else [] for p, prm in sql.parameters.items()}
-        base.update(model=MODEL, k=a.k, offset=0)
 
-        def run_sql(q, **filters):
-            return sql.run(db, **dict(base, query_vec=q.tolist(), **filters))
+        def run_sql(name, q, **filters):
+            query = get_query(name)
+            values = {p: None if prm.nullable else [] for p, prm in query.parameters.items()}
+            values.update(model=MODEL, k=a.k, offset=0, query_vec=q.tolist(), **filters)
+            return query.run(db, **values)
+
+        def tables(fn):  # the same call with the snapshot off: the query files that read the tables
+            def call(*args):
+                db.search_snapshot_max_bytes = 0
+                try:
+                    return fn(*args)
+                finally:
+                    db.search_snapshot_max_bytes = SEARCH_SNAPSHOT_MAX_BYTES
+            return call
 
         # Warm up every path once (first queries pay for reading marks and building caches).
         for q in queries[:3]:
             search.nearest(db, q, model=MODEL, k=a.k)
             search.nearest(db, q, model=MODEL, k=a.k, country="Iceland")
             search.nearest(db, q, model=MODEL, k=a.k, rerank="exact")
+            tables(lambda v: search.nearest(db, v, model=MODEL, k=a.k))(q)
             numpy_topk(vectors, q, a.k)
         lines = []
 
         def row(label, ms, np_ms):
-            lines.append(f"  {label:<52} {ms:8.2f} ms   numpy {np_ms:6.2f} ms   ratio {ms / np_ms:6.1f}x")
+            lines.append(f"  {label:<56} {ms:8.2f} ms   numpy {np_ms:6.2f} ms   ratio {ms / np_ms:6.1f}x")
+
+        def note(label, ms):
+            lines.append(f"  {label:<56} {ms:8.2f} ms")
 
         args = [(q,) for q in queries]
         np_ms, np_res = p50_ms(lambda q: numpy_topk(vectors, q, a.k), args)
         np1_ms, np1_res = p50_ms(lambda q: numpy_topk(vectors, q, a.k, np.flatnonzero(countries == "Iceland")), args)
 
+        def same(results, expected):
+            return all(r["photo_id"].tolist() == [f"{i:011d}" for i in e] for r, e in zip(results, expected))
+
         ms, res = p50_ms(lambda q: search.nearest(db, q, model=MODEL, k=a.k), args)
-        assert all(r["photo_id"].tolist() == [f"{i:011d}" for i in e] for r, e in zip(res, np_res)), "exact != numpy"
-        row("exact, no filter        search.nearest", ms, np_ms)
-        ms, _ = p50_ms(lambda q: run_sql(q), args)
-        row("exact, no filter        sql search_photos", ms, np_ms)
+        assert same(res, np_res), "exact != numpy"
+        row("exact, no filter   search.nearest (snapshot)", ms, np_ms)
+        ms, res = p50_ms(lambda q: run_sql("search_photos_unfiltered_snapshot", q), args)
+        assert same(res, np_res), "snapshot sql != numpy"
+        row("exact, no filter   sql search_photos_unfiltered_snapshot", ms, np_ms)
+        ms, res = p50_ms(tables(lambda q: search.nearest(db, q, model=MODEL, k=a.k)), args)
+        assert same(res, np_res), "tables != numpy"
+        row("exact, no filter   search.nearest, snapshot off", ms, np_ms)
+        ms, _ = p50_ms(lambda q: run_sql("search_photos_unfiltered", q), args)
+        row("exact, no filter   sql search_photos_unfiltered (tables)", ms, np_ms)
         ms, res = p50_ms(lambda q: search.nearest(db, q, model=MODEL, k=a.k, country="Iceland"), args)
-        assert all(r["photo_id"].tolist() == [f"{i:011d}" for i in e] for r, e in zip(res, np1_res)), "1% != numpy"
-        row("exact, 1% filter        search.nearest", ms, np1_ms)
-        ms, _ = p50_ms(lambda q: run_sql(q, country="Iceland"), args)
-        row("exact, 1% filter        sql search_photos", ms, np1_ms)
+        assert same(res, np1_res), "1% != numpy"
+        row("exact, 1% filter   search.nearest (snapshot)", ms, np1_ms)
+        ms, res = p50_ms(lambda q: run_sql("search_photos_snapshot", q, country="Iceland"), args)
+        assert same(res, np1_res), "1% snapshot sql != numpy"
+        row("exact, 1% filter   sql search_photos_snapshot", ms, np1_ms)
+        ms, _ = p50_ms(tables(lambda q: search.nearest(db, q, model=MODEL, k=a.k, country="Iceland")), args)
+        row("exact, 1% filter   search.nearest, snapshot off", ms, np1_ms)
+        ms, _ = p50_ms(lambda q: run_sql("search_photos", q, country="Iceland"), args)
+        row("exact, 1% filter   sql search_photos (tables)", ms, np1_ms)
         ms, res = p50_ms(lambda q: search.nearest(db, q, model=MODEL, k=a.k, rerank="exact"), args)
         recall = np.mean([len(set(r["photo_id"]) & {f"{i:011d}" for i in e}) / a.k for r, e in zip(res, np_res)])
         row(f"HNSW + exact re-score   rerank='exact' (recall {recall:.3f})", ms, np_ms)
         ms, _ = p50_ms(lambda q: search._resolve_model(db, MODEL), args[:20])
-        lines.append(f"  {'  model lookup query (once per 30 s: Store.remember)':<52} {ms:8.2f} ms")
+        note("  model lookup query (once per 30 s: Store.remember)", ms)
+        ms, _ = p50_ms(lambda q: snapshot._state(db), args[:20])
+        note("  snapshot check (every search: the tables' parts)", ms)
+
+        def rebuild(q):
+            snapshot.discard(db)
+            snapshot.use_snapshot(db, MODEL)
+        ms, _ = p50_ms(rebuild, args[:10])
+        note("  snapshot rebuild (the first search after a write)", ms)
         print("\n".join(lines))
 
         if not have_model:

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 import searchdata
-from clipsql.db import open_store
+from clipsql.db import open_store, split_statements
 from clipsql.queries import CONSOLE_VARIABLES, console_command, console_commands, load_queries, parse_query_file
 from clipsql.udf import chdb_scripts_dir, register_text_embedding
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 QUERY_FILES = sorted((Path(__file__).resolve().parents[1] / "queries").glob("*.sql"))
 REGENERATE = "regenerate the README's SQL console section with clipsql.queries.console_commands() (`clipsql sql --console`)"
 
@@ -27,7 +28,8 @@ REGENERATE = "regenerate the README's SQL console section with clipsql.queries.c
 def test_readme_has_a_clickhouse_client_command_for_every_query_file(path):
     text = README.read_text(encoding="utf-8")
     commands = [c for c in re.split(r"\n(?=clickhouse-client)", text) if c.startswith("clickhouse-client")]
-    assert any(f"--queries-file queries/{path.name}" in c.split("\n\n")[0] for c in commands), (
+    runs = re.compile(r"--queries-file (\S+ )*queries/" + re.escape(path.name) + r"$", re.MULTILINE)
+    assert any(runs.search(c.split("\n\n")[0]) for c in commands), (
         f"README.md has no clickhouse-client command for queries/{path.name}: {REGENERATE}")
 
 
@@ -52,15 +54,17 @@ def test_a_command_names_every_parameter_with_an_example_value(tmp_path):
     assert text.startswith("MODEL=")
 
 
-def _as_clickhouse_client_runs_it(command: str, variables: dict[str, str]) -> tuple[str, dict[str, str]]:
-    """(query file, {name: value text}) of a generated command, its shell variables expanded."""
+def _as_clickhouse_client_runs_it(command: str, variables: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """([files, in the order clickhouse-client runs them], {name: value text}) of a generated
+    command, its shell variables expanded."""
     for name, value in variables.items():
         command = command.replace(f"${name}", value)
     assert "$" not in command, f"an unknown shell variable in {command!r}"
     words = shlex.split(command.replace("\\\n", " "))
-    assert words[0] == "clickhouse-client" and words[-2] == "--queries-file"
-    params = dict(w[len("--param_"):].split("=", 1) for w in words[1:-2])
-    return words[-1], params
+    at = words.index("--queries-file")
+    assert words[0] == "clickhouse-client" and at > 0
+    params = dict(w[len("--param_"):].split("=", 1) for w in words[1:at])
+    return words[at + 1:], params
 
 
 def test_every_console_command_runs_on_chdb_as_clickhouse_client_sends_it(tmp_path, tiny_clip):
@@ -80,10 +84,14 @@ def test_every_console_command_runs_on_chdb_as_clickhouse_client_sends_it(tmp_pa
         chdb_session = session.Session(f"{path}?udf_path={chdb_scripts_dir(path)}")  # the store's engine
         try:
             for name, query in sorted(queries.items()):
-                file, params = _as_clickhouse_client_runs_it(console_command(query), variables)
-                assert Path(file).name == query.path.name
+                files, params = _as_clickhouse_client_runs_it(console_command(query), variables)
+                assert Path(files[-1]).name == query.path.name
+                assert files[:-1] == list(query.runs_after)
                 assert set(params) == set(query.parameters), name
                 try:
+                    for script in files[:-1]:  # the same session, as clickhouse-client runs them
+                        for statement in split_statements((ROOT / script).read_text(encoding="utf-8")):
+                            chdb_session.query(statement, "CSV", params=params)
                     chdb_session.query(query.sql, "CSV", params=params)
                 except Exception as exc:  # noqa: BLE001 - name the command that failed
                     pytest.fail(f"{name}: {console_command(query)}\nfailed on chdb: {str(exc)[:500]}")

@@ -48,6 +48,10 @@ def test_a_good_file_parses_and_binds(tmp_path):
     ("-- name: q\n-- Does a thing.\n-- Parameters:\n--   k  UInt32  how many\nSELECT {k:UInt64}\n", 5,
      "used as UInt64 but declared UInt32"),
     ("-- name: q\n-- Does a thing.\n", 2, "no SQL"),
+    ("-- name: q\n-- Does a thing.\n-- Runs after: sql/clickhouse/session/nope.sql\nSELECT 1\n", 3,
+     "names sql/clickhouse/session/nope.sql, which does not exist"),
+    ("-- name: q\n-- Does a thing.\n-- Runs after: sql/clickhouse/session/build_search_snapshot.sql\n-- Parameters:\n"
+     "--   model  UInt32  wrong type\nSELECT {model:UInt32}\n", 3, "uses parameter model String"),
 ])
 def test_malformed_files_are_rejected_with_file_and_line(tmp_path, text, line, message):
     path = write(tmp_path, "q", text)

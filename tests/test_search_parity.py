@@ -57,9 +57,13 @@ PARAMS = {
     "search_text_sql": [dict(query="a dog on a beach", model="tiny", k=10),
                         dict(query="ünïcode café 🏄", model="tiny", k=3)],
 }
+#: The search snapshot's twins (clipsql.snapshot) take their base file's parameter sets.
+SNAPSHOT_TWINS = {"search_photos_snapshot": "search_photos",
+                  "search_photos_unfiltered_snapshot": "search_photos_unfiltered"}
+PARAMS.update({twin: PARAMS[base] for twin, base in SNAPSHOT_TWINS.items()})
 #: Query files whose rows are ranked photos: compare the photo_id order and distances.
 RANKED = {"search_photos", "search_photos_unfiltered", "similar_photos", "nearest_photos", "search_photos_ann",
-          "search_text_sql"}
+          "search_text_sql", *SNAPSHOT_TWINS}
 
 
 def default_value(name: str, ptype: str):
@@ -100,6 +104,7 @@ def stores(tmp_path_factory, tiny_clip):
         db = open_store(root, duckdb=str(root / "s.duckdb") if engine == "duckdb" else None)
         searchdata.load(db, N)
         register_text_embedding(db, searchdata.MODEL, source=tiny_clip, device="cpu")  # for search_text_sql
+        db.run_script("build_search_snapshot", {"model": searchdata.MODEL}, folder="session")  # for the twins
         opened[engine] = db
     yield opened
     for db in opened.values():
@@ -153,3 +158,18 @@ def test_the_cases_exercise_every_query_file_and_return_rows(stores):
     assert {n for n, _ in CASES} == set(QUERIES)
     for name in ("search_photos", "similar_photos", "facets", "near_duplicates"):
         assert not QUERIES[name].run(stores["duckdb"], **param_sets(name)[0]).empty, name
+
+
+@pytest.mark.parametrize("engine", ["chdb", "duckdb"])
+@pytest.mark.parametrize("twin", sorted(SNAPSHOT_TWINS))
+def test_a_snapshot_query_returns_what_its_base_query_returns(stores, engine, twin):
+    # Every filter set, paging and the distance bound: the same photos, distances and columns
+    # from the in-memory snapshot as from the tables (deleted photos are in searchdata).
+    for values in param_sets(twin):
+        fast = QUERIES[twin].run(stores[engine], **values)
+        base = QUERIES[SNAPSHOT_TWINS[twin]].run(stores[engine], **values)
+        assert list(fast.columns) == list(base.columns)
+        assert fast["photo_id"].tolist() == base["photo_id"].tolist(), values
+        np.testing.assert_allclose(fast["distance"].astype(float), base["distance"].astype(float), atol=1e-6)
+        for column in ("description", "photo_url", "photo_image_url"):
+            assert [_normal(v) for v in fast[column]] == [_normal(v) for v in base[column]]

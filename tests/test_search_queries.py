@@ -52,6 +52,38 @@ def test_the_unfiltered_search_is_search_photos_without_its_filters():
     assert set(lean) == set(get_query("search_photos").parameters) - set(FILTERS)
 
 
+def _photo_conditions(name: str) -> str:
+    """The photos-column conditions of a query's filter block, whitespace-normalized."""
+    text = get_query(name).sql
+    m = re.search(r"(WHERE|AND) (\(\{country:Nullable\(String\)\} IS NULL.*?\{has_description:Nullable\(Bool\)\}\))\n",
+                  text, re.DOTALL)
+    assert m, f"{name} has no photo conditions"
+    return " ".join(m.group(2).split())
+
+
+def test_the_snapshot_queries_filter_like_search_photos():
+    # The snapshot copies the photo columns, so its filters are search_photos' conditions on
+    # photos word for word; keywords and color test the snapshot's precomputed columns (their
+    # results are compared with search_photos' subqueries in tests/test_search_parity.py).
+    assert _photo_conditions("search_photos_snapshot") == _photo_conditions("search_photos")
+    snap = filter_block("search_photos_snapshot")
+    assert "hasAny(keywords, {keywords_any:Array(String)})" in snap
+    assert "hasAll(keywords, {keywords_all:Array(String)})" in snap
+    assert "dominant_color = {color:Nullable(String)}" in snap
+    for twin, base in (("search_photos_snapshot", "search_photos"),
+                       ("search_photos_unfiltered_snapshot", "search_photos_unfiltered")):
+        assert {n: (p.type, p.meaning) for n, p in get_query(twin).parameters.items()} == \
+               {n: (p.type, p.meaning) for n, p in get_query(base).parameters.items()}
+
+
+def test_the_unfiltered_snapshot_query_is_the_snapshot_query_without_its_filters():
+    def body(name):
+        return get_query(name).sql.split("\nSELECT\n", 1)[1]
+
+    full = re.sub(r"\n  -- filters: begin.*?-- filters: end", "", body("search_photos_snapshot"), flags=re.DOTALL)
+    assert body("search_photos_unfiltered_snapshot") == full
+
+
 def test_every_search_query_file_loads_and_says_what_it_does():
     queries = load_queries()
     for name in FILTERED + ("search_photos_unfiltered", "search_photos_ann", "photo_vectors", "model_lookup",

@@ -41,6 +41,12 @@ _MIGRATION_NAME_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 #: chdb insert setting: build the HNSW index in merges (or MATERIALIZE INDEX), not per insert,
 #: which costs ~8 s per 25k x 512 vectors on 2 cores (measured, see README "Speed").
 DEFERRED_INDEX_SETTINGS = {"materialize_skip_indexes_on_insert": 0}
+#: Largest vector column (photo_embeddings' uncompressed bytes, all models) a chdb store
+#: copies into its search snapshot (:mod:`clipsql.snapshot`): 1 GiB, about 500,000 photos
+#: of 512 float32.
+SEARCH_SNAPSHOT_MAX_BYTES = 1 << 30
+#: Folders of `sql/<dialect>/` that :meth:`Store.run_script` runs files from.
+SCRIPT_FOLDERS = ("etl", "session")
 
 
 def _uses_parameter(statement: str, name: str) -> bool:
@@ -69,6 +75,10 @@ class Store:
 
     engine: str
     dialect: str
+    #: Search through an in-memory snapshot of the vectors while they take at most this many
+    #: bytes (:mod:`clipsql.snapshot`); 0 turns it off. chdb stores start at
+    #: :data:`SEARCH_SNAPSHOT_MAX_BYTES`, the others at 0 (a server may opt in; DuckDB cannot).
+    search_snapshot_max_bytes: int = 0
 
     #: How long :meth:`remember` keeps a value, seconds. A write through any Store of this
     #: process (a notebook that runs a refresh, say) forgets everything at once; a write by
@@ -83,6 +93,7 @@ class Store:
         self.root = Path(root)
         self.description = description
         self._memo: dict = {}
+        self._search_snapshot = None  # clipsql.snapshot's record of what the snapshot holds
 
     def remember(self, key, compute):
         """`compute()`, kept under `key` for :data:`MEMO_TTL_S` seconds unless anything is
@@ -137,18 +148,22 @@ class Store:
         if data.num_rows:
             self._insert(table, data)
 
-    def run_script(self, name: str, parameters: dict | None = None) -> None:
-        """Run the ETL statements of `sql/<dialect>/etl/<name>.sql`, in order, values bound.
+    def run_script(self, name: str, parameters: dict | None = None, *, folder: str = "etl") -> None:
+        """Run the statements of `sql/<dialect>/<folder>/<name>.sql`, in order, values bound:
+        the refresh's data-changing statements (`etl`) or a session's own tables (`session`).
 
         The files are written once per dialect (ClickHouse `{name:Type}`, DuckDB `$name`
         parameters); each statement gets the parameters it uses.
 
         Raises:
+            BadArgument: `folder` is not one of :data:`SCRIPT_FOLDERS`.
             StoreError: no such script for this store's dialect.
         """
-        path = sql_dir() / self.dialect / "etl" / f"{name}.sql"
+        if folder not in SCRIPT_FOLDERS:
+            raise BadArgument(f"unknown script folder {folder!r}; expected one of {', '.join(SCRIPT_FOLDERS)}")
+        path = sql_dir() / self.dialect / folder / f"{name}.sql"
         if not path.is_file():
-            raise StoreError(f"no ETL script {name!r} for {self.dialect} ({path} is missing)")
+            raise StoreError(f"no {folder} script {name!r} for {self.dialect} ({path} is missing)")
         parameters = parameters or {}
         for statement in split_statements(path.read_text(encoding="utf-8")):
             used = {n: v for n, v in parameters.items() if _uses_parameter(statement, n)}
@@ -207,6 +222,11 @@ class ClickHouseStore(Store):
     def _insert(self, table, data):
         settings = DEFERRED_INDEX_SETTINGS if table == "photo_embeddings" else None
         self.client.insert_arrow(table, data, settings=settings)
+
+    def query_rows(self, sql: str, parameters: dict | None = None) -> list[tuple]:
+        """Run a query; its rows as tuples (no DataFrame: for small answers read often)."""
+        with self._recovering():
+            return self.client.query(sql, parameters=parameters).result_rows
 
     def materialize_vector_index(self) -> None:
         """Build the HNSW index for parts inserted with it deferred (blocks until done)."""
@@ -319,7 +339,9 @@ def _open_chdb(root: Path) -> ClickHouseStore:
         hint = (" (another process has this chdb store open: chdb allows one process per data path)"
                 if "lock" in text.lower() or "already initialized" in text.lower() else "")
         raise StoreError(f"cannot open chdb store at {path}{hint}: {text.splitlines()[0]}") from exc
-    return ClickHouseStore(client, "chdb", root, f"chdb:{path}")
+    store = ClickHouseStore(client, "chdb", root, f"chdb:{path}")
+    store.search_snapshot_max_bytes = SEARCH_SNAPSHOT_MAX_BYTES
+    return store
 
 
 def _open_clickhouse(url: str, root: Path) -> ClickHouseStore:

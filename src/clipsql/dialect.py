@@ -42,8 +42,12 @@ DUCKDB_MACROS = (
     "CREATE OR REPLACE MACRO cosineDistance(a, b) AS 1.0 - list_cosine_similarity(a, b)",
     "CREATE OR REPLACE MACRO L2Distance(a, b) AS list_distance(a, b)",
     "CREATE OR REPLACE MACRO dotProduct(a, b) AS list_dot_product(a, b)",
+    "CREATE OR REPLACE MACRO L2Norm(a) AS sqrt(list_dot_product(a, a))",
     # has(array, x): 1 if x is an element of array (ClickHouse "Arrays" functions).
     "CREATE OR REPLACE MACRO has(arr, x) AS list_contains(arr, x)",
+    # hasAny(array, xs) / hasAll(array, xs): 1 if array holds any / every element of xs.
+    "CREATE OR REPLACE MACRO hasAny(arr, xs) AS list_has_any(arr, xs)",
+    "CREATE OR REPLACE MACRO hasAll(arr, xs) AS list_has_all(arr, xs)",
     # arrayDistinct(array): the distinct elements (only its length is used; order is irrelevant).
     "CREATE OR REPLACE MACRO arrayDistinct(arr) AS list_distinct(arr)",
     # toDate(DateTime64 in UTC): the UTC calendar date, whatever DuckDB's session TimeZone is
