@@ -21,3 +21,10 @@ def test_both_opening_commands_start_from_a_fresh_machine():
     for command in opening_commands():
         assert command.startswith("python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 && ")
     assert opening_commands()[0].endswith(".venv/bin/clipsql refresh")
+
+
+def test_only_the_second_opening_command_is_about_tests():
+    # CI finds "the README's test command" by what the commands say: the main job's setup
+    # installs the package alone (its runtime needs no test extra), so only one command names tests.
+    setup_and_run, tests = opening_commands()
+    assert "test" not in setup_and_run and "pytest" in tests

@@ -12,7 +12,7 @@ import pytest
 
 import searchdata
 from clipsql import search, snapshot
-from clipsql.db import SEARCH_SNAPSHOT_MAX_BYTES, open_store
+from clipsql.db import SEARCH_SNAPSHOT_MAX_BYTES, Store, open_store
 from clipsql.load import embeddings_table
 
 N = 400
@@ -136,8 +136,20 @@ def test_over_the_size_limit_the_tables_are_searched(chdb_store, caplog):
     assert frame["photo_id"].tolist() == from_tables(db, q, k=5, country="Japan")["photo_id"].tolist()
 
 
-def test_duckdb_and_server_stores_do_not_use_one(tmp_path):
+def test_duckdb_stores_do_not_use_one(tmp_path):
     with open_store(tmp_path, duckdb=str(tmp_path / "s.duckdb")) as db:
         searchdata.load(db, 50)
         assert db.search_snapshot_max_bytes == 0
         assert snapshot.use_snapshot(db, searchdata.MODEL) is False
+
+
+def test_building_the_snapshot_does_not_make_remembered_answers_stale(chdb_store):
+    # The snapshot is a session table, not data: building or dropping it must not cost the
+    # next search a model lookup query (Store.remember keeps it until a real write).
+    db, vecs = chdb_store
+    search.nearest(db, vecs[1], model=searchdata.MODEL, k=3)  # remembers the model
+    generation = Store._generation
+    snapshot.discard(db)
+    search.nearest(db, vecs[2], model=searchdata.MODEL, k=3)  # rebuilds the snapshot
+    assert has_snapshot_table(db)
+    assert Store._generation == generation

@@ -116,9 +116,16 @@ class Store:
         """The image cache: `<root>/images/<photo_id>.jpg`."""
         return self.root / "images"
 
+    def command(self, sql: str, parameters: dict | None = None, *, changes_data: bool = True) -> None:
+        """Run a statement that returns nothing (DDL, INSERT ... SELECT). `changes_data=False`
+        for one that touches only the session's own temporary tables: what :meth:`remember`
+        keeps stays valid."""
+        if changes_data:
+            self.forget()
+        self._execute(sql, parameters)
+
     # Subclasses implement these four.
-    def command(self, sql: str, parameters: dict | None = None) -> None:
-        """Run a statement that returns nothing (DDL, INSERT ... SELECT)."""
+    def _execute(self, sql: str, parameters: dict | None) -> None:
         raise NotImplementedError
 
     def query_df(self, sql: str, parameters: dict | None = None) -> pd.DataFrame:
@@ -167,7 +174,7 @@ class Store:
         parameters = parameters or {}
         for statement in split_statements(path.read_text(encoding="utf-8")):
             used = {n: v for n, v in parameters.items() if _uses_parameter(statement, n)}
-            self.command(statement, used or None)
+            self.command(statement, used or None, changes_data=folder != "session")
 
     def count(self, table: str, final: bool = True) -> int:
         """Rows of `table` as reads see them (one per key)."""
@@ -194,8 +201,7 @@ class ClickHouseStore(Store):
         self.client = client
         self.engine = engine
 
-    def command(self, sql, parameters=None):
-        self.forget()
+    def _execute(self, sql, parameters):
         with self._recovering():
             self.client.command(sql, parameters=parameters)
 
@@ -248,8 +254,7 @@ class DuckDBStore(Store):
         for macro in dialect.DUCKDB_MACROS:
             connection.execute(macro)
 
-    def command(self, sql, parameters=None):
-        self.forget()
+    def _execute(self, sql, parameters):
         self.connection.execute(sql, parameters or None)
 
     def query_df(self, sql, parameters=None):

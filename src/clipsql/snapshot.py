@@ -14,7 +14,7 @@ search_photos_unfiltered return (tests/test_search_parity.py).
 
 It is never stale: before each search :func:`use_snapshot` reads the active parts of the
 tables it copies, photo_embeddings, photos, keywords and colors
-(sql/clickhouse/session/search_snapshot_state.sql, ~1.3 ms); any insert, merge, mutation,
+(sql/clickhouse/session/search_snapshot_state.sql, ~1.5 ms); any insert, merge, mutation,
 TRUNCATE or DROP changes that list, and the snapshot is then rebuilt before the search runs
 (bench/search_latency.py measures the rebuild).
 
@@ -82,13 +82,13 @@ def use_snapshot(db: Store, model: str) -> bool:
     built = db._search_snapshot
     if built is not None and (built.model, built.parts) == (model, parts):
         return built.usable
-    discard(db)
     if vector_bytes > db.search_snapshot_max_bytes:
         log.info("search snapshot off: %d bytes of vectors is over search_snapshot_max_bytes = %d; "
                  "searching the tables", vector_bytes, db.search_snapshot_max_bytes)
+        discard(db)  # frees an older, smaller copy
         db._search_snapshot = _Snapshot(model, parts, usable=False)
         return False
-    try:
+    try:  # the script drops the old copy first
         db.run_script("build_search_snapshot", {"model": model}, folder="session")
     except Exception as exc:  # e.g. the engine's memory limit: search still works without it
         log.warning("could not build the search snapshot (%s); searching the tables",
@@ -106,5 +106,5 @@ def discard(db: Store) -> None:
     """Drop `db`'s search snapshot (its memory is freed; the next search rebuilds it)."""
     built = db._search_snapshot
     if built is not None and built.usable:
-        db.command("DROP TEMPORARY TABLE IF EXISTS search_snapshot")
+        db.command("DROP TEMPORARY TABLE IF EXISTS search_snapshot", changes_data=False)
     db._search_snapshot = None
