@@ -1,8 +1,10 @@
 import io
 
+import pytest
 from PIL import Image
 
 from clipsql.download import DownloadOptions, download_photos, with_width
+from clipsql.errors import BadArgument
 from conftest import jpeg_bytes
 
 FAST = DownloadOptions(workers=4, retries=3, backoff_s=0.05, read_timeout_s=1.0, connect_timeout_s=1.0,
@@ -67,9 +69,40 @@ def test_exif_orientation_and_mode_are_normalized(tmp_path):
     (tmp_path / "src" / "r.jpg").write_bytes(out.getvalue())
     (tmp_path / "src" / "g.jpg").write_bytes(jpeg_bytes(3, mode="L"))
     results = download_photos([("r", str(tmp_path / "src" / "r.jpg")), ("g", (tmp_path / "src" / "g.jpg").as_uri())],
-                              tmp_path / "cache", FAST, progress=False)
+                              tmp_path / "cache", FAST, progress=False, allow_local_files=True)
     assert all(r.ok for r in results)
     with Image.open(tmp_path / "cache" / "r.jpg") as im:
         assert im.size == (40, 80) and im.mode == "RGB"
     with Image.open(tmp_path / "cache" / "g.jpg") as im:
         assert im.mode == "RGB"
+
+
+def test_local_files_are_read_only_when_the_caller_allows_them(tmp_path):
+    (tmp_path / "src").mkdir()
+    local = tmp_path / "src" / "a.jpg"
+    local.write_bytes(jpeg_bytes(4))
+    photos = [("path", str(local)), ("uri", local.as_uri()), ("ftp", "ftp://127.0.0.1/a.jpg")]
+    refused = by_id(download_photos(photos, tmp_path / "cache", FAST, progress=False))
+    assert {k: (r.reason, r.permanent) for k, r in refused.items()} == {k: ("bad_url", True) for k in refused}
+    assert refused["path"].detail == refused["uri"].detail == "local paths are only read for image-folder sources"
+    assert list((tmp_path / "cache").iterdir()) == []  # nothing was read, nothing cached
+    allowed = by_id(download_photos(photos, tmp_path / "cache", FAST, progress=False, allow_local_files=True))
+    assert allowed["path"].ok and allowed["uri"].ok
+    assert allowed["ftp"].reason == "bad_url"  # other schemes stay refused
+
+
+def test_malformed_urls_and_other_schemes_fail_as_bad_url(tmp_path):
+    photos = [("v6", "http://[::1"), ("nohost", "http://"), ("js", "javascript:alert(1)"),
+              ("port", "http://127.0.0.1:99999/x.jpg")]
+    results = by_id(download_photos(photos, tmp_path, FAST, progress=False))
+    assert {k: (r.reason, r.permanent) for k, r in results.items()} == {k: ("bad_url", True) for k, _ in photos}
+    assert "javascript: URLs are not fetched" in results["js"].detail
+
+
+@pytest.mark.parametrize("setting", [dict(read_timeout_s=float("nan")), dict(total_timeout_s=float("inf")),
+                                     dict(connect_timeout_s=1e9), dict(max_retry_after_s=float("nan")),
+                                     dict(workers=10_000), dict(retries=1000), dict(workers=2.5)])
+def test_settings_that_would_unbound_a_wait_are_refused_before_any_request(image_server, tmp_path, setting):
+    with pytest.raises(BadArgument, match="download " + next(iter(setting))):
+        download_photos([("a", f"{image_server.url}/img/1.jpg")], tmp_path, DownloadOptions(**setting))
+    assert image_server.hits == {}
