@@ -128,13 +128,14 @@ def test_refresh_killed_at_random_points_ends_like_a_clean_run(server, tmp_path,
 
     write_release(release, u, range(4, 44), views={5: 123_456}, extra_rows=release_rows(u))
     with caplog.at_level(logging.INFO, logger="clipsql"):
-        summary = refresh(release, **go, **clean)
+        summary = refresh(release, **go, **clean, max_delete_fraction=0.5)  # 4 of 12 photos gone
     assert summary.deleted == 4 and summary.stage("embed").ok == 34
     lines_per_run = sum(r.name.startswith("clipsql.") and r.levelno == logging.INFO for r in caplog.records)
     assert lines_per_run > 3 * (40 // CHUNK)
 
     second = ["refresh", "--source", str(release), "--model", str(tiny_clip), "--store", str(killed["store"]),
-              "--chunk-size", str(CHUNK), "--batch-size", str(CHUNK), "--workers", "4", "--retries", "0", "-q"]
+              "--chunk-size", str(CHUNK), "--batch-size", str(CHUNK), "--workers", "4", "--retries", "0", "-q",
+              "--max-delete-fraction", "0.5"]
     second += ["--duckdb", killed["duckdb"]] if killed["duckdb"] else []
     args = second + ["-v"]
     kills, runs, points, lock_checked = 0, 0, [], False

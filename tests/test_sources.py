@@ -79,14 +79,14 @@ def test_zip_with_numbered_parts_in_a_subfolder(tmp_path):
     assert set(data.extras) == {"colors"}
 
 
-def test_image_folder_photo_id_is_the_file_stem(tmp_path):
+def test_image_folder_photo_id_is_the_path_relative_to_the_folder(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "beach.jpg").write_bytes(jpeg_bytes(1))
     (tmp_path / "sub" / "forest.JPEG").write_bytes(jpeg_bytes(2))
     (tmp_path / "notes.txt").write_text("not an image")
     data = read_source(tmp_path)
     assert data.kind == "folder"
-    assert data.photos["photo_id"].to_pylist() == ["beach", "forest"]
+    assert data.photos["photo_id"].to_pylist() == ["beach.jpg", "sub/forest.JPEG"]
     assert data.photos["photo_image_url"].to_pylist()[0].startswith("file://")
 
 

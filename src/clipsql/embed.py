@@ -32,6 +32,14 @@ DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 DEFAULT_BATCH_SIZE = 32
 #: Batches decoded ahead of the model; 2 keeps the model fed without holding many images.
 PREFETCH_BATCHES = 2
+#: Failure reason of a photo whose image decodes but that preprocessing or the model
+#: cannot take (permanent: retrying the same image gives the same error).
+EMBED_FAILED = "embed_failed"
+#: Longest side / shortest side kept before a resize-shortest-edge-then-center-crop
+#: processor runs (CLIP's): the crop only ever keeps the central square, so cutting the
+#: long side to 4x the short one first changes nothing the model sees, and a 1 x 5000 px
+#: strip no longer becomes a 224 x 1,120,000 px intermediate (3 GB as float32).
+MAX_ASPECT_BEFORE_CROP = 4
 
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -133,7 +141,16 @@ class ClipEmbedder:
 
     # --- preprocessing (CPU, thread-safe) ---
     def preprocess(self, images: Sequence) -> "torch.Tensor":  # noqa: F821
-        """PIL RGB images -> pixel_values (n, 3, H, W) float32, the checkpoint's own processing."""
+        """PIL RGB images -> pixel_values (n, 3, H, W) float32, the checkpoint's own processing.
+
+        Images longer than :data:`MAX_ASPECT_BEFORE_CROP` times their width (or wider than
+        that times their height) are first cut to that ratio around their centre when the
+        processor resizes the shortest edge and then centre-crops (what the model sees is
+        the same; memory stays bounded)."""
+        image_processor = getattr(self.processor, "image_processor", None)
+        size = getattr(image_processor, "size", None) or {}
+        if getattr(image_processor, "do_center_crop", False) and "shortest_edge" in size:
+            images = [_cut_to_aspect(im, MAX_ASPECT_BEFORE_CROP) for im in images]
         return self.processor(images=list(images), return_tensors="pt")["pixel_values"]
 
     # --- inference ---
@@ -170,6 +187,65 @@ class ClipEmbedder:
             return _normalized(_features(out))
 
 
+def _cut_to_aspect(image, max_ratio: float):
+    """The central part of a PIL image whose long side is at most `max_ratio` times its short side."""
+    width, height = image.size
+    short = max(min(width, height), 1)
+    if max(width, height) <= max_ratio * short:
+        return image
+    if width > height:
+        keep = int(max_ratio * short)
+        left = (width - keep) // 2
+        return image.crop((left, 0, left + keep, height))
+    keep = int(max_ratio * short)
+    top = (height - keep) // 2
+    return image.crop((0, top, width, top + keep))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+
+
+def _preprocess_each(embedder: ClipEmbedder, ids: list[str], images: list):
+    """(ids, pixel_values or None, failures): the batch preprocessed at once, or, when that
+    fails, image by image so that one bad image fails alone (reason EMBED_FAILED)."""
+    import torch
+
+    if not images:
+        return ids, None, []
+    try:
+        return ids, embedder.preprocess(images), []
+    except Exception:  # noqa: BLE001 - any error of one image must not end the run
+        kept_ids, tensors, failures = [], [], []
+        for photo_id, image in zip(ids, images):
+            try:
+                tensors.append(embedder.preprocess([image]))
+                kept_ids.append(photo_id)
+            except Exception as exc:  # noqa: BLE001
+                log.debug("photo %s: preprocessing failed", photo_id, exc_info=True)
+                failures.append((photo_id, EMBED_FAILED, f"preprocessing: {_describe(exc)}"))
+        return kept_ids, (torch.cat(tensors) if tensors else None), failures
+
+
+def _embed_each(embedder: ClipEmbedder, ids: list[str], pixels):
+    """(ids, vectors, failures): the batch through the model at once, or, when that fails,
+    photo by photo. If no photo of the batch goes through alone either, the fault is not a
+    photo's (out of memory, a broken model): the first error is raised."""
+    try:
+        return ids, embedder.embed_pixels(pixels), []
+    except Exception as batch_error:  # noqa: BLE001
+        kept_ids, vectors, failures = [], [], []
+        for i, photo_id in enumerate(ids):
+            try:
+                vectors.append(embedder.embed_pixels(pixels[i:i + 1]))
+                kept_ids.append(photo_id)
+            except Exception as exc:  # noqa: BLE001
+                failures.append((photo_id, EMBED_FAILED, f"model: {_describe(exc)}"))
+        if not kept_ids:
+            raise batch_error
+        return kept_ids, np.concatenate(vectors), failures
+
+
 def _features(out):
     # transformers 5 returns an output object whose pooler_output is the projected
     # embedding; 4.x returns the tensor itself.
@@ -201,8 +277,9 @@ def embed_photos(items: Sequence[tuple[str, str | os.PathLike]], embedder: ClipE
     """Embed cached images, yielding one :class:`EmbeddedBatch` per model batch.
 
     A background thread decodes and preprocesses batch i+1 while the model runs batch i,
-    so decoding does not stall the model. Images that fail to decode are reported in the
-    batch's `failures`, never raised.
+    so decoding does not stall the model. Images that fail to decode, to preprocess or to go
+    through the model are reported in the batch's `failures` (photo_id, reason, detail),
+    never raised; only a fault of the whole batch (no photo of it goes through alone) is.
 
     Args:
         items: (photo_id, image path) pairs.
@@ -235,8 +312,11 @@ def embed_photos(items: Sequence[tuple[str, str | os.PathLike]], embedder: ClipE
                         failures.append((photo_id, exc.reason, exc.detail))
                     except OSError as exc:
                         failures.append((photo_id, "no_file", f"{path}: {exc.strerror or exc}"))
-                pixels = embedder.preprocess(images) if images else None
-                ready.put((ids, pixels, failures, time.perf_counter() - t0, len(items[start:start + batch_size])))
+                    except Exception as exc:  # noqa: BLE001 - one photo's fault ends only that photo
+                        failures.append((photo_id, "undecodable", _describe(exc)))
+                ids, pixels, bad = _preprocess_each(embedder, ids, images)
+                ready.put((ids, pixels, failures + bad, time.perf_counter() - t0,
+                           len(items[start:start + batch_size])))
             ready.put(None)
         except BaseException as exc:  # surfaced in the consumer, not lost in the thread
             ready.put(exc)
@@ -250,7 +330,11 @@ def embed_photos(items: Sequence[tuple[str, str | os.PathLike]], embedder: ClipE
                     raise batch
                 ids, pixels, failures, preprocess_s, count = batch
                 t0 = time.perf_counter()
-                vectors = embedder.embed_pixels(pixels) if pixels is not None else np.zeros((0, embedder.dim), np.float32)
+                if pixels is None:
+                    vectors = np.zeros((0, embedder.dim), np.float32)
+                else:
+                    ids, vectors, bad = _embed_each(embedder, ids, pixels)
+                    failures = failures + bad
                 bar.update(count)
                 yield EmbeddedBatch(ids, vectors, failures, preprocess_s, time.perf_counter() - t0)
     finally:

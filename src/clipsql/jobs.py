@@ -12,8 +12,8 @@ option (see :data:`JOB_KEYS`)::
     [source]    location, limit
     [model]     name, label, device, batch_size
     [store]     path, clickhouse_url, duckdb          (one backend)
-    [download]  workers, width, timeout_s, retries, max_bytes
-    [refresh]   chunk_size, retry_failed, retry_backoff_s, purge
+    [download]  workers, width, timeout_s, retries, max_bytes, max_retry_after_s
+    [refresh]   chunk_size, retry_failed, retry_backoff_s, purge, max_delete_fraction
 
 Relative paths in a job file (source location, store path, DuckDB file, and a model given
 as './dir' or '../dir') are relative to the job file's folder, so a schedule works from
@@ -56,22 +56,25 @@ JOB_KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("download", "timeout_s"): ("timeout", float),
     ("download", "retries"): ("retries", int),
     ("download", "max_bytes"): ("max_bytes", int),
+    ("download", "max_retry_after_s"): ("max_retry_after", float),
     ("refresh", "chunk_size"): ("chunk_size", int),
     ("refresh", "retry_failed"): ("retry_failed", bool),
     ("refresh", "retry_backoff_s"): ("retry_backoff", float),
     ("refresh", "purge"): ("purge", bool),
+    ("refresh", "max_delete_fraction"): ("max_delete_fraction", float),
 }
 
 
 def _defaults() -> dict[str, Any]:
-    from .refresh import DEFAULT_CHUNK_SIZE, DEFAULT_RETRY_BACKOFF_S
+    from .refresh import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_DELETE_FRACTION, DEFAULT_RETRY_BACKOFF_S
 
     d = DownloadOptions()
     return {"source": DEFAULT_SOURCE, "limit": None, "model": DEFAULT_MODEL, "model_name": None,
             "device": "auto", "batch_size": DEFAULT_BATCH_SIZE, "store": None, "clickhouse_url": None,
             "duckdb": None, "workers": d.workers, "width": d.width, "timeout": d.read_timeout_s,
             "retries": d.retries, "max_bytes": d.max_bytes, "chunk_size": DEFAULT_CHUNK_SIZE,
-            "retry_failed": False, "retry_backoff": DEFAULT_RETRY_BACKOFF_S, "purge": False}
+            "retry_failed": False, "retry_backoff": DEFAULT_RETRY_BACKOFF_S, "purge": False,
+            "max_retry_after": d.max_retry_after_s, "max_delete_fraction": DEFAULT_MAX_DELETE_FRACTION}
 
 
 #: Names of every refresh setting (the keys of :func:`job_settings`' result).
@@ -161,12 +164,13 @@ def refresh_arguments(settings: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments of :func:`clipsql.refresh.refresh` from :func:`job_settings`' result."""
     s = settings
     options = DownloadOptions(workers=s["workers"], width=s["width"], read_timeout_s=s["timeout"],
-                              retries=s["retries"], max_bytes=s["max_bytes"])
+                              retries=s["retries"], max_bytes=s["max_bytes"],
+                              max_retry_after_s=s["max_retry_after"])
     return dict(source=s["source"], model=s["model"], model_name=s["model_name"], limit=s["limit"],
                 store=s["store"], clickhouse_url=s["clickhouse_url"], duckdb=s["duckdb"],
                 batch_size=s["batch_size"], download=options, device=s["device"],
                 retry_failed=s["retry_failed"], chunk_size=s["chunk_size"], purge=s["purge"],
-                retry_backoff_s=s["retry_backoff"])
+                retry_backoff_s=s["retry_backoff"], max_delete_fraction=s["max_delete_fraction"])
 
 
 def run_job(job: str | os.PathLike | None, *, progress: bool = True, **overrides: Any):

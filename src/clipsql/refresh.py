@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import math
 import os
 import socket
 import time
@@ -46,7 +47,8 @@ from tqdm.auto import tqdm
 
 from .db import ClickHouseStore, Store, open_store, store_root
 from .download import DownloadOptions, DownloadResult, download_photos, image_path, remove_stale_temp_files
-from .embed import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, ClipEmbedder, check_model_source, embed_photos, model_label
+from .embed import (DEFAULT_BATCH_SIZE, DEFAULT_MODEL, EMBED_FAILED, ClipEmbedder, check_model_source, embed_photos,
+                    model_label)
 from .errors import BadArgument, ModelError, SourceError
 from .load import Loader
 from .lock import StoreLock
@@ -63,6 +65,9 @@ DEFAULT_CHUNK_SIZE = 1024
 DEFAULT_RETRY_BACKOFF_S = 3600.0
 #: Longest wait before a transient failure is retried again (one week), seconds.
 MAX_RETRY_BACKOFF_S = 7 * 24 * 3600.0
+#: Default largest share of the store's photos one run may flag deleted or purge; above it
+#: the run stops before any write (a truncated release must not empty the store).
+DEFAULT_MAX_DELETE_FRACTION = 0.1
 STAGES = ("source", "download", "embed", "load", "index")
 
 
@@ -96,6 +101,8 @@ class RefreshSummary:
     run_id: str = ""
     deleted: int = 0
     purged: int = 0
+    skipped_entries: list[str] = dataclasses.field(default_factory=list)
+    renamed: int = 0
 
     def stage(self, name: str) -> StageSummary:
         return next(s for s in self.stages if s.stage == name)
@@ -108,8 +115,15 @@ class RefreshSummary:
         lines.append(f"total {self.seconds:.2f} s; store {self.store}; model {self.model}; run {self.run_id}")
         if self.deleted or self.purged:
             lines.append(f"gone from the source: {self.deleted} flagged deleted, {self.purged} purged")
+        if self.renamed:
+            lines.append(f"image-folder photos renamed to their path ids: {self.renamed}")
         if self.malformed_rows:
             lines.append(f"malformed source rows skipped: {self.malformed_rows}")
+        if self.skipped_entries:
+            shown = self.skipped_entries[:10]
+            more = f" (and {len(self.skipped_entries) - len(shown)} more)" if len(self.skipped_entries) > len(shown) else ""
+            lines.append(f"folder entries skipped: {len(self.skipped_entries)}{more}")
+            lines.extend(f"  {entry}" for entry in shown)
         if self.failures_by_reason:
             lines.append("failures by reason: " + ", ".join(f"{r} {n}" for r, n in sorted(self.failures_by_reason.items())))
         return "\n".join(lines)
@@ -137,7 +151,8 @@ def refresh(source: str | os.PathLike = DEFAULT_SOURCE, *, model: str = DEFAULT_
             duckdb: str | os.PathLike | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
             download: DownloadOptions = DownloadOptions(), device: str = "auto",
             retry_failed: bool = False, progress: bool = True, chunk_size: int = DEFAULT_CHUNK_SIZE,
-            purge: bool = False, retry_backoff_s: float = DEFAULT_RETRY_BACKOFF_S) -> RefreshSummary:
+            purge: bool = False, retry_backoff_s: float = DEFAULT_RETRY_BACKOFF_S,
+            max_delete_fraction: float = DEFAULT_MAX_DELETE_FRACTION) -> RefreshSummary:
     """Run the main job once: read `source`, download, embed with `model`, load into the store.
 
     Args:
@@ -156,6 +171,9 @@ def refresh(source: str | os.PathLike = DEFAULT_SOURCE, *, model: str = DEFAULT_
         purge: remove photos gone from the source from every table and the image cache,
             instead of flagging them deleted.
         retry_backoff_s: base of the wait before a transient failure is retried, seconds.
+        max_delete_fraction: largest share (0..1) of the store's photos this run may flag
+            deleted (or, with `purge`, remove) because the source lost them; a run that would
+            do more stops before any data write (1.0 allows anything).
 
     Returns:
         RefreshSummary with per-stage counts and seconds (also written to etl_runs).
@@ -163,11 +181,12 @@ def refresh(source: str | os.PathLike = DEFAULT_SOURCE, *, model: str = DEFAULT_
     Raises:
         BadArgument: before any work (the store is not touched).
         StoreLocked: another refresh holds the store's lock (raised at once).
-        ModelError, SourceError, StoreError: the model, source or store cannot be used; the
-            run is recorded in etl_runs as 'failed'.
+        ModelError, SourceError, StoreError: the model, source or store cannot be used (an
+            empty or header-only photos file; a run that would flag or purge more than
+            `max_delete_fraction` of the store); the run is recorded in etl_runs as 'failed'.
     """
     started = time.perf_counter()
-    _check_arguments(model, limit, batch_size, chunk_size, purge, retry_backoff_s)
+    _check_arguments(model, limit, batch_size, chunk_size, purge, retry_backoff_s, max_delete_fraction)
     download.validate()
     label = model_name or model_label(model)
     with StoreLock(store_root(store)) as lock, \
@@ -178,11 +197,13 @@ def refresh(source: str | os.PathLike = DEFAULT_SOURCE, *, model: str = DEFAULT_
         if db.image_dir.is_dir() and (stale := remove_stale_temp_files(db.image_dir)):
             log.warning("removed %d temporary files a killed run left in %s", stale, db.image_dir)
         job = _Job(db, run, batch_size=batch_size, download=download, retry_failed=retry_failed,
-                   progress=progress, chunk_size=chunk_size, purge=purge, retry_backoff_s=retry_backoff_s)
+                   progress=progress, chunk_size=chunk_size, purge=purge, retry_backoff_s=retry_backoff_s,
+                   max_delete_fraction=max_delete_fraction)
         try:
             # The source first: opening it reads only names and sizes, so a missing source is
             # reported before seconds are spent loading the model.
             reader = open_source(source, limit=limit, cache_dir=db.root)
+            job.plan(reader)
             embedder = ClipEmbedder(model, device=device, name=model_name, progress=progress)
             if embedder.dim != STORE_DIM:
                 raise ModelError(f"model {model!r} gives {embedder.dim}-dim vectors; this store's vector "
@@ -195,22 +216,27 @@ def refresh(source: str | os.PathLike = DEFAULT_SOURCE, *, model: str = DEFAULT_
             raise
         run.finish(job, "ok", time.perf_counter() - started)
         summary = RefreshSummary(db.description, label, run.source_version, job.stages(), job.reasons,
-                                 job.malformed, time.perf_counter() - started, run.run_id, job.deleted, job.purged)
+                                 job.malformed, time.perf_counter() - started, run.run_id, job.deleted, job.purged,
+                                 [str(e) for e in job.skipped_entries], job.renamed)
     log.info("refresh %s done in %.1f s", summary.run_id, summary.seconds)
     return summary
 
 
-def _check_arguments(model, limit, batch_size, chunk_size, purge, retry_backoff_s) -> None:
-    if batch_size < 1:
-        raise BadArgument(f"batch_size must be >= 1, got {batch_size}")
-    if chunk_size < 1:
-        raise BadArgument(f"chunk_size must be >= 1, got {chunk_size}")
+def _check_arguments(model, limit, batch_size, chunk_size, purge, retry_backoff_s, max_delete_fraction) -> None:
+    for name, value, most in (("batch_size", batch_size, 4096), ("chunk_size", chunk_size, 1_000_000)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+            raise BadArgument(f"{name} must be an integer from 1 to {most}, got {value!r}")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise BadArgument(f"limit must be a positive integer, got {limit!r}")
     if purge and limit is not None:
         raise BadArgument("purge needs the whole source: it cannot be combined with a limit")
-    if not retry_backoff_s >= 0:
-        raise BadArgument(f"retry_backoff_s must be >= 0 seconds, got {retry_backoff_s}")
+    if isinstance(retry_backoff_s, bool) or not isinstance(retry_backoff_s, (int, float)) \
+            or not 0 <= retry_backoff_s <= MAX_RETRY_BACKOFF_S:
+        raise BadArgument(f"retry_backoff_s must be from 0 to {MAX_RETRY_BACKOFF_S:g} seconds (a week), "
+                          f"got {retry_backoff_s!r}")
+    if isinstance(max_delete_fraction, bool) or not isinstance(max_delete_fraction, (int, float)) \
+            or not 0 <= max_delete_fraction <= 1:
+        raise BadArgument(f"max_delete_fraction must be a share between 0 and 1, got {max_delete_fraction!r}")
     check_model_source(model)
 
 
@@ -255,26 +281,40 @@ class _RunLog:
         row.update(load_rows=job.stage("load").ok, load_s=job.stage("load").seconds,
                    index_s=job.stage("index").seconds, deleted=job.deleted, purged=job.purged)
         try:
+            # What was stored, read back: an interrupt between an insert and its count
+            # cannot make the log claim vectors that were never saved (or miss saved ones).
+            row["embed_ok"] = int(get_query("run_vector_count").run(self.db, run_version=self.version)["n"].iloc[0])
+        except Exception:  # noqa: BLE001 - keep the counted figure; the row itself matters more
+            log.debug("could not count the vectors of run %s", self.run_id, exc_info=True)
+        try:
             Loader(self.db, self.version).run(row, self.version + 1)
         except Exception:  # the run's own error matters more than its log row
             log.exception("could not record the end of run %s", self.run_id)
 
 
 class _Job:
-    """One run's work over a store: the chunks, then the optional files, the photos gone
-    from the source, the model's completion and the vector index."""
+    """One run's work over a store: the plan (a first pass over the source, compared with
+    the store before any write), the chunks, then the optional files, the photos gone from
+    the source, the model's completion and the vector index."""
 
     def __init__(self, db: Store, run: _RunLog, *, batch_size: int, download: DownloadOptions,
-                 retry_failed: bool, progress: bool, chunk_size: int, purge: bool, retry_backoff_s: float):
+                 retry_failed: bool, progress: bool, chunk_size: int, purge: bool, retry_backoff_s: float,
+                 max_delete_fraction: float = DEFAULT_MAX_DELETE_FRACTION):
         self.db, self.run_log = db, run
         self.batch_size, self.download_options = batch_size, download
         self.retry_failed, self.progress, self.chunk_size = retry_failed, progress, chunk_size
         self.purge, self.retry_backoff_s = purge, retry_backoff_s
+        self.max_delete_fraction = max_delete_fraction
         self.loader = Loader(db, run.version, flush_rows=max(chunk_size, 1))
         self._stages = {name: StageSummary(name) for name in STAGES}
         self.reasons: dict[str, int] = {}
         self.malformed = 0
-        self.deleted = self.purged = 0
+        self.deleted = self.purged = self.renamed = self.healed = 0
+        self.skipped_entries: list = []
+        self.total = 0
+        self.allow_local_files = False
+        self.cached_names: set[str] = set()
+        self.bars: dict[str, tqdm] = {}
 
     def stage(self, name: str) -> StageSummary:
         return self._stages[name]
@@ -286,6 +326,71 @@ class _Job:
 
     def _count(self, reason: str, n: int = 1) -> None:
         self.reasons[reason] = self.reasons.get(reason, 0) + n
+
+    def plan(self, reader: SourceReader) -> None:
+        """Read the source's photo ids once and compare them with the store, before any data
+        is written: an empty source is an error; a full run that would flag deleted (or
+        purge) more than `max_delete_fraction` of the store's photos stops here; image-folder
+        photos stored under their old ids (the file stem) are renamed to their path ids.
+
+        Raises:
+            SourceError: the source holds no photo, or the deletion share is over the limit.
+        """
+        t0 = time.perf_counter()
+        malformed: list = []
+        keys = reader.photo_keys(malformed)
+        self.stage("source").seconds += time.perf_counter() - t0
+        self.skipped_entries = list(reader.skipped)
+        self.allow_local_files = reader.kind == "folder"
+        if keys.num_rows == 0:
+            why = f"; {len(malformed)} malformed rows, the first: {malformed[0]}" if malformed else ""
+            raise SourceError(f"source {reader.location!r} holds no photos: its photos file is empty or has "
+                              f"only a header{why}")
+        self.total = keys.num_rows
+        store = get_query("store_photos").run(self.db)
+        renames = self._folder_renames(keys, store) if self.allow_local_files and not store.empty else []
+        if reader.limit is None and not store.empty:
+            kept = set(keys["photo_id"].to_pylist()) | {old for old, _ in renames}
+            missing = ~store["photo_id"].isin(kept)
+            live = store["is_deleted"].astype(int) == 0
+            would = int(missing.sum()) if self.purge else int((missing & live).sum())
+            base = len(store) if self.purge else int(live.sum())
+            if base and would > self.max_delete_fraction * base:
+                verb = "purge" if self.purge else "flag deleted"
+                raise SourceError(
+                    f"source {reader.location!r} lacks {would} of the store's {base} photos ({would / base:.1%}); "
+                    f"this run would {verb} them, over the limit of {self.max_delete_fraction:.0%} of the store, so "
+                    f"it stopped before writing anything. If the source really lost them, rerun with "
+                    f"--max-delete-fraction {math.ceil(would / base * 100) / 100:g} "
+                    f"(or max_delete_fraction in the job file's [refresh] table)")
+        if renames:
+            self._rename_photos(renames)
+        image_dir = self.db.image_dir
+        # One directory listing (not a stat or decode per photo): photos recorded ok whose
+        # cached image is gone are fetched again (the cache heals).
+        self.cached_names = set(os.listdir(image_dir)) if image_dir.is_dir() else set()
+
+    @staticmethod
+    def _folder_renames(keys, store) -> list[tuple[str, str]]:
+        """Image folders: (old id, new id) of the photos a store holds under their old id
+        (clipsql <= 0.1 used the file stem; now the path relative to the folder), matched by
+        their file URL."""
+        new_by_url = dict(zip(keys["photo_image_url"].to_pylist(), keys["photo_id"].to_pylist()))
+        source_ids = set(new_by_url.values())
+        return [(old, new_by_url[url]) for old, url in zip(store["photo_id"], store["photo_image_url"])
+                if url in new_by_url and old != new_by_url[url] and old not in source_ids]
+
+    def _rename_photos(self, pairs: list[tuple[str, str]]) -> None:
+        """Store photos under new ids with their vectors (sql/*/etl/rename_photos.sql), and
+        move their cached images."""
+        old_ids, new_ids = [p[0] for p in pairs], [p[1] for p in pairs]
+        self.db.run_script("rename_photos", {"old_ids": old_ids, "new_ids": new_ids})
+        for old, new in pairs:
+            old_path, new_path = image_path(self.db.image_dir, old), image_path(self.db.image_dir, new)
+            if old_path.is_file() and not new_path.exists():
+                os.replace(old_path, new_path)
+        self.renamed = len(pairs)
+        log.info("%d image-folder photos renamed from their file stem to their path id", len(pairs))
 
     def run(self, embedder: ClipEmbedder, reader: SourceReader) -> None:
         db, loader = self.db, self.loader
@@ -300,7 +405,12 @@ class _Job:
 
         keep = set() if reader.limit is not None else None
         photos_seen = 0
-        with tqdm(desc="refresh", unit="photo", disable=not self.progress) as bar:
+        try:
+            # One bar per stage, per photo, over the photos of the source (known from the
+            # plan): skipped photos advance it at once, the others as they are done.
+            for position, name in enumerate(("download", "embed")):
+                self.bars[name] = tqdm(total=self.total, desc=name, unit="photo", position=position,
+                                       disable=not self.progress, dynamic_ncols=True)
             batches = reader.photo_batches(self.chunk_size)
             number = 0
             while True:
@@ -316,9 +426,12 @@ class _Job:
                 if keep is not None:
                     keep.update(chunk["photo_id"].to_pylist())
                 self._chunk(number, chunk, reader.version, embedder)
-                bar.update(chunk.num_rows)
-                bar.set_postfix(embedded=self.stage("embed").ok, failed=self.stage("download").failed, refresh=False)
+        finally:
+            for bar in self.bars.values():
+                bar.close()
         self.stage("source").ok = photos_seen
+        if self.healed:
+            log.warning("%d photos recorded as downloaded had lost their cached image: fetched again", self.healed)
 
         t0 = time.perf_counter()
         load_before = loader.seconds
@@ -353,8 +466,15 @@ class _Job:
         index = self.stage("index")
         index.ok, index.seconds = self.stage("embed").ok, time.perf_counter() - t0
 
+    def _advance(self, stage: str, n: int) -> None:
+        if n and stage in self.bars:
+            self.bars[stage].update(n)
+
     def _chunk(self, number: int, chunk, source_version: str, embedder: ClipEmbedder) -> None:
-        """Upsert one chunk's metadata, download what is missing, embed what has no vector."""
+        """Upsert one chunk's metadata, download what is missing, embed what has no vector.
+
+        Counts in the stage summaries (and so in etl_runs) follow the writes: a photo counts
+        as downloaded once its status row is written, as embedded once its vector is."""
         db, loader = self.db, self.loader
         loader.photo_rows(chunk, source_version)
         log.info("chunk %d: %d photos upserted", number, chunk.num_rows)
@@ -366,11 +486,16 @@ class _Job:
         embedded = set(get_query("embedded_photo_ids").run(db, model=embedder.name, photo_ids=ids)["photo_id"])
         now = dt.datetime.now(dt.timezone.utc)
         wanted, download_stage, embed_stage = [], self.stage("download"), self.stage("embed")
+        healing = set()
         for photo_id, url in zip(ids, urls):
             past = history.get(photo_id)
             if past is not None and past.status == "ok" and photo_id in embedded:
-                download_stage.skipped += 1
-                embed_stage.skipped += 1
+                if image_path(db.image_dir, photo_id).name in self.cached_names:
+                    download_stage.skipped += 1
+                    embed_stage.skipped += 1
+                    continue
+                healing.add(photo_id)  # vector kept; only the cached image is fetched again
+                wanted.append((photo_id, url))
             elif past is not None and past.status == "failed" and not retry_due(
                     bool(past.permanent), int(past.attempts), _utc(past.last_attempt_at), now,
                     base_s=self.retry_backoff_s, retry_failed=self.retry_failed):
@@ -378,11 +503,16 @@ class _Job:
                 self._count("skipped_permanent_failure" if past.permanent else "waiting_to_retry")
             else:
                 wanted.append((photo_id, url))
-        results = download_photos(wanted, db.image_dir, self.download_options, progress=False)
+        self._advance("download", len(ids) - len(wanted))
+        self._advance("embed", len(ids) - len(wanted))
+        results = download_photos(wanted, db.image_dir, self.download_options, allow_local_files=self.allow_local_files,
+                                  progress=self.bars.get("download", False))
         attempts = {pid: int(row.attempts) for pid, row in history.items()}
         # A cached image needs a status row only if it has none saying ok (a run killed
         # between the image's rename and its status insert leaves such a photo).
         record = [r for r in results if not r.cached or getattr(history.get(r.photo_id), "status", None) != "ok"]
+        download_stage.seconds += time.perf_counter() - t0
+        loader.download_results(record, attempts)
         fetched = [r for r in results if r.ok]
         for r in results:
             if not r.ok:
@@ -390,31 +520,42 @@ class _Job:
                 self._count(r.reason)
         download_stage.ok += len(fetched)
         download_stage.skipped += sum(r.cached for r in fetched)
-        download_stage.seconds += time.perf_counter() - t0
-        loader.download_results(record, attempts)
+        self.healed += sum(r.ok and r.photo_id in healing for r in results)
         log.info("chunk %d: %d downloaded, %d failed", number, len(fetched), len(results) - len(fetched))
 
         t0 = time.perf_counter()
         load_before = loader.seconds
         todo = [(r.photo_id, image_path(db.image_dir, r.photo_id)) for r in fetched if r.photo_id not in embedded]
         embed_stage.skipped += len(fetched) - len(todo)
-        unreadable = []
+        self._advance("embed", len(results) - len(todo))
+        failed_rows = []
         urls_by_id = {r.photo_id: r.url for r in fetched}
         for batch in embed_photos(todo, embedder, batch_size=self.batch_size, progress=False):
+            # Each batch is written as it finishes: an interrupt loses at most one batch.
             loader.embeddings(batch.photo_ids, batch.embeddings, embedder.name)
+            loader.flush()
+            log.debug("%d vectors stored", len(batch.photo_ids))
             embed_stage.ok += len(batch.photo_ids)
             embed_stage.failed += len(batch.failures)
             for photo_id, reason, detail in batch.failures:
-                # A cached file that no longer decodes is dropped so a later run fetches it anew.
-                image_path(db.image_dir, photo_id).unlink(missing_ok=True)
-                log.warning("photo %s: cached image unreadable (%s: %s)", photo_id, reason, detail)
-                unreadable.append(DownloadResult(photo_id, urls_by_id[photo_id], "failed", reason="cache_unreadable",
-                                                 detail=f"{reason}: {detail}"))
-                self._count("cache_unreadable")
-        loader.flush()
-        loader.download_results(unreadable, attempts)
+                failed_rows.append(self._embed_failure(photo_id, urls_by_id[photo_id], reason, detail))
+            self._advance("embed", len(batch.photo_ids) + len(batch.failures))
+        loader.download_results(failed_rows, attempts)
         embed_stage.seconds += time.perf_counter() - t0 - (loader.seconds - load_before)
-        log.info("chunk %d: %d embedded", number, len(todo) - len(unreadable))
+        log.info("chunk %d: %d embedded", number, len(todo) - len(failed_rows))
+
+    def _embed_failure(self, photo_id: str, url: str, reason: str, detail: str) -> DownloadResult:
+        """The status row of a photo the embed stage could not use. A cached file that no
+        longer decodes is dropped so a later run fetches it anew (transient); an image that
+        decodes but that the model cannot take is a permanent 'embed_failed'."""
+        if reason == EMBED_FAILED:
+            log.warning("photo %s: cannot be embedded (%s)", photo_id, detail)
+            self._count(EMBED_FAILED)
+            return DownloadResult(photo_id, url, "failed", reason=EMBED_FAILED, detail=detail)
+        image_path(self.db.image_dir, photo_id).unlink(missing_ok=True)
+        log.warning("photo %s: cached image unreadable (%s: %s)", photo_id, reason, detail)
+        self._count("cache_unreadable")
+        return DownloadResult(photo_id, url, "failed", reason="cache_unreadable", detail=f"{reason}: {detail}")
 
     def _gone_photos(self, photos_seen: int) -> None:
         """Flag (or with purge, remove) the photos this run's whole-source pass did not see."""

@@ -18,18 +18,25 @@ NULL. Fields are never quoted in the Unsplash files, so a line is a row and line
 error reports are physical line numbers. A row that cannot be typed is *malformed*: it is
 skipped, counted and reported with its file and line, never dropped silently.
 
-A directory without any `photos.tsv*` file is read as an *image folder*: every image file
-is a photo whose photo_id is the file stem.
+A directory without any `photos.tsv*` file is read as an *image folder*: every readable image
+file under it (subfolders included) is a photo whose photo_id is its path relative to the
+folder (:func:`folder_photo_id`); entries named like images that cannot be read (directories,
+FIFOs, broken symlinks, symlink loops, unreadable files, names that are not UTF-8) are
+listed in the reader's `skipped`.
+
+A UTF-8 byte-order mark before a file's header is accepted (spreadsheet tools write one).
 """
 
 from __future__ import annotations
 
 import codecs
 import dataclasses
+import errno
 import hashlib
 import logging
 import os
 import re
+import stat
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -166,11 +173,14 @@ class SourceReader:
         extra_files: the optional files present ('keywords', ...), in reading order.
         malformed: every skipped row so far, with its file, line and reason.
         limit: only the first `limit` photos are read (None: all).
+        skipped: image-folder entries named like images that could not be read.
     """
 
     def __init__(self, kind: str, location: str, version: str, members: dict[str, list] | None,
-                 folder_photos: pa.Table | None, malformed: list[MalformedRow], limit: int | None):
+                 folder_photos: pa.Table | None, malformed: list[MalformedRow], limit: int | None,
+                 skipped: list[SkippedEntry] | None = None):
         self.kind = kind
+        self.skipped = skipped or []
         self.location = location
         self.version = version
         self.limit = limit
@@ -195,6 +205,24 @@ class SourceReader:
             return
         yield from _iter_file("photos", self._members["photos"], self.malformed, chunk_rows=rows,
                               limit=self.limit, unique_key=True)
+
+    def photo_keys(self, malformed: list[MalformedRow] | None = None,
+                   rows: int = DEFAULT_EXTRA_CHUNK_ROWS) -> pa.Table:
+        """photo_id and photo_image_url of every photo a full read hands on (`limit`
+        applied), in file order: a first pass that lets the refresh compare the source with
+        the store before it writes anything. Malformed rows go to `malformed` (default:
+        dropped), not to :attr:`malformed`, which the streaming read fills.
+
+        Raises:
+            SourceError: as :meth:`photo_batches`.
+        """
+        columns = ["photo_id", "photo_image_url"]
+        if self._folder_photos is not None:
+            return self._folder_photos.select(columns)
+        tables = [t.select(columns) for t in _iter_file(
+            "photos", self._members["photos"], [] if malformed is None else malformed, chunk_rows=rows,
+            limit=self.limit, unique_key=True)]
+        return pa.concat_tables(tables)
 
     def extra_batches(self, keep: set[str] | None = None,
                       rows: int = DEFAULT_EXTRA_CHUNK_ROWS) -> Iterator[tuple[str, pa.Table]]:
@@ -347,6 +375,8 @@ def _iter_lines(part) -> Iterator[tuple[int, str | None, bytes]]:
     with part.open() as raw:
         for number, line in enumerate(raw, 1):
             line = line.rstrip(b"\r\n")
+            if number == 1 and line.startswith(codecs.BOM_UTF8):
+                line = line[len(codecs.BOM_UTF8):]
             try:
                 yield number, decoder().decode(line, final=True), line
             except UnicodeDecodeError:
@@ -504,32 +534,121 @@ def _type_columns(file: str, columns: dict[str, list[str]], n: int):
 # --- image folders -----------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class SkippedEntry:
+    """A folder entry named like an image that is not read: `path` relative to the folder
+    (POSIX separators), `reason` in words (a directory, a FIFO, a broken symlink, ...)."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def folder_photo_id(relative_path: str) -> str:
+    """The photo_id of an image-folder file: its path relative to the folder, with POSIX
+    separators and its extension, e.g. 'beach.jpg' or '2023/iceland/beach.jpg'.
+
+    Unique within a folder and stable across runs as long as the file keeps its place.
+    (Before clipsql 0.2 it was the file stem, which two files in different subfolders could
+    share; a refresh renames such stored photos to their new ids, see clipsql.refresh.)
+    """
+    return relative_path
+
+
+def _entry_problem(path: Path) -> str | None:
+    """Why an image-named folder entry cannot be read, or None when it is a readable file."""
+    try:
+        st = path.stat()  # follows symlinks
+    except OSError as exc:
+        if path.is_symlink():
+            return ("a symlink loop" if exc.errno == errno.ELOOP
+                    else f"a broken symlink ({exc.strerror or exc})")
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISDIR(st.st_mode):
+        return "a directory, not an image file"
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device"
+        return f"{kind}, not a regular file"
+    if not os.access(path, os.R_OK):
+        return "not readable (permission denied)"
+    return None
+
+
+def _walk_image_folder(root: Path) -> tuple[list[tuple[str, Path]], list[SkippedEntry]]:
+    """(relative POSIX path, path) of every readable image file under `root`, sorted, and the
+    image-named entries that were skipped. Symlinked folders are followed once each (a loop
+    is reported, not walked forever)."""
+    files: list[tuple[str, Path]] = []
+    skipped: list[SkippedEntry] = []
+    visited: set[tuple[int, int]] = set()
+
+    def walk(folder: Path, rel: str) -> None:
+        try:
+            st = folder.stat()
+        except OSError as exc:
+            skipped.append(SkippedEntry(rel or ".", f"folder cannot be read ({exc.strerror or exc})"))
+            return
+        if (st.st_dev, st.st_ino) in visited:
+            skipped.append(SkippedEntry(rel, "a symlink loop (folder already walked)"))
+            return
+        visited.add((st.st_dev, st.st_ino))
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            skipped.append(SkippedEntry(rel or ".", f"folder cannot be listed ({exc.strerror or exc})"))
+            return
+        for entry in entries:
+            entry_rel = f"{rel}/{entry.name}" if rel else entry.name
+            path = Path(entry.path)
+            is_image_name = path.suffix.lower() in IMAGE_SUFFIXES
+            try:
+                is_dir = entry.is_dir()  # follows symlinks; False for loops and broken links
+            except OSError:
+                is_dir = False
+            if is_dir and not is_image_name:
+                walk(path, entry_rel)
+                continue
+            if not is_image_name:
+                continue
+            problem = _entry_problem(path)
+            if problem is None:
+                files.append((entry_rel, path))
+            else:
+                skipped.append(SkippedEntry(entry_rel, problem))
+
+    walk(root, "")
+    return files, skipped
+
+
 def _read_image_folder(path: Path, limit: int | None) -> SourceReader:
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise SourceError(f"{path} holds neither a photos.tsv* file nor any image ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    files, skipped = _walk_image_folder(path)
     malformed: list[MalformedRow] = []
-    seen: dict[str, Path] = {}
-    ids, urls = [], []
-    for file in files:
-        rel = file.relative_to(path).as_posix()
-        photo_id = file.stem
-        if not _PHOTO_ID_RE.match(photo_id):
-            malformed.append(MalformedRow(rel, 0, f"file stem {photo_id!r} is not a valid photo_id"))
+    ids, urls, stamps = [], [], []
+    for rel, file in files:
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:
+            skipped.append(SkippedEntry(rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+                                        "file name is not valid UTF-8"))
             continue
-        if photo_id in seen:
-            malformed.append(MalformedRow(rel, 0, f"duplicate photo_id {photo_id!r} (also {seen[photo_id].name})"))
-            continue
-        seen[photo_id] = file
-        ids.append(photo_id)
-        urls.append(file.resolve().as_uri())
+        ids.append(folder_photo_id(rel))
+        urls.append(file.absolute().as_uri())
+        st = file.stat()
+        stamps.append(f"{rel}:{st.st_size}:{int(st.st_mtime)}")
         if limit is not None and len(ids) >= limit:
             break
+    for entry in skipped:
+        log.warning("image folder %s: skipped %s", path, entry)
+    if not ids:
+        detail = f"; skipped: {', '.join(map(str, skipped[:5]))}" if skipped else ""
+        raise SourceError(f"{path} holds neither a photos.tsv* file nor any readable image "
+                          f"({', '.join(sorted(IMAGE_SUFFIXES))}){detail}")
     n = len(ids)
     schema = arrow_schema("photos")
     photos = pa.table({f.name: pa.nulls(n, f.type) for f in schema}, schema=schema)
     photos = photos.set_column(0, "photo_id", pa.array(ids, pa.string()))
     photos = photos.set_column(2, "photo_image_url", pa.array(urls, pa.string()))
-    stamps = ",".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in seen.values())
-    version = hashlib.sha256(stamps.encode()).hexdigest()[:16]
-    return SourceReader("folder", str(path), version, None, photos, malformed, limit)
+    version = hashlib.sha256(",".join(stamps).encode()).hexdigest()[:16]
+    return SourceReader("folder", str(path), version, None, photos, malformed, limit, skipped)

@@ -13,6 +13,7 @@ import os
 import pandas as pd
 
 from .db import open_store, store_root
+from .download import image_path
 from .errors import BadArgument, NotFound
 from .lock import LockHolder, StoreLock, StoreLocked
 from .queries import get_query
@@ -33,6 +34,8 @@ class StoreStatus:
         models: model, vectors, complete, completed_at, ... (queries/models.sql).
         failures: reason, permanent, photos, max_attempts, last_attempt_at
             (queries/failures_by_reason.sql).
+        missing_images: photos recorded as downloaded whose cached image file is gone
+            (the next refresh fetches them again).
     """
 
     store: str
@@ -41,6 +44,7 @@ class StoreStatus:
     tables: pd.DataFrame
     models: pd.DataFrame
     failures: pd.DataFrame
+    missing_images: int = 0
 
     def format(self) -> str:
         """Four small tables for the terminal."""
@@ -87,6 +91,9 @@ class StoreStatus:
             failures["permanent"] = failures["permanent"].map(lambda p: "yes" if int(p) else "no (retried)")
             failures["last_attempt_at"] = failures["last_attempt_at"].map(_stamp)
             out.append(_indent(failures.to_string(index=False)))
+        out.append("")
+        out.append(f"image cache: {self.missing_images} photos recorded as downloaded have no cached image"
+                   + (" (the next refresh fetches them again)" if self.missing_images else ""))
         return "\n".join(out)
 
 
@@ -136,4 +143,13 @@ def status(store: str | os.PathLike | None = None, *, clickhouse_url: str | None
             tables=get_query("table_sizes").run(db),
             models=get_query("models").run(db, min_vectors=0),
             failures=get_query("failures_by_reason").run(db),
+            missing_images=missing_cached_images(db),
         )
+
+
+def missing_cached_images(db) -> int:
+    """How many photos download_status records as ok have no file in the store's image cache
+    (one directory listing, queries/downloaded_photo_ids.sql)."""
+    ids = get_query("downloaded_photo_ids").run(db)["photo_id"]
+    names = set(os.listdir(db.image_dir)) if db.image_dir.is_dir() else set()
+    return sum(image_path(db.image_dir, photo_id).name not in names for photo_id in ids)
