@@ -15,12 +15,12 @@ import sys
 from collections.abc import Callable
 
 from .embed import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
-from .errors import ClipsqlError
 
 
 def add_eval_command(commands, common: argparse.ArgumentParser,
                      add_store_options: Callable[[argparse.ArgumentParser], None]) -> None:
     """Register `clipsql eval` on the `commands` subparsers of the main parser."""
+    from .cli import EXIT_STATUS_HELP
     from .evaluate import CAPTION_FORMATS, QUERY_KINDS
 
     kinds = "; ".join(f"{k}: {d[0]}" for k, d in QUERY_KINDS.items())
@@ -31,7 +31,7 @@ def add_eval_command(commands, common: argparse.ArgumentParser,
                     "the same --name) and compute text -> image Recall@1/5/10 and MRR in SQL "
                     "(queries/eval_metrics.sql): rank = 1 + images strictly closer by cosine distance, ties "
                     f"broken by image_id. Query kinds: {kinds}. Images that are missing or undecodable are "
-                    "reported, not fatal. Exit status: 0 done, 2 error (one line on stderr).")
+                    "reported, not fatal.", epilog=EXIT_STATUS_HELP)
     p.add_argument("--images", required=True, metavar="DIR", help="the folder of the image files the captions name")
     p.add_argument("--captions", required=True, metavar="FILE",
                    help="captions: Flickr8k 'name.jpg#0<TAB>caption' lines, the Kaggle 'image,caption' CSV, "
@@ -60,17 +60,11 @@ def _eval(args: argparse.Namespace) -> int:
     from .db import store_root
     from .evaluate import default_json_path, evaluate
 
-    try:
-        report = evaluate(args.images, args.captions, model=args.model, model_name=args.model_name, name=args.name,
-                          captions_format=args.captions_format, limit=args.limit, batch_size=args.batch_size,
-                          device=args.device, kinds=args.kinds, store=args.store,
-                          clickhouse_url=args.clickhouse_url, duckdb=args.duckdb, progress=not args.quiet)
-    except (ClipsqlError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # an engine or OS error: one line, the traceback with -vv
-        from .cli import report_failure
-
-        return report_failure("eval", exc)
+    # Errors (library, engine, OS) and interrupts become an exit status in clipsql.cli.main.
+    report = evaluate(args.images, args.captions, model=args.model, model_name=args.model_name, name=args.name,
+                      captions_format=args.captions_format, limit=args.limit, batch_size=args.batch_size,
+                      device=args.device, kinds=args.kinds, store=args.store,
+                      clickhouse_url=args.clickhouse_url, duckdb=args.duckdb, progress=not args.quiet)
     path = args.json or default_json_path(store_root(args.store), report.name)
     try:
         report.to_json(path)

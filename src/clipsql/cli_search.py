@@ -17,6 +17,8 @@ from pathlib import Path
 from .errors import BadArgument
 
 FORMATS = ("table", "json", "csv")
+#: The filter options: argparse dest -> option name without the dashes (for messages).
+FILTER_OPTIONS: dict[str, str] = {}
 
 
 def _filter_options(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +48,8 @@ def _filter_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--color", help="dominant color (colors.keyword of the largest coverage, e.g. black)")
     g.add_argument("--has-description", action=argparse.BooleanOptionalAction, default=None,
                    help="only photos with (--has-description) or without (--no-has-description) a description")
+    for action in g._group_actions:
+        FILTER_OPTIONS[action.dest] = action.option_strings[0].lstrip("-")
 
 
 def _output_options(parser: argparse.ArgumentParser, html: bool = True) -> None:
@@ -72,13 +76,18 @@ def _page_options(parser: argparse.ArgumentParser, k: int = 10, rerank: bool = T
 def add_search_commands(commands, common: argparse.ArgumentParser,
                         add_store_options: Callable[[argparse.ArgumentParser], None]) -> None:
     """Register `clipsql search KIND` on the `commands` subparsers of the main parser."""
+    from .cli import EXIT_STATUS_HELP
+
     p = commands.add_parser("search", help="search the store (text, image, similar, combined, crop, duplicates, facets)",
                             description="Search with the named queries of queries/. Every kind takes the same "
-                                        "filters, paging and output options.")
+                                        "filters, paging and output options.", epilog=EXIT_STATUS_HELP)
     kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
 
     def kind(name: str, help_text: str, handler, k: int = 10, rerank: bool = True, html: bool = True):
-        sub = kinds.add_parser(name, parents=[common], help=help_text, description=help_text)
+        sub = kinds.add_parser(name, parents=[common], help=help_text, description=help_text,
+                               epilog="Ids and queries that start with '-' (115 of 7,174 Unsplash ids do) may be "
+                                      "typed as they are, or after -- (clipsql search similar -- -abc). "
+                                      + EXIT_STATUS_HELP)
         _page_options(sub, k=k, rerank=rerank, offset=name != "facets")
         if name != "duplicates":
             sub.add_argument("--device", default="auto", help="where the CLIP model runs: auto, cpu, cuda[:N], mps")
@@ -89,14 +98,15 @@ def add_search_commands(commands, common: argparse.ArgumentParser,
         return sub
 
     t = kind("text", "text -> photos", _search_text)
-    t.add_argument("query", help="the text to search for")
+    t.add_argument("query", nargs="+", help="the text to search for (several words form one text)")
     t = kind("image", "image file or URL -> photos (reverse image search)", _search_image)
     t.add_argument("source", help="an image file or an http(s) URL")
     t = kind("similar", "photos similar to an indexed photo (pure SQL: its stored vector)", _search_similar)
     t.add_argument("photo_id", help="the indexed photo")
     t = kind("combined", "weighted text terms and images -> photos", _search_combined)
-    t.add_argument("query", nargs="?", default="",
-                   help="terms: plain words form a phrase, -term subtracts, W:term weighs (e.g. 'beach -people 2:sunset')")
+    t.add_argument("query", nargs="*", default=[],
+                   help="terms: plain words form a phrase, -term subtracts, W:term weighs (e.g. 'beach -people 2:sunset'; "
+                        "quoted or not)")
     t.add_argument("--image", dest="images", action="append", default=[], metavar="SRC",
                    help="an image file or URL to add (repeat for more)")
     t.add_argument("--text-weight", type=float, default=1.0, help="weight of the text terms (default 1)")
@@ -112,7 +122,7 @@ def add_search_commands(commands, common: argparse.ArgumentParser,
     t = kind("facets", "counts per country, city, photographer, camera_make, keyword and color among the "
                        "top-k photos of a query",
              _search_facets, k=100, rerank=False, html=False)
-    t.add_argument("query", nargs="?", default=None, help="the text query (or give --image or --photo-id)")
+    t.add_argument("query", nargs="*", default=[], help="the text query (or give --image or --photo-id)")
     t.add_argument("--image", default=None, metavar="SRC", help="an image file or URL as the query")
     t.add_argument("--photo-id", default=None, help="an indexed photo's vector as the query")
     t.add_argument("--per-facet", type=int, default=10, help="values per facet (default 10)")
@@ -122,9 +132,11 @@ def add_search_commands(commands, common: argparse.ArgumentParser,
 
 def add_sql_command(commands, common: argparse.ArgumentParser) -> None:
     """Register `clipsql sql`: print DDL and queries in an engine's dialect."""
+    from .cli import EXIT_STATUS_HELP
     from .dialect import MYSCALE_INDEX_TYPES
 
     p = commands.add_parser("sql", parents=[common], help="print the DDL or a named query in an engine's dialect",
+                            epilog=EXIT_STATUS_HELP,
                             description="Print the DDL of an engine (clickhouse and chdb, duckdb, myscale) or, with "
                                         "--query, one named query of queries/ in that engine's form. For MyScale "
                                         "the DDL is followed by the search query's distance() form.")
@@ -166,8 +178,67 @@ def _common(args: argparse.Namespace) -> dict:
                 filters=_filters(args), **_store_kwargs(args))
 
 
+def _narrowing(args: argparse.Namespace, distance: bool = True) -> tuple[list[str], list[str]]:
+    """What the user set that narrows the results: (filters, other), each as 'name=value'
+    (the option names without dashes: country='Iceland', keyword='beach', max-distance=0.1)."""
+    filters = []
+    for dest, name in FILTER_OPTIONS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            filters.append(name if value else f"no-{name}")
+        elif isinstance(value, list):
+            filters += [f"{name}={v!r}" for v in value]
+        else:
+            filters.append(f"{name}={value!r}")
+    other = []
+    if distance and getattr(args, "max_distance", None) is not None:
+        other.append(f"max-distance={args.max_distance:g}")
+    if getattr(args, "offset", 0):
+        other.append(f"offset={args.offset}")
+    return filters, other
+
+
+def _no_searchable_photos(args: argparse.Namespace) -> str | None:
+    """'no results: <store> has no searchable photos ...' when the store (the model) has none,
+    else None. Asked only after a search without filters found nothing."""
+    import numpy as np
+
+    from . import search
+    from .db import open_store
+    from .errors import ClipsqlError
+
+    try:
+        with open_store(**_store_kwargs(args)) as db:
+            label, _, dim = search.resolve_model(db, args.model)
+            probe = np.zeros(dim, dtype=np.float32)
+            probe[0] = 1.0
+            if search.nearest(db, probe, model=label, k=1).empty:
+                return (f"no results: {db.description} has no searchable photos for model {label!r} (none loaded, "
+                        f"or all flagged deleted); run `clipsql refresh`")
+    except ClipsqlError:
+        return None
+    return None
+
+
+def _why_empty(args: argparse.Namespace, what: str = "photos") -> str:
+    """One line saying why a search found nothing: the filters (and distance bound, offset)
+    that were set, or that the store has no searchable photos."""
+    filters, other = _narrowing(args)
+    if filters:
+        return (f"no {what} match: {', '.join(filters + other)}; `clipsql search facets` lists the values "
+                f"the store has")
+    if other:
+        return f"no {what} match: {', '.join(other)}"
+    return _no_searchable_photos(args) or "(no results)"
+
+
 def _photos_out(args: argparse.Namespace, frame, title: str) -> int:
-    print(render_frame(frame, args.format, table_columns=["photo_id", "distance", "description", "photo_url"]))
+    if frame.empty and args.format == "table":
+        print(_why_empty(args))
+    else:
+        print(render_frame(frame, args.format, table_columns=["photo_id", "distance", "description", "photo_url"]))
     if args.html:
         from .render import write_html_grid
 
@@ -178,7 +249,8 @@ def _photos_out(args: argparse.Namespace, frame, title: str) -> int:
 def _search_text(args: argparse.Namespace) -> int:
     from . import search
 
-    return _photos_out(args, search.text(args.query, args.k, **_common(args)), f"text: {args.query}")
+    query = " ".join(args.query)
+    return _photos_out(args, search.text(query, args.k, **_common(args)), f"text: {query}")
 
 
 def _search_image(args: argparse.Namespace) -> int:
@@ -198,9 +270,10 @@ def _search_similar(args: argparse.Namespace) -> int:
 def _search_combined(args: argparse.Namespace) -> int:
     from . import search
 
-    frame = search.combined(args.query, args.k, images=args.images, text_weight=args.text_weight,
+    query = " ".join(args.query)
+    frame = search.combined(query, args.k, images=args.images, text_weight=args.text_weight,
                             image_weight=args.image_weight, **_common(args))
-    return _photos_out(args, frame, f"combined: {args.query} {' '.join(args.images)}".strip())
+    return _photos_out(args, frame, f"combined: {query} {' '.join(args.images)}".strip())
 
 
 def _search_crop(args: argparse.Namespace) -> int:
@@ -216,7 +289,13 @@ def _search_duplicates(args: argparse.Namespace) -> int:
 
     frame = search.duplicates(args.max_distance, args.k, offset=args.offset, model=args.model,
                               filters=_filters(args), **_store_kwargs(args))
-    print(render_frame(frame, args.format))
+    if frame.empty and args.format == "table":
+        filters, other = _narrowing(args, distance=False)
+        print(f"no near-duplicate pairs within max-distance={args.max_distance:g}"
+              + (f" among photos with {', '.join(filters)}" if filters else "")
+              + (f" ({', '.join(other)})" if other else ""))
+    else:
+        print(render_frame(frame, args.format))
     if args.html:
         from .render import write_html_pairs
 
@@ -228,10 +307,11 @@ def _search_duplicates(args: argparse.Namespace) -> int:
 def _search_facets(args: argparse.Namespace) -> int:
     from . import search
 
-    frame = search.facets(args.query, image=args.image, photo_id=args.photo_id, n=args.k, per_facet=args.per_facet,
+    query = " ".join(args.query) if args.query else None
+    frame = search.facets(query, image=args.image, photo_id=args.photo_id, n=args.k, per_facet=args.per_facet,
                           by=args.facets, max_distance=args.max_distance, model=args.model, device=args.device,
                           filters=_filters(args), **_store_kwargs(args))
-    print(render_frame(frame, args.format))
+    print(_why_empty(args) if frame.empty and args.format == "table" else render_frame(frame, args.format))
     return 0
 
 

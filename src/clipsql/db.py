@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 from . import dialect
-from .errors import BadArgument, StoreError
+from .errors import BadArgument, StoreBusy, StoreError
 from .resources import sql_dir
 
 log = logging.getLogger(__name__)
@@ -300,6 +300,9 @@ def open_store(store: str | os.PathLike | None = None, *, clickhouse_url: str | 
         try:
             result: Store = DuckDBStore(duckdb_module.connect(target), root, f"duckdb:{target}")
         except duckdb_module.Error as exc:
+            if isinstance(exc, duckdb_module.IOException) and target != ":memory:" and (
+                    holder := _posix_lock_holder(Path(target))) is not None:
+                raise _store_busy(target, target, holder or None, root) from exc
             raise StoreError(f"cannot open DuckDB file {target}: {exc}") from exc
     elif clickhouse_url:
         result = _open_clickhouse(clickhouse_url, root)
@@ -327,26 +330,131 @@ def use_store(db: Store | None = None, store: str | os.PathLike | None = None, *
             yield new
 
 
+def _posix_lock_holder(path: Path) -> int | None:
+    """The pid of the process holding a POSIX (fcntl) lock on `path` (DuckDB locks its file
+    so), read from Linux's /proc/locks by the file's device and inode; 0 when a lock is
+    held by a process that cannot be told; None when no lock is held (or not on Linux)."""
+    try:
+        st = path.stat()
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        # "1: POSIX  ADVISORY  WRITE 22747 fe:00:2148082 0 EOF" (a "->" marks a waiter)
+        if len(fields) >= 6 and fields[1] == "POSIX" and "->" not in fields:
+            inode = fields[5].rsplit(":", 1)[-1]
+            if inode.isdigit() and int(inode) == st.st_ino:
+                return int(fields[4]) if fields[4].isdigit() else 0
+    return None
+
+
+def _store_busy(where, path, pid: int | None, root: Path) -> StoreBusy:
+    """The StoreBusy error of a store another process holds: its pid and, when readable, its
+    command line (/proc/<pid>/cmdline, or the refresh lock file of the store)."""
+    from .lock import StoreLock
+
+    argv: list[str] = []
+    if pid is not None:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
+        except OSError:
+            pass
+    refresh = StoreLock.holder(root)  # a refresh records itself in <store>/refresh.lock
+    if not argv and refresh is not None and refresh.pid == pid and refresh.command:
+        argv = refresh.command.split()
+    if argv:  # `python -m clipsql.cli ARGS` and `.../bin/clipsql ARGS` both shown as `clipsql ARGS`
+        argv[0] = os.path.basename(argv[0])
+        if argv[0].startswith("python") and argv[1:3] == ["-m", "clipsql.cli"]:
+            argv = argv[2:]
+        elif argv[0].startswith("python") and len(argv) > 1 and not argv[1].startswith("-"):
+            argv = argv[1:]
+        if os.path.basename(argv[0]) in ("clipsql", "cli.py", "clipsql.cli"):
+            argv = ["clipsql"] + argv[1:]
+    command = " ".join(" ".join(argv).split())
+    if len(command) > 160:
+        command = command[:157] + "..."
+    who = "another process" if pid is None else "this process" if pid == os.getpid() else f"pid {pid}"
+    if command:
+        who += f" ({command})"
+    elif refresh is not None and refresh.pid == pid:
+        who += f" (a refresh started {refresh.started_at})"
+    return StoreBusy(f"store {where} is busy: held by {who}; try again when it ends",
+                     path=path, pid=pid, command=command)
+
+
 def _open_chdb(root: Path) -> ClickHouseStore:
+    import errno
+    import fcntl
+    import sys
+    import tempfile
+
     import clickhouse_connect
 
     from .udf import chdb_scripts_dir
 
     path = (root / "chdb").resolve()
+    # The engine prints why an open failed on stderr (fd 2) itself, beside the exception it
+    # raises: that text is caught here, so that a failure is one message (the CLI's one line).
+    with tempfile.TemporaryFile() as said:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            os.dup2(said.fileno(), 2)
+        except (OSError, ValueError, AttributeError):  # no fd 2 to catch
+            saved = None
+        try:
+            # udf_path: the engine's user_scripts folder (empty, in a temporary directory), where
+            # clipsql.udf.register_text_embedding can later put clip_text_embedding. It only takes
+            # effect when this opens the process's chdb engine.
+            client = clickhouse_connect.get_client(interface="chdb", path=str(path),
+                                                   chdb_options={"udf_path": str(chdb_scripts_dir(path))})
+            failure = None
+        except Exception as exc:  # chdb raises plain RuntimeError/Exception subclasses
+            client, failure = None, exc
+        finally:
+            if saved is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
+        said.seek(0)
+        engine_text = said.read().decode("utf-8", "replace")
+    if failure is None:
+        if engine_text.strip():  # what the engine says on a good open is shown as before
+            os.write(2, engine_text.encode("utf-8"))
+        store = ClickHouseStore(client, "chdb", root, f"chdb:{path}")
+        store.search_snapshot_max_bytes = SEARCH_SNAPSHOT_MAX_BYTES
+        return store
+    if engine_text.strip():
+        log.debug("the chdb engine said: %s", engine_text.strip())
+
+    # Busy or not is told by the lock itself, not by the engine's words: a running engine holds
+    # an exclusive flock on <path>/status and has written its PID there.
+    busy, content = False, b""
     try:
-        # udf_path: the engine's user_scripts folder (empty, in a temporary directory), where
-        # clipsql.udf.register_text_embedding can later put clip_text_embedding. It only takes
-        # effect when this opens the process's chdb engine.
-        client = clickhouse_connect.get_client(interface="chdb", path=str(path),
-                                               chdb_options={"udf_path": str(chdb_scripts_dir(path))})
-    except Exception as exc:  # chdb raises plain RuntimeError/Exception subclasses
-        text = str(exc)
-        hint = (" (another process has this chdb store open: chdb allows one process per data path)"
-                if "lock" in text.lower() or "already initialized" in text.lower() else "")
-        raise StoreError(f"cannot open chdb store at {path}{hint}: {text.splitlines()[0]}") from exc
-    store = ClickHouseStore(client, "chdb", root, f"chdb:{path}")
-    store.search_snapshot_max_bytes = SEARCH_SNAPSHOT_MAX_BYTES
-    return store
+        fd = os.open(path / "status", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        fd = None
+    if fd is not None:
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                busy = exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+            else:
+                fcntl.flock(fd, fcntl.LOCK_UN)  # free: released at once
+            if busy:
+                content = os.pread(fd, 4096, 0)
+        finally:
+            os.close(fd)
+    if busy:
+        found = re.search(rb"PID:\s*(\d+)", content)
+        raise _store_busy(path.parent, path, int(found.group(1)) if found else None, root) from failure
+    said_lines = [line.strip() for line in engine_text.splitlines() if line.strip()]
+    reason = said_lines[0] if said_lines else (str(failure).strip().splitlines() or [type(failure).__name__])[0]
+    reason = re.sub(r"\?udf_path=[^'\s]*", "", reason).split(", Stack trace")[0]
+    raise StoreError(f"cannot open chdb store at {path}: {reason}") from failure
 
 
 def _open_clickhouse(url: str, root: Path) -> ClickHouseStore:

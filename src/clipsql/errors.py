@@ -31,3 +31,14 @@ class QueryFileError(ClipsqlError):
 
 class NotFound(ClipsqlError, LookupError):
     """A photo_id, model or named query that the caller asked for does not exist."""
+
+
+class StoreBusy(StoreError):
+    """Another process has the store open (chdb lets one process open a data path at a time);
+    the CLI exits 75 (try again later). `pid` and `command` name the holder when known."""
+
+    def __init__(self, message: str, *, path=None, pid: int | None = None, command: str = ""):
+        super().__init__(message)
+        self.path = path
+        self.pid = pid
+        self.command = command

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import StoreError
+from .errors import StoreBusy, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class LockHolder:
         return pid_alive(self.pid)
 
 
-class StoreLocked(StoreError):
+class StoreLocked(StoreBusy):
     """Another refresh holds the store's lock; `holder` says who (None if it cannot be read)."""
 
     def __init__(self, path: Path, holder: LockHolder | None, hint: str = ""):
@@ -72,8 +72,8 @@ class StoreLocked(StoreError):
         if holder is not None and holder.alive() is False:
             note = (f" (pid {holder.pid} no longer runs; a child process it started may still hold the lock "
                     f"open)")
-        super().__init__(f"another refresh is running on this store: {who}{note}; lock file {path}{hint}")
-        self.path = path
+        super().__init__(f"another refresh is running on this store: {who}{note}; lock file {path}{hint}",
+                         path=path, pid=holder.pid if holder else None, command=holder.command if holder else "")
         self.holder = holder
 
 

@@ -312,10 +312,12 @@ def _resolve_model(db: Store, model: str | None) -> tuple[str, str, int]:
 
 
 def check_query_vector(vector, dim: int) -> list[float]:
-    """Validate a query vector: (dim,) finite numbers, non-zero. Returns it as a float list.
+    """Validate a query vector: (dim,) finite numbers, non-zero, with a finite positive norm in
+    float32. Returns it as a float list.
 
     Raises:
-        BadArgument: wrong shape or dimension, NaN or infinite values, or a zero vector.
+        BadArgument: wrong shape or dimension, NaN or infinite values, a zero vector, or a
+            norm that overflows (e.g. 512 values of 1e38) or underflows to 0 in float32.
     """
     try:
         array = np.asarray(vector, dtype=np.float32)
@@ -327,6 +329,11 @@ def check_query_vector(vector, dim: int) -> list[float]:
         raise BadArgument("query vector holds NaN or infinite values")
     if not np.any(array):
         raise BadArgument("query vector is all zeros: it has no direction to search")
+    with np.errstate(over="ignore", under="ignore"):
+        norm = np.linalg.norm(array)  # in float32, as the engines compute cosine distances
+    if not (np.isfinite(norm) and norm > 0):
+        raise BadArgument(f"query vector has a norm that is not finite and positive in float32 ({float(norm)!r}): "
+                          f"its values are too large (or too small) to search with; normalize it first")
     return array.tolist()
 
 
