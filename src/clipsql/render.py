@@ -16,6 +16,16 @@ first two. Thumbnails come from the store's image cache (`<store>/images/<photo_
 shrunk and embedded as JPEG data URIs, so a saved file opens anywhere without the store; a
 photo that is not cached shows its photo_image_url instead (http and https URLs only), or
 an empty frame. Every text is HTML-escaped; links other than http(s) are dropped.
+
+A store may hold photos without metadata (an image folder, or a release whose country,
+keyword, color or camera columns are empty), and a filter may match nothing. The notebooks
+say so in words, never with a bare empty table: :func:`metadata_coverage` counts the photos
+that have each metadata field (a :class:`Coverage`, whose :meth:`Coverage.why_none` and
+:meth:`Coverage.skipped` give the words), :func:`explain_counts` and :func:`explain_facets`
+annotate a count table or a facet table whose values are missing, :func:`no_match` words an
+empty filtered result, and :func:`first_value` picks an example value without indexing into
+an empty frame. Each returns a :class:`Note` (text, HTML in Jupyter) where there is nothing
+to show.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import html
 import io
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +43,7 @@ import pandas as pd
 
 from .download import cached_image
 from .errors import BadArgument
+from .queries import get_query
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +70,10 @@ _STYLE = """.clipsql{font-family:system-ui,sans-serif}
 .clipsql .pair{display:flex;gap:4px}.clipsql .pair img{width:50%}
 .clipsql .d{font-weight:600}.clipsql .id{color:#555}.clipsql .c{color:#444}
 .clipsql svg{background:#fff;border:1px solid #ddd;border-radius:6px;max-width:100%;height:auto}
-.clipsql svg text{font-family:system-ui,sans-serif;fill:#333}"""
+.clipsql svg text{font-family:system-ui,sans-serif;fill:#333}
+.clipsql .note{margin:.3rem 0;padding:.4rem .6rem;border-left:4px solid #edc948;background:#fffbea;color:#333}
+.clipsql table{border-collapse:collapse;font-size:.85rem}
+.clipsql th,.clipsql td{padding:2px 10px;text-align:left;border-bottom:1px solid #eee}"""
 
 
 class HtmlFigure:
@@ -168,7 +182,8 @@ def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
 
 
 def image_grid(frame: pd.DataFrame, image_dir: str | os.PathLike | None, *, title: str | None = None,
-               caption_columns: Sequence[str] | None = None, thumb_px: int = THUMB_PX) -> HtmlFigure:
+               caption_columns: Sequence[str] | None = None, thumb_px: int = THUMB_PX,
+               empty: str | None = None) -> HtmlFigure:
     """Photo results as an image grid, one cell per row in the frame's order.
 
     Each cell shows the photo (cached thumbnail, else photo_image_url; linked to photo_url
@@ -183,6 +198,8 @@ def image_grid(frame: pd.DataFrame, image_dir: str | os.PathLike | None, *, titl
         caption_columns: columns shown under each photo; default those of distance and
             description that the frame has.
         thumb_px: longest side of an embedded thumbnail, pixels.
+        empty: what the figure says when the frame has no row, e.g. why (see :func:`no_match`);
+            default "(no results)".
 
     Returns:
         An :class:`HtmlFigure`.
@@ -216,11 +233,11 @@ def image_grid(frame: pd.DataFrame, image_dir: str | os.PathLike | None, *, titl
             elif value:
                 parts.append(f'<br><span class="c">{html.escape(str(column))}: {html.escape(value)}</span>')
         cells.append(f'<figure>{image}<figcaption>{"".join(parts)}</figcaption></figure>')
-    return _grid(cells, title or "", "(no results)")
+    return _grid(cells, title or "", empty or "(no results)")
 
 
 def pair_grid(frame: pd.DataFrame, image_dir: str | os.PathLike | None, *, title: str | None = None,
-              thumb_px: int = THUMB_PX) -> HtmlFigure:
+              thumb_px: int = THUMB_PX, empty: str | None = None) -> HtmlFigure:
     """Near-duplicate pairs side by side, one cell per row: both photos, the distance and
     the two photo_ids.
 
@@ -230,6 +247,7 @@ def pair_grid(frame: pd.DataFrame, image_dir: str | os.PathLike | None, *, title
         image_dir: the store's image cache, or None.
         title: heading (default none).
         thumb_px: longest side of an embedded thumbnail, pixels.
+        empty: what the figure says when the frame has no row; default "(no pairs)".
 
     Raises:
         BadArgument: not a DataFrame, or a required column missing.
@@ -243,7 +261,7 @@ def pair_grid(frame: pd.DataFrame, image_dir: str | os.PathLike | None, *, title
         cells.append(f'<figure><div class="pair">{images}</div><figcaption><span class="d">'
                      f'{html.escape(_text(row["distance"]))}</span> '
                      f'<span class="id">{html.escape(a)} / {html.escape(b)}</span></figcaption></figure>')
-    return _grid(cells, title or "", "(no pairs)")
+    return _grid(cells, title or "", empty or "(no pairs)")
 
 
 def write_html_grid(frame: pd.DataFrame, path: str | os.PathLike, image_dir: str | os.PathLike,
@@ -443,7 +461,9 @@ def embedding_map(vectors, frame: pd.DataFrame, *, color_by: str | None = None, 
         vectors: (n, d) embeddings, e.g. (n, 512) float32 L2-normalized, row i = frame row i.
         frame: n rows; column photo_id, and optionally description, photo_image_url (a
             thumbnail's fallback) and the color column.
-        color_by: the column that colors the points; None: one color.
+        color_by: the column that colors the points; None: one color. A column without any
+            value (e.g. country on a store whose source had none) gives one color too, and
+            the figure says so in words above the map.
         method: projection, "pca" or "umap" (see :func:`project_2d`).
         thumbnails: place thumbnails: cached images first, then http(s) photo_image_urls.
         image_dir: the store's image cache (`Store.image_dir`), or None.
@@ -485,8 +505,13 @@ def embedding_map(vectors, frame: pd.DataFrame, *, color_by: str | None = None, 
         colors, shown, legend = [PALETTE[0]] * len(frame), [""] * len(frame), []
     else:
         colors, shown, legend = _colors(frame[color_by])
+    note = ""
+    if color_by is not None and len(frame) and _values(frame[color_by]).empty:
+        # Nothing to color by: one color, and the words saying why (not a map of gray points).
+        colors, legend = [PALETTE[0]] * len(frame), [(PALETTE[0], f"(missing) ({len(frame)})")]
+        note = f"no photo on this map has {_words(color_by)}, so the points are not colored by {color_by}"
     title = title if title is not None else (
-        f"{len(frame)} photos, {method.upper()}" + (f", colored by {color_by}" if color_by else ""))
+        f"{len(frame)} photos, {method.upper()}" + (f", colored by {color_by}" if color_by and not note else ""))
 
     legend_w, pad = 220, 36
     plot_w, plot_h = width - legend_w - 2 * pad, height - 2 * pad
@@ -541,4 +566,237 @@ def embedding_map(vectors, frame: pd.DataFrame, *, color_by: str | None = None, 
         parts.append(f'<circle cx="{lx + 6}" cy="{y}" r="6" fill="{color}" stroke="#333" stroke-width="0.3"/>'
                      f'<text x="{lx + 18}" y="{y + 4}" font-size="12">{html.escape(label[:40])}</text>')
     parts.append("</svg>")
-    return HtmlFigure(title, "\n".join(parts))
+    return HtmlFigure(title, (f'<p class="note">{html.escape(note)}</p>\n' if note else "") + "\n".join(parts))
+
+
+# --- notes: nothing to show, and why ------------------------------------------------------
+
+#: Metadata fields of a store's photos that a notebook counts, filters, facets or colors by:
+#: field -> the words for "a value of it" ("no photo of this store has a country").
+FIELDS = {
+    "country": "a country",
+    "city": "a city",
+    "photographer": "a photographer",
+    "camera_make": "a camera make",
+    "camera_model": "a camera model",
+    "camera": "a camera make or model",
+    "year": "a submission date",
+    "featured": "a featured flag",
+    "description": "a description",
+    "caption": "a description (photographer's or AI)",
+    "keyword": "a keyword",
+    "color": "colors",
+}
+#: The facets of :func:`clipsql.search.facets` (its FACETS), each a field of :data:`FIELDS`.
+FACET_FIELDS = ("camera_make", "city", "color", "country", "keyword", "photographer")
+
+#: Photos (not flagged deleted) with a value of each field of FIELDS, in ClickHouse's dialect
+#: (DuckDB through clipsql.dialect, as every named query); an empty string counts as no value.
+def _words(field) -> str:
+    return FIELDS.get(str(field), f"a {field}")
+
+
+def _values(series: pd.Series) -> pd.Series:
+    """The values of a column that count as values: not NULL/NaN, not an empty string."""
+    values = series.dropna()
+    return values[values.astype(str).str.strip() != ""]
+
+
+class Note:
+    """Words a cell shows where a result has nothing to show (and why), optionally above the
+    frame it explains. Jupyter shows it as HTML (:meth:`_repr_html_`), a terminal as text.
+
+    Attributes:
+        text: the words, plain text (several lines allowed; escaped when rendered).
+        frame: the table shown under the words, or None.
+    """
+
+    def __init__(self, text: str, frame: pd.DataFrame | None = None):
+        self.text = str(text)
+        self.frame = frame
+
+    def _repr_html_(self) -> str:
+        lines = "".join(f'<p class="note">{html.escape(line)}</p>' for line in self.text.splitlines() if line)
+        table = self.frame.to_html(index=False, na_rep="<NA>") if self.frame is not None else ""
+        return f'<style>{_STYLE}</style>\n<div class="clipsql">{lines}{table}</div>'
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        if self.frame is None:
+            return self.text
+        return f"{self.text}\n{self.frame.to_string(index=False)}"
+
+
+class Coverage:
+    """How many photos of a store (not flagged deleted) have each metadata field of
+    :data:`FIELDS`, as :func:`metadata_coverage` counted them.
+
+    Jupyter shows it as a table (field, photos with a value, share), followed by the words
+    for every field no photo has.
+
+    Attributes:
+        photos: photos in the store (not flagged deleted).
+        counts: field -> photos with a value of it.
+    """
+
+    def __init__(self, photos: int, counts: Mapping[str, int]):
+        self.photos = int(photos)
+        self.counts = {field: int(counts.get(field, 0)) for field in FIELDS}
+
+    def _field(self, field: str) -> str:
+        if field not in FIELDS:
+            raise BadArgument(f"unknown metadata field {field!r}; the fields are {', '.join(FIELDS)}")
+        return field
+
+    def has(self, field: str) -> bool:
+        """True when at least one photo of the store has a value of `field`.
+
+        Raises:
+            BadArgument: a field not in :data:`FIELDS`.
+        """
+        return self.counts[self._field(field)] > 0
+
+    def why_none(self, field: str) -> str | None:
+        """Why nothing has a value of `field`: "no photo of this store has a country: the
+        source had none" (or "this store has no photos yet: run clipsql refresh"); None when
+        some photo has one.
+
+        Raises:
+            BadArgument: a field not in :data:`FIELDS`.
+        """
+        if self.has(field):
+            return None
+        if self.photos == 0:
+            return "this store has no photos yet: run clipsql refresh"
+        return f"no photo of this store has {_words(field)}: the source had none"
+
+    def skipped(self, field: str, what: str, otherwise: str | None = None) -> Note | None:
+        """The words of a step skipped for lack of `field`: "no photo of this store has a
+        country: the source had none, so the country filter is skipped".
+
+        Args:
+            field: a field of :data:`FIELDS`.
+            what: the step skipped ("the country filter").
+            otherwise: the reason when some photo has the field after all (the step had
+                nothing to work on for another reason); None: then no note.
+
+        Returns:
+            A :class:`Note`, or None (the store has the field, `otherwise` not given).
+        """
+        reason = self.why_none(field) or otherwise
+        return None if reason is None else Note(f"{reason}, so {what} is skipped")
+
+    def frame(self) -> pd.DataFrame:
+        """One row per field: field, photos (with a value), share (0..1 of the store's photos)."""
+        share = [c / self.photos if self.photos else 0.0 for c in self.counts.values()]
+        return pd.DataFrame({"field": list(self.counts), "photos": list(self.counts.values()), "share": share})
+
+    def _lines(self) -> list[str]:
+        return [reason for reason in (self.why_none(f) for f in FIELDS) if reason is not None]
+
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><td>{html.escape(f)}</td><td>{c}</td><td>{100 * s:.0f}%</td></tr>"
+                       for f, c, s in self.frame().itertuples(index=False))
+        lines = "".join(f'<p class="note">{html.escape(line)}</p>' for line in dict.fromkeys(self._lines()))
+        return (f'<style>{_STYLE}</style>\n<div class="clipsql"><table><tr><th>field</th><th>photos with a value'
+                f"</th><th>share of {self.photos}</th></tr>{rows}</table>{lines}</div>")
+
+    def __repr__(self) -> str:
+        table = self.frame().assign(share=lambda f: (100 * f["share"]).round().astype(int).astype(str) + "%")
+        return "\n".join([f"{self.photos} photos", table.to_string(index=False), *dict.fromkeys(self._lines())])
+
+
+def metadata_coverage(db) -> Coverage:
+    """Count the photos of a store (not flagged deleted) that have each field of :data:`FIELDS`
+    (a string field counts when not empty; keyword and color when the photo has a row in
+    keywords / colors): the named query queries/metadata_coverage.sql.
+
+    Args:
+        db: an open :class:`clipsql.db.Store` (any engine).
+
+    Returns:
+        A :class:`Coverage`.
+    """
+    row = get_query("metadata_coverage").run(db).iloc[0]
+    return Coverage(int(row["photos"]), {field: int(row[field]) for field in FIELDS})
+
+
+def first_value(frame: pd.DataFrame, column: str):
+    """The first value of `column` that counts as a value (not NULL, not an empty string), or
+    None when there is none, e.g. the example country of a count table on a store whose
+    photos have no country (never an index into an empty result).
+
+    Raises:
+        BadArgument: not a DataFrame, or no such column.
+    """
+    _require(frame, [column], "first_value")
+    values = _values(frame[column])
+    return None if values.empty else values.iloc[0]
+
+
+def no_match(**filters) -> str:
+    """The words of a filtered result without rows: "no photos match country='Iceland'"
+    (filters that are None or empty are left out)."""
+    shown = [f"{name}={value!r}" for name, value in filters.items() if value not in (None, (), [], "")]
+    return "no photos match " + (" and ".join(shown) if shown else "the query")
+
+
+def explain_counts(frame: pd.DataFrame, field: str, coverage: Coverage):
+    """A count table (photos per country, per year, keyword counts, ...) as it is when some
+    photo of the store has a value of `field`; else a :class:`Note` saying that no photo has
+    one and why, above the table when it has rows (e.g. every photo counted under a NULL
+    country).
+
+    Args:
+        frame: the table, e.g. of the named query photos_by_country.
+        field: the field counted, one of :data:`FIELDS`.
+        coverage: the store's :func:`metadata_coverage`.
+
+    Returns:
+        `frame` unchanged, or a :class:`Note`.
+
+    Raises:
+        BadArgument: not a DataFrame, or a field not in :data:`FIELDS`.
+    """
+    _require(frame, [], "explain_counts")
+    reason = coverage.why_none(field)
+    return frame if reason is None else Note(reason, frame if len(frame) else None)
+
+
+def explain_facets(frame: pd.DataFrame, coverage: Coverage, n: int,
+                   facets: Sequence[str] = FACET_FIELDS):
+    """A facet table (:func:`clipsql.search.facets`: columns facet, value, photos) with words
+    for every facet that has no value: "city: nothing to count (no photo of this store has a
+    city: the source had none)", or, where the store has values but not among the counted
+    photos, "nothing to count (none of the 100 nearest photos has a city; 3 photos of this
+    store have one)".
+
+    Args:
+        frame: the facets.
+        coverage: the store's :func:`metadata_coverage`.
+        n: how many nearest photos were counted (facets' `n`).
+        facets: the facets asked for.
+
+    Returns:
+        `frame` unchanged when every facet has a value, else a :class:`Note` (with the frame
+        under the words when it has rows).
+
+    Raises:
+        BadArgument: not a DataFrame, a column missing, or a facet not in :data:`FIELDS`.
+    """
+    _require(frame, ["facet", "value", "photos"], "explain_facets")
+    shown = set(frame["facet"].astype(str))
+    lines = []
+    for facet in facets:
+        if facet in shown:
+            continue
+        reason = coverage.why_none(facet)
+        if reason is None:
+            reason = (f"none of the {n} nearest photos has {_words(facet)}; "
+                      f"{coverage.counts[facet]} photos of this store have one")
+        lines.append(f"{facet}: nothing to count ({reason})")
+    if not lines:
+        return frame
+    return Note("\n".join(lines), frame if len(frame) else None)
