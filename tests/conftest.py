@@ -172,6 +172,23 @@ class ImageServer:
 
 
 @pytest.fixture
+def server():
+    """The ETL tests' loopback server (etl_support.EtlServer), stopped at the end."""
+    from etl_support import EtlServer  # etl_support imports this module: import it late
+
+    s = EtlServer()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(params=["chdb", "duckdb"])
+def backend(request, tmp_path):
+    """A store on chdb and, once more, on DuckDB: open_store's keywords."""
+    store = tmp_path / "store"
+    return dict(store=store, duckdb=str(tmp_path / "clipsql.duckdb") if request.param == "duckdb" else None)
+
+
+@pytest.fixture
 def image_server():
     server = ImageServer()
     yield server

@@ -34,11 +34,13 @@ class _QuietServer(http.server.ThreadingHTTPServer):
 
 class EtlServer:
     """Loopback HTTP server: /img/<n>.jpg (a JPEG, distinct per n), /missing/<key>.jpg (404),
-    /busy/<key>.jpg (503, always), /once/<key>.jpg (503 the first time, then a JPEG).
-    `hits` counts requests per path (query string dropped)."""
+    /busy/<key>.jpg (503, always), /once/<key>.jpg (503 the first time, then a JPEG), and
+    any path put in `files` (its bytes, 200). `hits` counts requests per path (query string
+    dropped)."""
 
     def __init__(self):
         self.hits: dict[str, int] = {}
+        self.files: dict[str, bytes] = {}
         self.lock = threading.Lock()
         server = self
 
@@ -59,7 +61,9 @@ class EtlServer:
                 path = self.path.split("?")[0]
                 with server.lock:
                     server.hits[path] = n = server.hits.get(path, 0) + 1
-                if path.startswith("/img/"):
+                if path in server.files:
+                    self.send_body(200, server.files[path], "application/octet-stream")
+                elif path.startswith("/img/"):
                     self.send_body(200, jpeg_bytes(int(Path(path).stem)))
                 elif path.startswith("/busy/") or (path.startswith("/once/") and n == 1):
                     self.send_body(503, b"busy", "text/plain")
@@ -122,6 +126,12 @@ def subprocess_env() -> dict:
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(cli_command(*args), env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def rows(backend: dict, sql: str) -> pd.DataFrame:
+    """The result of one ClickHouse-dialect query on a store (`backend`: open_store's keywords)."""
+    with open_store(**backend) as db:
+        return db.query_clickhouse(sql)
 
 
 def snapshot(backend: dict) -> dict[str, pd.DataFrame]:

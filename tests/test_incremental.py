@@ -13,27 +13,9 @@ from clipsql.download import DownloadOptions, image_path
 from clipsql.errors import BadArgument
 from clipsql.load import Loader
 from clipsql.refresh import MAX_RETRY_BACKOFF_S, refresh, retry_due
-from etl_support import EtlServer, photo_row, write_release
+from etl_support import photo_row, rows, write_release
 
 FAST = DownloadOptions(workers=4, retries=0, read_timeout_s=2.0)
-
-
-@pytest.fixture
-def server():
-    s = EtlServer()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(params=["chdb", "duckdb"])
-def backend(request, tmp_path):
-    store = tmp_path / "store"
-    return dict(store=store, duckdb=str(tmp_path / "clipsql.duckdb") if request.param == "duckdb" else None)
-
-
-def rows(backend, sql):
-    with open_store(**backend) as db:
-        return db.query_clickhouse(sql)
 
 
 def test_a_source_that_grows_changes_and_shrinks(server, tmp_path, tiny_clip, backend):

@@ -31,19 +31,12 @@ from clipsql.db import open_store
 from clipsql.download import DownloadOptions
 from clipsql.lock import StoreLock
 from clipsql.refresh import refresh
-from etl_support import EtlServer, assert_same_tables, cli_command, photo_row, snapshot, subprocess_env, write_release
+from etl_support import assert_same_tables, cli_command, photo_row, snapshot, subprocess_env, write_release
 
 LINE_KILLS = 10
 EARLY_KILLS = 2
 CHUNK = 4
 LOG_LINE = re.compile(r" INFO clipsql\.")
-
-
-@pytest.fixture
-def server():
-    s = EtlServer()
-    yield s
-    s.stop()
 
 
 def release_rows(u):

@@ -20,34 +20,53 @@ from clipsql.download import DownloadOptions, image_path
 from clipsql.errors import SourceError
 from clipsql.refresh import refresh
 from clipsql.status import status
-from conftest import PHOTOS_HEADER, jpeg_bytes, write_photos_tsv
-from etl_support import EtlServer, cli_command, photo_row, run_cli, subprocess_env, write_release
+from conftest import PHOTOS_HEADER, jpeg_bytes
+from etl_support import cli_command, photo_row, rows, run_cli, subprocess_env, write_release
 
 FAST = DownloadOptions(workers=4, retries=0, read_timeout_s=2.0)
-
-
-@pytest.fixture
-def server():
-    s = EtlServer()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(params=["chdb", "duckdb"])
-def backend(request, tmp_path):
-    store = tmp_path / "store"
-    return dict(store=store, duckdb=str(tmp_path / "clipsql.duckdb") if request.param == "duckdb" else None)
-
-
-def rows(backend, sql):
-    with open_store(**backend) as db:
-        return db.query_clickhouse(sql)
 
 
 def table_counts(backend) -> dict[str, int]:
     return {t: int(rows(backend, f"SELECT count() AS n FROM {t} FINAL")["n"][0])
             for t in ("photos", "download_status", "photo_embeddings", "keywords")} | {
         "deleted": int(rows(backend, "SELECT count() AS n FROM photos FINAL WHERE is_deleted = 1")["n"][0])}
+
+
+def _encoded(image: Image.Image, fmt: str, **save) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt, **save)
+    return out.getvalue()
+
+
+def test_no_image_ends_the_run_and_every_mode_is_embedded_faithfully(server, tmp_path, tiny_clip):
+    """A corrupt AVIF (Pillow raises RuntimeError), a truncated JPEG, an HTML page and a 16-bit
+    gray PNG, served over HTTP among good photos: the run ends ok, each bad photo recorded
+    with its reason, the 16-bit photo cached at its true brightness (not clipped to white)."""
+    gray16 = np.full((64, 96), 20_000, dtype=np.uint16)  # 20000/65535 of full scale: 78 of 255
+    avif = _encoded(Image.fromarray(np.full((32, 32, 3), 90, np.uint8)), "AVIF")
+    payload = avif.index(b"mdat") + 4
+    server.files.update({
+        "/hostile/avif": avif[:payload] + bytes(b ^ 0xFF for b in avif[payload:payload + 16]) + avif[payload + 16:],
+        "/hostile/truncated": jpeg_bytes(1, (400, 300))[:1500],
+        "/hostile/html": b"<!DOCTYPE html><html><body>rate limited</body></html>",
+        "/hostile/gray16": _encoded(Image.fromarray(gray16), "PNG"),
+    })
+    hostile = [dict(photo_row(server.url, 0), photo_id=name, photo_image_url=f"{server.url}/hostile/{name}")
+               for name in ("avif", "truncated", "html", "gray16")]
+    release = write_release(tmp_path / "release", server.url, range(3), extra_rows=hostile, keywords=False)
+    store = tmp_path / "store"
+    done = run_cli("refresh", "--source", str(release), "--model", str(tiny_clip), "--store", str(store),
+                   "--retries", "0", "-q")
+    assert done.returncode == 0, done.stderr
+    status_rows = rows(dict(store=store), "SELECT photo_id, status, reason, permanent FROM download_status FINAL")
+    got = {r.photo_id: (r.status, r.reason if isinstance(r.reason, str) else None) for r in status_rows.itertuples()}
+    assert got == {"photo0000": ("ok", None), "photo0001": ("ok", None), "photo0002": ("ok", None),
+                   "gray16": ("ok", None), "avif": ("failed", "undecodable"),
+                   "truncated": ("failed", "undecodable"), "html": ("failed", "not_an_image")}
+    assert set(status_rows[status_rows.status == "failed"]["permanent"]) == {1}
+    assert int(rows(dict(store=store), "SELECT count() AS n FROM photo_embeddings FINAL")["n"][0]) == 4
+    with Image.open(image_path(store / "images", "gray16")) as cached:
+        assert abs(np.asarray(cached.convert("L"), np.float64).mean() - 20_000 * 255 / 65535) < 3
 
 
 def test_a_truncated_release_is_refused_before_any_write_unless_allowed(server, tmp_path, tiny_clip, backend):
