@@ -244,3 +244,33 @@ def test_an_interrupt_mid_chunk_keeps_the_stored_batches_and_logs_only_them(serv
     run = rows(dict(store=store), "SELECT status, embed_ok FROM etl_runs FINAL ORDER BY version DESC LIMIT 1")
     assert run["status"][0] == "interrupted"
     assert 6 <= vectors < 40 and int(run["embed_ok"][0]) == vectors
+
+
+def test_one_image_the_model_cannot_take_fails_alone(tmp_path, embedder):
+    """Fault injection (no real image makes the tiny model fail): an embedder whose
+    preprocessing raises on one image size. The batch is redone photo by photo; that photo
+    fails 'embed_failed', the others get the vectors a healthy batch gives them."""
+    from clipsql.embed import EMBED_FAILED, embed_photos
+
+    class Flaky:
+        dim, processor = embedder.dim, embedder.processor
+
+        def preprocess(self, images):
+            if any(im.size == (13, 17) for im in images):
+                raise ValueError("cannot take 13 x 17")
+            return embedder.preprocess(images)
+
+        def embed_pixels(self, pixels):
+            return embedder.embed_pixels(pixels)
+
+    items = []
+    for i, size in enumerate([(96, 64), (13, 17), (64, 96)]):
+        path = tmp_path / f"{i}.jpg"
+        path.write_bytes(jpeg_bytes(i, size))
+        items.append((f"p{i}", path))
+    [batch] = list(embed_photos(items, Flaky(), batch_size=3, progress=False))
+    assert batch.photo_ids == ["p0", "p2"]
+    assert [(pid, reason) for pid, reason, _ in batch.failures] == [("p1", EMBED_FAILED)]
+    assert "ValueError: cannot take 13 x 17" in batch.failures[0][2]
+    [healthy] = list(embed_photos([items[0], items[2]], embedder, batch_size=2, progress=False))
+    np.testing.assert_allclose(batch.embeddings, healthy.embeddings, atol=1e-5)
