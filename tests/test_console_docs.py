@@ -1,4 +1,4 @@
-"""The README's "SQL console" section: one clickhouse-client command per file of queries/,
+"""docs/console.md, the SQL console page: one clickhouse-client command per file of queries/,
 generated from the query headers (clipsql.queries.console_commands), so it cannot go stale;
 and every generated command runs, its values given as text the way clickhouse-client sends
 them, on a real chdb store (chdb standing in for the server)."""
@@ -19,22 +19,23 @@ from clipsql.queries import CONSOLE_VARIABLES, console_command, console_commands
 from clipsql.udf import chdb_scripts_dir, register_text_embedding
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+CONSOLE_DOCS = ROOT / "docs" / "console.md"
 QUERY_FILES = sorted((Path(__file__).resolve().parents[1] / "queries").glob("*.sql"))
-REGENERATE = "regenerate the README's SQL console section with clipsql.queries.console_commands() (`clipsql sql --console`)"
+REGENERATE = ("regenerate the 'Every named query' block of docs/console.md with clipsql.queries.console_commands() "
+              "(`clipsql sql --console`)")
 
 
 @pytest.mark.parametrize("path", QUERY_FILES, ids=[p.stem for p in QUERY_FILES])
-def test_readme_has_a_clickhouse_client_command_for_every_query_file(path):
-    text = README.read_text(encoding="utf-8")
+def test_console_docs_have_a_clickhouse_client_command_for_every_query_file(path):
+    text = CONSOLE_DOCS.read_text(encoding="utf-8")
     commands = [c for c in re.split(r"\n(?=clickhouse-client)", text) if c.startswith("clickhouse-client")]
     runs = re.compile(r"--queries-file (\S+ )*queries/" + re.escape(path.name) + r"$", re.MULTILINE)
     assert any(runs.search(c.split("\n\n")[0]) for c in commands), (
-        f"README.md has no clickhouse-client command for queries/{path.name}: {REGENERATE}")
+        f"docs/console.md has no clickhouse-client command for queries/{path.name}: {REGENERATE}")
 
 
-def test_readme_console_section_is_the_generated_one():
-    assert console_commands() in README.read_text(encoding="utf-8"), f"README.md is stale: {REGENERATE}"
+def test_console_docs_hold_the_generated_commands_verbatim():
+    assert console_commands() in CONSOLE_DOCS.read_text(encoding="utf-8"), f"docs/console.md is stale: {REGENERATE}"
 
 
 def test_a_command_names_every_parameter_with_an_example_value(tmp_path):

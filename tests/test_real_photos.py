@@ -2,7 +2,7 @@
 
 A loopback server started here serves the photos folder, so downloads go over HTTP as
 they would from images.unsplash.com. The subset holds the truncated photo and the
-grayscale one that the full acceptance run (README, "Real photos") must cope with.
+grayscale one that the full acceptance run on the shared 7k photos (docs/speed.md) must cope with.
 """
 
 import functools
