@@ -60,7 +60,7 @@ def test_chdb_searches_the_snapshot_and_gets_what_the_tables_give(chdb_store, fi
     assert db.search_snapshot_max_bytes == SEARCH_SNAPSHOT_MAX_BYTES
     q = query_near(vecs, 42)
     fast = search.nearest(db, q, model=searchdata.MODEL, k=15, **filters)
-    assert has_snapshot_table(db) and db._search_snapshot.usable
+    assert has_snapshot_table(db) and db.search_snapshot.usable
     slow = from_tables(db, q, k=15, **filters)
     assert len(fast) > 0
     assert_same(fast, slow)
@@ -121,7 +121,7 @@ def test_another_model_gets_its_own_snapshot(chdb_store):
     q = vecs[42]
     assert search.nearest(db, q, model=searchdata.MODEL, k=1)["photo_id"].tolist() == ["p0042"]
     assert search.nearest(db, q, model="second", k=1)["photo_id"].tolist() == ["p0043"]
-    assert db._search_snapshot.model == "second"
+    assert db.search_snapshot.model == "second"
     assert search.nearest(db, q, model=searchdata.MODEL, k=1)["photo_id"].tolist() == ["p0042"]
 
 

@@ -20,23 +20,18 @@ import os
 import re
 import sys
 
-from . import __version__
+# The exit statuses live in clipsql.cli_common (the subcommands' modules use them too); they
+# are offered here as well, where callers have always found them (see __all__).
+from .cli_common import EXIT_BUSY, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_STATUS_HELP
+from .constants import DEFAULT_MODEL, VERSION
 from .download import DownloadOptions
-from .embed import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
+from .embed import DEFAULT_BATCH_SIZE
 from .errors import ClipsqlError, StoreBusy
 from .refresh import DEFAULT_CHUNK_SIZE, DEFAULT_RETRY_BACKOFF_S
 from .sources import DEFAULT_SOURCE
 
-EXIT_ERROR = 2
-#: Exit status when the store is busy: another refresh holds its lock, or another process has
-#: a chdb store open (sysexits EX_TEMPFAIL: try again later).
-EXIT_LOCKED = EXIT_BUSY = 75
-#: Exit status of an interrupted command (Ctrl-C, SIGTERM): 128 + SIGINT, as shells report it.
-EXIT_INTERRUPTED = 130
-#: The epilog of every command's --help.
-EXIT_STATUS_HELP = ("Exit status: 0 done; 2 an error (one line on stderr; -vv for the traceback); 75 the store is "
-                    "busy (another process, e.g. a refresh, holds it: try again later); 130 interrupted (Ctrl-C, "
-                    "SIGTERM).")
+__all__ = ["main", "build_parser", "arguments_last", "report_failure",
+           "EXIT_ERROR", "EXIT_LOCKED", "EXIT_BUSY", "EXIT_INTERRUPTED", "EXIT_STATUS_HELP"]
 
 
 class _UsageError(Exception):
@@ -70,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser = _Parser(prog="clipsql", description="SQL-centric multimodal photo search.", epilog=EXIT_STATUS_HELP)
-    parser.add_argument("--version", action="version", version=f"clipsql {__version__}")
+    parser.add_argument("--version", action="version", version=f"clipsql {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = DownloadOptions()

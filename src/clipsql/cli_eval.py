@@ -14,13 +14,14 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from .embed import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
+from .constants import DEFAULT_MODEL
+from .embed import DEFAULT_BATCH_SIZE
 
 
 def add_eval_command(commands, common: argparse.ArgumentParser,
                      add_store_options: Callable[[argparse.ArgumentParser], None]) -> None:
     """Register `clipsql eval` on the `commands` subparsers of the main parser."""
-    from .cli import EXIT_STATUS_HELP
+    from .cli_common import EXIT_STATUS_HELP
     from .evaluate import CAPTION_FORMATS, QUERY_KINDS
 
     kinds = "; ".join(f"{k}: {d[0]}" for k, d in QUERY_KINDS.items())

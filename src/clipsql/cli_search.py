@@ -76,7 +76,7 @@ def _page_options(parser: argparse.ArgumentParser, k: int = 10, rerank: bool = T
 def add_search_commands(commands, common: argparse.ArgumentParser,
                         add_store_options: Callable[[argparse.ArgumentParser], None]) -> None:
     """Register `clipsql search KIND` on the `commands` subparsers of the main parser."""
-    from .cli import EXIT_STATUS_HELP
+    from .cli_common import EXIT_STATUS_HELP
 
     p = commands.add_parser("search", help="search the store (text, image, similar, combined, crop, duplicates, facets)",
                             description="Search with the named queries of queries/. Every kind takes the same "
@@ -132,7 +132,7 @@ def add_search_commands(commands, common: argparse.ArgumentParser,
 
 def add_sql_command(commands, common: argparse.ArgumentParser) -> None:
     """Register `clipsql sql`: print DDL and queries in an engine's dialect."""
-    from .cli import EXIT_STATUS_HELP
+    from .cli_common import EXIT_STATUS_HELP
     from .dialect import MYSCALE_INDEX_TYPES
 
     p = commands.add_parser("sql", parents=[common], help="print the DDL or a named query in an engine's dialect",
@@ -145,7 +145,7 @@ def add_sql_command(commands, common: argparse.ArgumentParser) -> None:
                    help="MyScale vector index: MSTG (MyScale Cloud) or SCANN (open-source MyScaleDB)")
     p.add_argument("--query", default=None, metavar="NAME", help="a query of queries/ (e.g. search_photos)")
     p.add_argument("--console", action="store_true",
-                   help="print one clickhouse-client command per query of queries/ (README 'SQL console')")
+                   help="print one clickhouse-client command per query of queries/ (docs/console.md)")
     p.set_defaults(func=_sql)
 
 

@@ -22,12 +22,15 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from . import dialect
+from .cache import images_dir
 from .errors import BadArgument, StoreBusy, StoreError
-from .resources import sql_dir
+from .resources import chdb_scripts_dir, sql_dir
+from .sqlfiles import split_statements, uses_parameter
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ TABLES = ("photos", "keywords", "collections", "colors", "conversions", "photo_e
           "eval_sets", "eval_images", "eval_captions", "eval_image_embeddings", "eval_caption_embeddings")
 _MIGRATION_NAME_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 #: chdb insert setting: build the HNSW index in merges (or MATERIALIZE INDEX), not per insert,
-#: which costs ~8 s per 25k x 512 vectors on 2 cores (measured, see README "Speed").
+#: which costs ~8 s per 25k x 512 vectors on 2 cores (measured, see docs/speed.md: 18.7 s under load).
 DEFERRED_INDEX_SETTINGS = {"materialize_skip_indexes_on_insert": 0}
 #: Largest vector column (photo_embeddings' uncompressed bytes, all models) a chdb store
 #: copies into its search snapshot (:mod:`clipsql.snapshot`): 1 GiB, about 500,000 photos
@@ -47,10 +50,6 @@ DEFERRED_INDEX_SETTINGS = {"materialize_skip_indexes_on_insert": 0}
 SEARCH_SNAPSHOT_MAX_BYTES = 1 << 30
 #: Folders of `sql/<dialect>/` that :meth:`Store.run_script` runs files from.
 SCRIPT_FOLDERS = ("etl", "session")
-
-
-def _uses_parameter(statement: str, name: str) -> bool:
-    return bool(re.search(r"\{\s*" + re.escape(name) + r"\s*:|\$" + re.escape(name) + r"\b", statement))
 
 
 def store_root(store: str | os.PathLike | None = None) -> Path:
@@ -61,6 +60,22 @@ def store_root(store: str | os.PathLike | None = None) -> Path:
 def default_store_dir() -> Path:
     """`$CLIPSQL_STORE`, else `./clipsql-store`."""
     return Path(os.environ.get("CLIPSQL_STORE") or DEFAULT_STORE)
+
+
+def chosen_clickhouse_url(clickhouse_url: str | None = None, duckdb: str | os.PathLike | None = None) -> str | None:
+    """The ClickHouse server a backend option set chooses: `clickhouse_url`, else
+    `$CLICKHOUSE_URL` unless a DuckDB file is given; None: an embedded store (chdb or DuckDB).
+    :func:`open_store` and :func:`clipsql.status.status` choose the backend through this."""
+    return clickhouse_url or (None if duckdb else os.environ.get("CLICKHOUSE_URL"))
+
+
+def vectors_array(vectors: np.ndarray) -> pa.ListArray:
+    """An Arrow list<float32> column of (n, d) float32 vectors, built without a copy per row
+    (one flat buffer and its offsets): the `embedding` column of every vector table."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1), type=pa.float32()))
 
 
 class Store:
@@ -112,9 +127,20 @@ class Store:
         Store._generation += 1
 
     @property
+    def search_snapshot(self):
+        """:mod:`clipsql.snapshot`'s record of what this store's search snapshot holds (None:
+        no snapshot in this session); set by :meth:`record_search_snapshot`."""
+        return self._search_snapshot
+
+    def record_search_snapshot(self, record) -> None:
+        """Keep :mod:`clipsql.snapshot`'s `record` of what the session's snapshot holds (None
+        once it is dropped)."""
+        self._search_snapshot = record
+
+    @property
     def image_dir(self) -> Path:
-        """The image cache: `<root>/images/<photo_id>.jpg`."""
-        return self.root / "images"
+        """The image cache: `<root>/images/<photo_id>.jpg` (:mod:`clipsql.cache`)."""
+        return images_dir(self.root)
 
     def command(self, sql: str, parameters: dict | None = None, *, changes_data: bool = True) -> None:
         """Run a statement that returns nothing (DDL, INSERT ... SELECT). `changes_data=False`
@@ -173,7 +199,7 @@ class Store:
             raise StoreError(f"no {folder} script {name!r} for {self.dialect} ({path} is missing)")
         parameters = parameters or {}
         for statement in split_statements(path.read_text(encoding="utf-8")):
-            used = {n: v for n, v in parameters.items() if _uses_parameter(statement, n)}
+            used = {n: v for n, v in parameters.items() if uses_parameter(statement, n)}
             self.command(statement, used or None, changes_data=folder != "session")
 
     def count(self, table: str, final: bool = True) -> int:
@@ -288,7 +314,7 @@ def open_store(store: str | os.PathLike | None = None, *, clickhouse_url: str | 
         BadArgument: both `duckdb` and `clickhouse_url` given, or a malformed URL.
         StoreError: the store cannot be opened (e.g. a chdb path locked by another process).
     """
-    clickhouse_url = clickhouse_url or (None if duckdb else os.environ.get("CLICKHOUSE_URL"))
+    clickhouse_url = chosen_clickhouse_url(clickhouse_url, duckdb)
     if duckdb and clickhouse_url:
         raise BadArgument("choose one backend: --duckdb or --clickhouse-url, not both")
     root = store_root(store)
@@ -392,8 +418,6 @@ def _open_chdb(root: Path) -> ClickHouseStore:
     import tempfile
 
     import clickhouse_connect
-
-    from .udf import chdb_scripts_dir
 
     path = (root / "chdb").resolve()
     # The engine prints why an open failed on stderr (fd 2) itself, beside the exception it
@@ -499,27 +523,6 @@ def migration_files(dialect_name: str) -> list[Path]:
     if len(set(numbers)) != len(numbers):
         raise StoreError(f"two migrations in {folder} share a number: {numbers}")
     return files
-
-
-def split_statements(sql: str) -> list[str]:
-    """Split a DDL file on `;` at line ends; `--` comment lines are dropped.
-
-    The DDL files hold no string literal spanning a `;` line end, which keeps this simple.
-    """
-    statements, current = [], []
-    for line in sql.splitlines():
-        if line.lstrip().startswith("--"):
-            continue
-        current.append(line)
-        if line.rstrip().endswith(";"):
-            statement = "\n".join(current).strip().rstrip(";").strip()
-            if statement:
-                statements.append(statement)
-            current = []
-    tail = "\n".join(current).strip()
-    if tail:
-        statements.append(tail)
-    return statements
 
 
 def migrate(store: Store) -> list[str]:

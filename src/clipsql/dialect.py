@@ -24,9 +24,9 @@ from __future__ import annotations
 import re
 
 from .errors import BadArgument, QueryFileError
-
-#: `{name:Type}` as ClickHouse's server-side parameter binding writes it.
-PARAMETER_RE = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*([A-Za-z0-9_(), ]+?)\s*\}")
+# `{name:Type}` parameters: the SQL files' syntax, clipsql.sqlfiles'; `from clipsql.dialect
+# import PARAMETER_RE` works as before.
+from .sqlfiles import PARAMETER_RE
 
 _SCALARS = {
     "String": "VARCHAR", "LowCardinality(String)": "VARCHAR", "UUID": "UUID",

@@ -8,8 +8,8 @@ cap (a longer wait fails the photo at once, 'rate_limited': a later run retries 
 that breaks off (a reset, fewer bytes than its Content-Length) is retried too, from the same
 retry budget, so a photo makes at most `retries + 1` attempts in all. The body is decoded in
 full with Pillow (:mod:`clipsql.images`) and written to `<image_dir>/<photo_id>.jpg`
-atomically (temporary file + rename), so the cache never holds a half-written image and a
-rerun fetches nothing already cached.
+(the cache's layout is :mod:`clipsql.cache`'s) atomically (temporary file + rename), so the
+cache never holds a half-written image and a rerun fetches nothing already cached.
 
 Every wait is bounded (see :class:`DownloadOptions` for the exact bound). Connect and read
 timeouts bound each socket operation, but not a server that sends one byte a second, so each
@@ -52,7 +52,6 @@ import hashlib
 import logging
 import math
 import os
-import re
 import socket
 import stat
 import tempfile
@@ -74,6 +73,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import InvalidHeader, MaxRetryError, ProtocolError
 from urllib3.util.retry import Retry
 
+from . import cache
+from .cache import TEMP_SUFFIX, image_path, remove_stale_temp_files, temp_prefix
 from .errors import BadArgument, SourceError, StoreError
 from .images import DEFAULT_MAX_PIXELS, InvalidImage, normalize_image_bytes
 
@@ -217,31 +218,10 @@ class DownloadResult:
         return self.status == "failed" and self.reason in PERMANENT_REASONS
 
 
-#: photo_ids that name their own cache file: letters, digits, '_', '-' and (not first) '.',
-#: up to 200 characters (Unsplash ids are 11 of [A-Za-z0-9_-]).
-_PLAIN_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}")
-
-
-def image_path(image_dir: str | os.PathLike, photo_id: str) -> Path:
-    """The cache file of a photo: `<image_dir>/<photo_id>.jpg` for a plain id (see
-    :data:`_PLAIN_ID_RE`); any other id (an image-folder path such as '2023/beach.jpg', a
-    leading dot, spaces, non-ASCII) is named by its hash, `<image_dir>/~<first 32 hex digits
-    of sha256(photo_id)>.jpg`, which no plain id can take (they never start with '~'). So
-    every photo_id has a file of its own, always directly inside the cache."""
-    name = photo_id if _PLAIN_ID_RE.fullmatch(photo_id) else "~" + hashlib.sha256(photo_id.encode()).hexdigest()[:32]
-    return Path(image_dir) / f"{name}.jpg"
-
-
-def cached_image(image_dir: str | os.PathLike | None, photo_id: str) -> Path | None:
-    """The cached image of `photo_id` if there is one, else None (any photo_id: its cache
-    file is always inside `image_dir`, see :func:`image_path`)."""
-    if image_dir is None or not isinstance(photo_id, str) or not photo_id:
-        return None
-    path = image_path(image_dir, photo_id)
-    try:
-        return path if path.is_file() else None
-    except OSError:  # e.g. a name the file system refuses
-        return None
+# The cache's layout (image_path, cached_image, remove_stale_temp_files) lives in
+# clipsql.cache, which search, render, status and the refresh read too; the names stay
+# importable from here.
+cached_image = cache.cached_image
 
 
 def with_width(url: str, width: int) -> str:
@@ -744,7 +724,7 @@ def _file_kind(mode: int) -> str:
 
 
 def _write_atomically(target: Path, data: bytes) -> None:
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=temp_prefix(target), suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -752,21 +732,6 @@ def _write_atomically(target: Path, data: bytes) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-
-
-def remove_stale_temp_files(image_dir: str | os.PathLike) -> int:
-    """Remove the temporary files a killed run left in the cache (they never became cache
-    entries: an image gets its name only by an atomic rename). Call it only while no other
-    process downloads into `image_dir` (the refresh holds the store's lock).
-
-    Returns:
-        How many files were removed.
-    """
-    removed = 0
-    for stale in Path(image_dir).glob(".*.tmp"):
-        stale.unlink(missing_ok=True)
-        removed += 1
-    return removed
 
 
 def fetch_to_cache(url: str, cache_dir: str | os.PathLike, options: DownloadOptions = DownloadOptions(

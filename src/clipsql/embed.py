@@ -12,6 +12,7 @@ The model is any transformers CLIP checkpoint: a hub name (default
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import queue
@@ -23,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .constants import DEFAULT_MODEL
 from .errors import BadArgument, ModelError
 from .images import InvalidImage, open_rgb
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+# DEFAULT_MODEL lives in clipsql.constants; `from clipsql.embed import DEFAULT_MODEL` works as before.
 DEFAULT_BATCH_SIZE = 32
 #: Batches decoded ahead of the model; 2 keeps the model fed without holding many images.
 PREFETCH_BATCHES = 2
@@ -185,6 +187,15 @@ class ClipEmbedder:
         with torch.inference_mode():
             out = self.model.get_text_features(**{k: v.to(self.device) for k, v in tokens.items()})
             return _normalized(_features(out))
+
+
+@functools.lru_cache(maxsize=4)
+def cached_embedder(source: str, name: str, device: str) -> ClipEmbedder:
+    """The :class:`ClipEmbedder` of checkpoint `source` (labelled `name`) on `device`, loaded
+    once per process and kept (the 4 used last): loading a model costs seconds, and a notebook's
+    searches, the DuckDB SQL function and the UDF script ask for it on every query. No
+    progress bars."""
+    return ClipEmbedder(source, device=device, name=name, progress=False)
 
 
 def _cut_to_aspect(image, max_ratio: float):

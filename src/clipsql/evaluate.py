@@ -57,11 +57,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .db import Store, use_store
-from .embed import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
+from .constants import DEFAULT_MODEL
+from .db import Store, use_store, vectors_array
+from .embed import DEFAULT_BATCH_SIZE
 from .errors import BadArgument, ModelError, NotFound, SourceError
 from .images import DEFAULT_MAX_PIXELS, InvalidImage, open_rgb
-from .load import vectors_array
 from .queries import get_query
 
 log = logging.getLogger(__name__)
@@ -538,7 +538,7 @@ def metrics_frame(db: Store, name: str, *, ks: Sequence[int] = DEFAULT_KS, kinds
         row = frame.iloc[0]
         queries = int(row["queries"])
 
-        def value(column):
+        def value(column, row=row, queries=queries):
             v = row[column]
             return float("nan") if queries == 0 or v is None or pd.isna(v) else float(v)
 

@@ -27,8 +27,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .constants import DEFAULT_MODEL
 from .download import DownloadOptions
-from .embed import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
+from .embed import DEFAULT_BATCH_SIZE
 from .errors import BadArgument
 from .sources import DEFAULT_SOURCE
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from .db import Store
+from .db import Store, vectors_array
 from .download import DownloadResult
 from .errors import BadArgument
 from .sources import OPTIONAL_FILES, SourceData
@@ -46,13 +46,9 @@ ETL_RUNS_SCHEMA = pa.schema([
 ])
 
 
-def vectors_array(vectors: np.ndarray) -> pa.ListArray:
-    """An Arrow list<float32> column of (n, d) float32 vectors, built without a copy per row
-    (one flat buffer and its offsets): the `embedding` column of every vector table."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    n, dim = vectors.shape
-    offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1), type=pa.float32()))
+# vectors_array, the Arrow form of the `embedding` column of every vector table, lives in
+# clipsql.db (clipsql.evaluate writes vectors too); `from clipsql.load import vectors_array`
+# works as before.
 
 
 def embeddings_table(photo_ids: Sequence[str], embeddings: np.ndarray, model: str, version: int) -> pa.Table:

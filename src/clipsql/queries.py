@@ -26,9 +26,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .dialect import PARAMETER_RE
+from .constants import DEFAULT_MODEL
 from .errors import BadArgument, NotFound, QueryFileError
 from .resources import queries_dir, sql_dir
+from .sqlfiles import PARAMETER_RE
 
 _NAME_RE = re.compile(r"^--\s*name:\s*([a-z][a-z0-9_]*)\s*$")
 _PARAMS_RE = re.compile(r"^--\s*Parameters:\s*$", re.IGNORECASE)
@@ -201,7 +202,7 @@ def get_query(name: str) -> NamedQuery:
 
 #: Shell variables the console commands use, defined once at the top of :func:`console_commands`.
 CONSOLE_VARIABLES = (
-    ("MODEL", "openai/clip-vit-base-patch32", "models.model of the vectors to search (see queries/models.sql)"),
+    ("MODEL", DEFAULT_MODEL, "models.model of the vectors to search (see queries/models.sql)"),
     ("PHOTO_ID", '$(clickhouse-client --query "SELECT min(photo_id) FROM photos FINAL WHERE is_deleted = 0")',
      "any photos.photo_id"),
     ("QUERY_VEC", '$(clickhouse-client --query "SELECT clip_text_embedding(\'surfing\')")',
@@ -251,10 +252,10 @@ def console_command(query: NamedQuery, *, folder: str = "queries", client: str =
 
 def console_commands(queries: dict[str, NamedQuery] | None = None, *, folder: str = "queries",
                      client: str = "clickhouse-client") -> str:
-    """The README's "SQL console" commands: the shell variables they use, then for every named
+    """The SQL console commands of docs/console.md: the shell variables they use, then for every named
     query (default: every file of queries/, by name) a comment with the first sentence of its
     description and its :func:`console_command`. Generated from the headers, so it cannot go
-    stale: tests/test_console_docs.py checks README.md holds it.
+    stale: tests/test_console_docs.py checks docs/console.md holds it.
 
     Returns:
         Shell text ending in a newline.

@@ -45,10 +45,11 @@ import uuid
 
 from tqdm.auto import tqdm
 
+from .cache import cached_names, image_path, remove_stale_temp_files
+from .constants import DEFAULT_MODEL, STORE_DIM
 from .db import ClickHouseStore, Store, open_store, store_root
-from .download import DownloadOptions, DownloadResult, download_photos, image_path, remove_stale_temp_files
-from .embed import (DEFAULT_BATCH_SIZE, DEFAULT_MODEL, EMBED_FAILED, ClipEmbedder, check_model_source, embed_photos,
-                    model_label)
+from .download import DownloadOptions, DownloadResult, download_photos
+from .embed import DEFAULT_BATCH_SIZE, EMBED_FAILED, ClipEmbedder, check_model_source, embed_photos, model_label
 from .errors import BadArgument, ModelError, SourceError
 from .load import Loader
 from .lock import StoreLock
@@ -57,8 +58,9 @@ from .sources import DEFAULT_SOURCE, SourceReader, open_source
 
 log = logging.getLogger(__name__)
 
-#: Vector width the store's HNSW index and CHECK are built for (sql/*/001_core.sql).
-STORE_DIM = 512
+# STORE_DIM, the vector width the store's HNSW index and CHECK are built for, lives in
+# clipsql.constants (search checks query vectors against it); `from clipsql.refresh import
+# STORE_DIM` works as before.
 #: Photos per chunk: downloaded, embedded and loaded before the next chunk is read.
 DEFAULT_CHUNK_SIZE = 1024
 #: Base of the backoff before a transient download failure is retried by a later run, s.
@@ -365,10 +367,9 @@ class _Job:
                     f"(or max_delete_fraction in the job file's [refresh] table)")
         if renames:
             self._rename_photos(renames)
-        image_dir = self.db.image_dir
         # One directory listing (not a stat or decode per photo): photos recorded ok whose
         # cached image is gone are fetched again (the cache heals).
-        self.cached_names = set(os.listdir(image_dir)) if image_dir.is_dir() else set()
+        self.cached_names = cached_names(self.db.image_dir)
 
     @staticmethod
     def _folder_renames(keys, store) -> list[tuple[str, str]]:

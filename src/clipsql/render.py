@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .download import cached_image
+from .cache import cached_image
 from .errors import BadArgument
 from .queries import get_query
 

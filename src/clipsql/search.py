@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import logging
 import math
 import os
@@ -56,12 +55,13 @@ import numpy as np
 import pandas as pd
 
 from . import snapshot
+from .cache import cached_image
+from .constants import STORE_DIM
 from .db import Store, use_store
-from .embed import ClipEmbedder
+from .embed import cached_embedder
 from .errors import BadArgument, NotFound
 from .images import DEFAULT_MAX_PIXELS, InvalidImage, open_rgb
 from .queries import get_query
-from .refresh import STORE_DIM
 
 log = logging.getLogger(__name__)
 
@@ -270,10 +270,9 @@ class _Options:
 # --- models and vectors ------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4)
-def _embedder(source: str, name: str, device: str) -> ClipEmbedder:
-    # Loading a model costs seconds; a notebook or a UDF asking many queries pays it once.
-    return ClipEmbedder(source, device=device, name=name, progress=False)
+# The model of a search: clipsql.embed.cached_embedder, loaded once per process and shared with
+# the SQL function clip_text_embedding (clipsql.udf). `_embedder` is its old name here (bench/).
+_embedder = cached_embedder
 
 
 def resolve_model(db: Store, model: str | None = None) -> tuple[str, str, int]:
@@ -673,7 +672,7 @@ def text(query: str, k: int = 10, *, offset: int = 0, max_distance: float | None
     opts = _Options.of(k, offset, max_distance, rerank, mmr_lambda, overfetch, filters, filter_values)
     with use_store(db, store, clickhouse_url=clickhouse_url, duckdb=duckdb) as opened:
         label, source, dim = resolve_model(opened, model)
-        vector = _embedder(source, label, device).embed_texts([query])[0]
+        vector = cached_embedder(source, label, device).embed_texts([query])[0]
         return _ranked(opened, check_query_vector(vector, dim), label, opts)
 
 
@@ -699,7 +698,7 @@ def image(source, k: int = 10, *, offset: int = 0, max_distance: float | None = 
     picture = load_image(source)
     with use_store(db, store, clickhouse_url=clickhouse_url, duckdb=duckdb) as opened:
         label, model_source, dim = resolve_model(opened, model)
-        vector = _embedder(model_source, label, device).embed_images([picture])[0]
+        vector = cached_embedder(model_source, label, device).embed_images([picture])[0]
         return _ranked(opened, check_query_vector(vector, dim), label, opts)
 
 
@@ -777,7 +776,7 @@ def combined(query: str = "", k: int = 10, *, images: Sequence = (), text_weight
         raise BadArgument("a combined query needs at least one text term or image")
     with use_store(db, store, clickhouse_url=clickhouse_url, duckdb=duckdb) as opened:
         label, source, dim = resolve_model(opened, model)
-        embedder = _embedder(source, label, device)
+        embedder = cached_embedder(source, label, device)
         parts = []
         if terms:
             vectors = embedder.embed_texts([t for t, _ in terms])
@@ -816,8 +815,6 @@ def crop(source=None, box: Sequence[float] = (0.0, 0.0, 1.0, 1.0), k: int = 10, 
         raise BadArgument("crop needs either an image or a photo_id, not both")
     with use_store(db, store, clickhouse_url=clickhouse_url, duckdb=duckdb) as opened:
         if photo_id is not None:
-            from .download import cached_image
-
             _check_text("photo_id", photo_id, allow_empty=False)
             cached = cached_image(opened.image_dir, photo_id)
             if cached is None:
@@ -827,7 +824,7 @@ def crop(source=None, box: Sequence[float] = (0.0, 0.0, 1.0, 1.0), k: int = 10, 
             picture = load_image(source)
         region = picture.crop(crop_box(picture.size, box))
         label, model_source, dim = resolve_model(opened, model)
-        vector = _embedder(model_source, label, device).embed_images([region])[0]
+        vector = cached_embedder(model_source, label, device).embed_images([region])[0]
         return _ranked(opened, check_query_vector(vector, dim), label, opts)
 
 
@@ -904,9 +901,9 @@ def facets(query: str | None = None, *, image=None, photo_id: str | None = None,
     with use_store(db, store, clickhouse_url=clickhouse_url, duckdb=duckdb) as opened:
         label, source, dim = resolve_model(opened, model)
         if query is not None:
-            vector = _embedder(source, label, device).embed_texts([query])[0]
+            vector = cached_embedder(source, label, device).embed_texts([query])[0]
         elif picture is not None:
-            vector = _embedder(source, label, device).embed_images([picture])[0]
+            vector = cached_embedder(source, label, device).embed_images([picture])[0]
         elif photo_id is not None:
             vector = _photo_vector(opened, photo_id, label)
         else:

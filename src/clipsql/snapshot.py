@@ -79,32 +79,32 @@ def use_snapshot(db: Store, model: str) -> bool:
     if db.dialect != "clickhouse" or db.search_snapshot_max_bytes <= 0:
         return False
     parts, vector_bytes = _state(db)
-    built = db._search_snapshot
+    built = db.search_snapshot
     if built is not None and (built.model, built.parts) == (model, parts):
         return built.usable
     if vector_bytes > db.search_snapshot_max_bytes:
         log.info("search snapshot off: %d bytes of vectors is over search_snapshot_max_bytes = %d; "
                  "searching the tables", vector_bytes, db.search_snapshot_max_bytes)
         discard(db)  # frees an older, smaller copy
-        db._search_snapshot = _Snapshot(model, parts, usable=False)
+        db.record_search_snapshot(_Snapshot(model, parts, usable=False))
         return False
     try:  # the script drops the old copy first
         db.run_script("build_search_snapshot", {"model": model}, folder="session")
     except Exception as exc:  # e.g. the engine's memory limit: search still works without it
         log.warning("could not build the search snapshot (%s); searching the tables",
                     str(exc).strip().splitlines()[0][:300])
-        db._search_snapshot = _Snapshot(model, parts, usable=False)
+        db.record_search_snapshot(_Snapshot(model, parts, usable=False))
         return False
     # A write between the state query and the build would leave the parts list older than
     # the copy, which only costs one more rebuild.
-    db._search_snapshot = _Snapshot(model, parts)
+    db.record_search_snapshot(_Snapshot(model, parts))
     log.debug("search snapshot built for model %r from %d parts", model, len(parts))
     return True
 
 
 def discard(db: Store) -> None:
     """Drop `db`'s search snapshot (its memory is freed; the next search rebuilds it)."""
-    built = db._search_snapshot
+    built = db.search_snapshot
     if built is not None and built.usable:
         db.command("DROP TEMPORARY TABLE IF EXISTS search_snapshot", changes_data=False)
-    db._search_snapshot = None
+    db.record_search_snapshot(None)

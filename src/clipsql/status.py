@@ -12,8 +12,8 @@ import os
 
 import pandas as pd
 
-from .db import open_store, store_root
-from .download import image_path
+from .cache import cached_names, image_path
+from .db import chosen_clickhouse_url, open_store, store_root
 from .errors import BadArgument, NotFound
 from .lock import LockHolder, StoreLock, StoreLocked
 from .queries import get_query
@@ -125,7 +125,7 @@ def status(store: str | os.PathLike | None = None, *, clickhouse_url: str | None
     if not isinstance(runs, int) or not 1 <= runs <= MAX_RUNS:
         raise BadArgument(f"runs must be an integer from 1 to {MAX_RUNS}, got {runs!r}")
     root = store_root(store)
-    clickhouse_url = clickhouse_url or (None if duckdb else os.environ.get("CLICKHOUSE_URL"))
+    clickhouse_url = chosen_clickhouse_url(clickhouse_url, duckdb)
     embedded = not clickhouse_url
     if duckdb and str(duckdb) != ":memory:" and not os.path.exists(duckdb):
         raise NotFound(f"no DuckDB store at {duckdb}")
@@ -151,5 +151,5 @@ def missing_cached_images(db) -> int:
     """How many photos download_status records as ok have no file in the store's image cache
     (one directory listing, queries/downloaded_photo_ids.sql)."""
     ids = get_query("downloaded_photo_ids").run(db)["photo_id"]
-    names = set(os.listdir(db.image_dir)) if db.image_dir.is_dir() else set()
+    names = cached_names(db.image_dir)
     return sum(image_path(db.image_dir, photo_id).name not in names for photo_id in ids)

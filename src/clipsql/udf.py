@@ -16,7 +16,8 @@ Where the function comes from (the model runs once per process, loaded on the fi
 | DuckDB | ``create_function`` (Arrow, a chunk per call), by :func:`register_text_embedding` | this process |
 
 (:func:`main` is the console script `clipsql-text-embedding-udf`; in DuckDB the model is the
-one :mod:`clipsql.search` uses in this process.)
+one :mod:`clipsql.search` uses in this process: both take it from
+:func:`clipsql.embed.cached_embedder`.)
 
 Why chdb does not use its in-process Python UDFs (``chdb.create_function``, chdb 4): their
 result is always Nullable and ClickHouse has no Nullable(Array), so they cannot return
@@ -24,7 +25,8 @@ Array(Float32) (chdb: "Nested type Array(Float32) cannot be inside Nullable type
 run once per row even for a constant argument (measured: 25,002 calls for one ORDER BY over
 25,000 rows), where the executable function with `deterministic` gets a one-row block. An
 executable function needs the engine started with a user_scripts folder (chdb's `udf_path`
-option); :func:`clipsql.db.open_store` starts chdb with :func:`chdb_scripts_dir`.
+option); :func:`clipsql.db.open_store` starts chdb with :func:`chdb_scripts_dir`
+(:mod:`clipsql.resources`, where both find it).
 
 The script protocol (JSONEachRow, send_chunk_header): for each block ClickHouse writes a line
 with the row count n, then n lines ``{"text": "..."}`` (or null); :func:`serve` answers n lines
@@ -37,16 +39,12 @@ logging goes to stderr.
 from __future__ import annotations
 
 import argparse
-import atexit
 import collections
 import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
-import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
@@ -55,9 +53,10 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .embed import check_device_name, check_model_source
+from .constants import DEFAULT_MODEL
+from .embed import cached_embedder, check_device_name, check_model_source, model_label
 from .errors import BadArgument, ClipsqlError, ModelError, StoreError
-from .resources import sql_dir
+from .resources import chdb_scripts_dir, sql_dir
 
 log = logging.getLogger(__name__)
 
@@ -215,10 +214,7 @@ def serve(stdin: BinaryIO, stdout: BinaryIO, embed: Callable[[list[str]], np.nda
 
 def _load_text_model(model: str, device: str):
     """The (embedder, embed) pair of search.text for `model` (loaded, or cached in this process)."""
-    from .embed import model_label
-    from .search import _embedder
-
-    embedder = _embedder(model, model_label(model), device)
+    embedder = cached_embedder(model, model_label(model), device)
     return embedder, embedder.embed_texts
 
 
@@ -237,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "[] for NULL or blank text). See sql/clickhouse/udf/clip_text_embedding_function.xml.")
     parser.add_argument("--model", default=os.environ.get(MODEL_ENV) or None,
                         help=f"CLIP checkpoint: hub name or local directory (default ${MODEL_ENV}, "
-                             "else openai/clip-vit-base-patch32)")
+                             f"else {DEFAULT_MODEL})")
     parser.add_argument("--device", default=os.environ.get(DEVICE_ENV) or "auto",
                         help=f"auto, cpu, cuda[:N] or mps (default ${DEVICE_ENV}, else auto)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="texts per forward pass")
@@ -258,8 +254,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format=f"%(asctime)s {FUNCTION_NAME}[%(process)d] %(levelname)s %(message)s")
     protocol = sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print() from a library must not corrupt the protocol
-    from .embed import DEFAULT_MODEL
-
     model = args.model or DEFAULT_MODEL
     started = time.perf_counter()
     if args.threads:
@@ -310,31 +304,8 @@ def function_config(command: str | None = None) -> str:
 
 
 # --- registration in the stores clipsql opens --------------------------------------------
-
-_SCRIPTS_LOCK = threading.Lock()
-_scripts_root: Path | None = None
-
-
-def chdb_scripts_dir(data_path: str | os.PathLike) -> Path:
-    """The user_scripts folder (chdb's `udf_path`) of the chdb engine on `data_path` in this process.
-
-    A fresh folder under a per-process temporary directory that is removed at exit, so a
-    function registered here never outlives the process or reaches another store. Empty until
-    :func:`register_text_embedding` writes the function into it.
-    """
-    global _scripts_root
-    with _SCRIPTS_LOCK:
-        if _scripts_root is None:
-            _scripts_root = Path(tempfile.mkdtemp(prefix="clipsql-udf-"))
-            atexit.register(_remove_scripts_root, _scripts_root, os.getpid())
-        folder = _scripts_root / hashlib.sha256(os.fsencode(os.path.abspath(data_path))).hexdigest()[:16]
-        folder.mkdir(exist_ok=True)
-        return folder
-
-
-def _remove_scripts_root(folder: Path, owner: int) -> None:
-    if os.getpid() == owner:  # not from a forked child that exits through atexit
-        shutil.rmtree(folder, ignore_errors=True)
+# chdb_scripts_dir (imported above from clipsql.resources) is the folder the chdb engine of a
+# data path runs functions from; `from clipsql.udf import chdb_scripts_dir` keeps working.
 
 
 def register_text_embedding(db, model: str | None = None, *, source: str | os.PathLike | None = None,
@@ -344,7 +315,7 @@ def register_text_embedding(db, model: str | None = None, *, source: str | os.Pa
     Cheap: no model is loaded here. DuckDB loads it on the first call, in this process (shared
     with :mod:`clipsql.search`); chdb starts the script (:func:`main`) on the first call. Calling
     it again replaces the function (e.g. with another model). On a ClickHouse server the function
-    is installed by the administrator (README "SQL console"): this only checks that it exists.
+    is installed by the administrator (docs/console.md): this only checks that it exists.
 
     Args:
         db: an open :class:`clipsql.db.Store`.
@@ -400,9 +371,7 @@ def _register_duckdb(connection, checkpoint: str, label: str, device: str, batch
     # No annotations: DuckDB evaluates them (as strings, in this module's globals) to infer types.
     def clip_text_embedding(texts):
         """A chunk of rows, pyarrow string array (n,) -> pyarrow list<float> array (n,)."""
-        from .search import _embedder
-
-        embedder = _embedder(checkpoint, label, device)  # loaded on the first call, then cached
+        embedder = cached_embedder(checkpoint, label, device)  # loaded on the first call, then cached
         vectors = embed_rows(embedder.embed_texts, texts.to_pylist(), batch_size)
         lengths = np.array([0 if v is None else len(v) for v in vectors], dtype=np.int32)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
@@ -456,7 +425,7 @@ def _check_server_function(db, label: str) -> None:
     if int(found["n"].iloc[0]) == 0:
         raise StoreError(f"{db.description} has no function {FUNCTION_NAME}: install "
                          f"sql/clickhouse/udf/clip_text_embedding_function.xml and the {CONSOLE_SCRIPT} script "
-                         f"on the server (README 'SQL console'), with the model of {label!r}")
+                         f"on the server (docs/console.md), with the model of {label!r}")
     log.info("%s has %s; it must embed with the checkpoint of model %s (the server's <command> sets it)",
              db.description, FUNCTION_NAME, label)
 
