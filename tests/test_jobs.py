@@ -75,7 +75,8 @@ def refresh_command_of(line: str) -> list[str]:
 
 
 def test_crontab_line_runs_the_job_every_night():
-    lines = [l for l in (ETL / "crontab").read_text().splitlines() if l.strip() and not l.lstrip().startswith("#")]
+    lines = [line for line in (ETL / "crontab").read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
     assert len(lines) == 1
     minute, hour, dom, month, dow, command = lines[0].split(None, 5)
     assert 0 <= int(minute) <= 59 and 0 <= int(hour) <= 23 and (dom, month, dow) == ("*", "*", "*")

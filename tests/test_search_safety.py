@@ -64,7 +64,7 @@ CALLS = {
     "image.source": lambda db, v: search.image(v, 3, db=db, device="cpu"),
     "model": lambda db, v: search.similar("p0001", 3, model=v, db=db),
     **{f"filter.{name}": (lambda name: lambda db, v: search.nearest(
-        db, searchdata.vectors(N)[1], model=searchdata.MODEL, k=3, **{name: v}))(name)
+        db, searchdata.vectors(N)[1], model=searchdata.MODEL, k=3, **{name: v}))(name)  # noqa: B023 - bound by the call
        for name in ("country", "city", "photographer", "orientation", "camera_make", "camera_model", "color",
                     "submitted_from")},
     "filter.keywords_any": lambda db, v: search.nearest(db, searchdata.vectors(N)[1], model=searchdata.MODEL, k=3,
