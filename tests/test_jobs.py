@@ -33,6 +33,31 @@ def test_the_shipped_job_file_sets_every_documented_key_and_resolves_paths():
     assert arguments["limit"] == 10 and arguments["purge"] is False and arguments["download"].workers == 16
 
 
+def test_every_download_setting_is_reachable_from_the_job_file_and_the_command_line(tmp_path):
+    import dataclasses
+
+    from clipsql.cli import build_parser
+    from clipsql.download import DownloadOptions
+
+    fields = {f.name for f in dataclasses.fields(DownloadOptions)}
+    values = {"workers": 7, "width": 320, "timeout_s": 11.0, "retries": 2, "max_bytes": 12345,
+              "max_retry_after_s": 9.0, "connect_timeout_s": 3.0, "total_timeout_s": 33.0, "backoff_s": 0.25,
+              "max_pixels": 4321}
+    assert {key for table, key in JOB_KEYS if table == "download"} == set(values)
+    job = tmp_path / "job.toml"
+    job.write_text("[download]\n" + "".join(f"{k} = {v!r}\n" for k, v in values.items()), encoding="utf-8")
+    options = refresh_arguments(job_settings(job))["download"]
+    got = dataclasses.asdict(options)
+    assert set(got) == fields
+    assert got == {("read_timeout_s" if k == "timeout_s" else k): v for k, v in values.items()}
+    # The same settings on the command line: every refresh setting is an option of `clipsql refresh`.
+    from clipsql.jobs import SETTINGS
+
+    refresh_parser = build_parser()._subparsers._group_actions[0].choices["refresh"]
+    dests = {action.dest for action in refresh_parser._actions}
+    assert set(SETTINGS) <= dests, set(SETTINGS) - dests
+
+
 @pytest.mark.parametrize("text, message", [
     ("[sorce]\nlocation = 'x'\n", r"unknown table \[sorce\]"),
     ("[source]\nlimt = 3\n", "unknown key 'limt' in \\[source\\]"),

@@ -95,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=None,
                    help=f"retries per request within a run (429, 5xx, connection errors; default {d.retries})")
     p.add_argument("--max-bytes", type=int, default=None, help=f"largest image accepted, bytes (default {d.max_bytes})")
+    p.add_argument("--connect-timeout", type=float, default=None, metavar="SECONDS",
+                   help=f"connect timeout per request, seconds (default {d.connect_timeout_s:g})")
+    p.add_argument("--total-timeout", type=float, default=None, metavar="SECONDS",
+                   help=f"deadline of one attempt at a photo, headers and body, seconds (default {d.total_timeout_s:g})")
+    p.add_argument("--backoff", type=float, default=None, metavar="SECONDS",
+                   help=f"base of the backoff between retries within a run, seconds (default {d.backoff_s:g})")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help=f"largest image accepted, width x height pixels (default {d.max_pixels})")
     p.add_argument("--retry-failed", action=argparse.BooleanOptionalAction, default=None,
                    help="retry every failed photo now, permanent failures (HTTP 4xx, undecodable) included")
     p.add_argument("--retry-backoff", type=float, default=None, metavar="SECONDS",

@@ -12,7 +12,8 @@ option (see :data:`JOB_KEYS`)::
     [source]    location, limit
     [model]     name, label, device, batch_size
     [store]     path, clickhouse_url, duckdb          (one backend)
-    [download]  workers, width, timeout_s, retries, max_bytes, max_retry_after_s
+    [download]  workers, width, timeout_s, retries, max_bytes, max_retry_after_s,
+                connect_timeout_s, total_timeout_s, backoff_s, max_pixels
     [refresh]   chunk_size, retry_failed, retry_backoff_s, purge, max_delete_fraction
 
 Relative paths in a job file (source location, store path, DuckDB file, and a model given
@@ -58,6 +59,10 @@ JOB_KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("download", "retries"): ("retries", int),
     ("download", "max_bytes"): ("max_bytes", int),
     ("download", "max_retry_after_s"): ("max_retry_after", float),
+    ("download", "connect_timeout_s"): ("connect_timeout", float),
+    ("download", "total_timeout_s"): ("total_timeout", float),
+    ("download", "backoff_s"): ("backoff", float),
+    ("download", "max_pixels"): ("max_pixels", int),
     ("refresh", "chunk_size"): ("chunk_size", int),
     ("refresh", "retry_failed"): ("retry_failed", bool),
     ("refresh", "retry_backoff_s"): ("retry_backoff", float),
@@ -75,7 +80,9 @@ def _defaults() -> dict[str, Any]:
             "duckdb": None, "workers": d.workers, "width": d.width, "timeout": d.read_timeout_s,
             "retries": d.retries, "max_bytes": d.max_bytes, "chunk_size": DEFAULT_CHUNK_SIZE,
             "retry_failed": False, "retry_backoff": DEFAULT_RETRY_BACKOFF_S, "purge": False,
-            "max_retry_after": d.max_retry_after_s, "max_delete_fraction": DEFAULT_MAX_DELETE_FRACTION}
+            "max_retry_after": d.max_retry_after_s, "max_delete_fraction": DEFAULT_MAX_DELETE_FRACTION,
+            "connect_timeout": d.connect_timeout_s, "total_timeout": d.total_timeout_s, "backoff": d.backoff_s,
+            "max_pixels": d.max_pixels}
 
 
 #: Names of every refresh setting (the keys of :func:`job_settings`' result).
@@ -166,7 +173,9 @@ def refresh_arguments(settings: dict[str, Any]) -> dict[str, Any]:
     s = settings
     options = DownloadOptions(workers=s["workers"], width=s["width"], read_timeout_s=s["timeout"],
                               retries=s["retries"], max_bytes=s["max_bytes"],
-                              max_retry_after_s=s["max_retry_after"])
+                              max_retry_after_s=s["max_retry_after"], connect_timeout_s=s["connect_timeout"],
+                              total_timeout_s=s["total_timeout"], backoff_s=s["backoff"],
+                              max_pixels=s["max_pixels"])
     return dict(source=s["source"], model=s["model"], model_name=s["model_name"], limit=s["limit"],
                 store=s["store"], clickhouse_url=s["clickhouse_url"], duckdb=s["duckdb"],
                 batch_size=s["batch_size"], download=options, device=s["device"],
