@@ -307,7 +307,9 @@ class _Job:
         self.retry_failed, self.progress, self.chunk_size = retry_failed, progress, chunk_size
         self.purge, self.retry_backoff_s = purge, retry_backoff_s
         self.max_delete_fraction = max_delete_fraction
-        self.loader = Loader(db, run.version, flush_rows=max(chunk_size, 1))
+        # _chunk flushes the loader after every model batch (an interrupt loses at most one),
+        # so the loader's own flush threshold never comes into play here.
+        self.loader = Loader(db, run.version)
         self._stages = {name: StageSummary(name) for name in STAGES}
         self.reasons: dict[str, int] = {}
         self.malformed = 0
