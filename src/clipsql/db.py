@@ -164,6 +164,11 @@ class Store:
     def close(self) -> None:
         raise NotImplementedError
 
+    def is_missing_table(self, exc: BaseException) -> bool:
+        """Whether `exc`, raised by this store's engine, says a table does not exist: told by
+        the engine's error code or class, never by its message text."""
+        raise NotImplementedError
+
     # Shared behaviour.
     def query_clickhouse(self, sql: str, parameters: dict | None = None) -> pd.DataFrame:
         """Run a query written in ClickHouse's dialect ({name:Type} parameters) on this store."""
@@ -267,6 +272,11 @@ class ClickHouseStore(Store):
     def close(self):
         self.client.close()
 
+    def is_missing_table(self, exc):
+        # clickhouse-connect's DatabaseError carries the server's code: 60 is UNKNOWN_TABLE
+        # (ClickHouse src/Common/ErrorCodes.cpp).
+        return getattr(exc, "code", None) == 60 or getattr(exc, "name", None) == "UNKNOWN_TABLE"
+
 
 class DuckDBStore(Store):
     """DuckDB through its Python API; ClickHouse query texts pass through :mod:`clipsql.dialect`."""
@@ -299,6 +309,11 @@ class DuckDBStore(Store):
 
     def close(self):
         self.connection.close()
+
+    def is_missing_table(self, exc):
+        import duckdb
+
+        return isinstance(exc, duckdb.CatalogException)
 
 
 def open_store(store: str | os.PathLike | None = None, *, clickhouse_url: str | None = None,

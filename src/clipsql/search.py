@@ -391,7 +391,7 @@ def _search(db: Store, vector: list[float], model: str, opts: _Options, k: int, 
         try:
             return _run(db, snapshot.SNAPSHOT_QUERIES[name], query_vec=vector, model=model, **values)
         except Exception as exc:
-            if "UNKNOWN_TABLE" not in str(exc):
+            if not db.is_missing_table(exc):
                 raise
             # The session lost its temporary table (a server session timed out, a DROP by hand).
             log.warning("the search snapshot is gone from this session; searching the tables")
