@@ -76,7 +76,7 @@ def use_snapshot(db: Store, model: str) -> bool:
         `db.search_snapshot_max_bytes` of vectors, or a build that failed, which is logged):
         the searchable queries then read the tables.
     """
-    if db.dialect != "clickhouse" or db.search_snapshot_max_bytes <= 0:
+    if not db.capabilities.session_snapshot or db.search_snapshot_max_bytes <= 0:
         return False
     parts, vector_bytes = _state(db)
     built = db.search_snapshot

@@ -13,7 +13,8 @@ import os
 import pandas as pd
 
 from .cache import cached_names, image_path
-from .db import chosen_clickhouse_url, open_store, store_root
+from .db import open_store
+from .engines import capabilities_of, resolve_target, store_exists
 from .errors import BadArgument, NotFound
 from .lock import LockHolder, StoreLock, StoreLocked
 from .queries import get_query
@@ -124,15 +125,12 @@ def status(store: str | os.PathLike | None = None, *, clickhouse_url: str | None
     """
     if not isinstance(runs, int) or not 1 <= runs <= MAX_RUNS:
         raise BadArgument(f"runs must be an integer from 1 to {MAX_RUNS}, got {runs!r}")
-    root = store_root(store)
-    clickhouse_url = chosen_clickhouse_url(clickhouse_url, duckdb)
-    embedded = not clickhouse_url
-    if duckdb and str(duckdb) != ":memory:" and not os.path.exists(duckdb):
-        raise NotFound(f"no DuckDB store at {duckdb}")
-    if not duckdb and embedded and not (root / "chdb").is_dir():
-        raise NotFound(f"no chdb store at {root} (run `clipsql refresh` first)")
+    target = resolve_target(store, clickhouse_url=clickhouse_url, duckdb=duckdb)
+    root = target.root
+    if not store_exists(target):
+        raise NotFound(f"no store at {target.description} (run `clipsql refresh` first)")
     holder = StoreLock.holder(root) if root.is_dir() else None
-    if holder is not None and embedded:
+    if holder is not None and capabilities_of(target).one_process:
         raise StoreLocked(root / "refresh.lock", holder,
                           hint=" (chdb and DuckDB let one process open a store at a time: ask again when it ends)")
     with open_store(store, clickhouse_url=clickhouse_url, duckdb=duckdb) as db:

@@ -1,0 +1,133 @@
+"""chdb: ClickHouse embedded in this process (the default store), through clickhouse-connect.
+
+Same dialect, DDL and queries as a server (sql/clickhouse/); what differs is here: the data
+lives under `<store>/chdb`, only one process may open a path (the engine holds a flock on
+`chdb/status`), the text function runs as an executable script from a per-process
+user_scripts folder, a failed statement leaves an error behind on the client, and the
+store searches through an in-memory snapshot of its vectors (clipsql.snapshot).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import re
+import sys
+import tempfile
+
+from ..errors import StoreError
+from ..resources import chdb_scripts_dir
+from .base import Capabilities
+from .busy import store_busy
+from .clickhouse import ClickHouseStore
+
+log = logging.getLogger(__name__)
+
+SCHEMES = ("chdb",)
+CAPABILITIES = Capabilities(dialect="clickhouse", needs_final=True, vector_index=True, session_snapshot=True,
+                            text_function="engine_script", one_process=True)
+#: Largest vector column (photo_embeddings' uncompressed bytes, all models) a chdb store
+#: copies into its search snapshot (:mod:`clipsql.snapshot`): 1 GiB, about 500,000 photos
+#: of 512 float32.
+SEARCH_SNAPSHOT_MAX_BYTES = 1 << 30
+
+
+class ChdbStore(ClickHouseStore):
+    """A chdb store (see the module docstring)."""
+
+    engine = "chdb"
+    capabilities = CAPABILITIES
+    search_snapshot_max_bytes = SEARCH_SNAPSHOT_MAX_BYTES
+
+    @contextlib.contextmanager
+    def _recovering(self):
+        """Re-raise a failed query's error, leaving the connection usable. With chdb
+        (clickhouse-connect 1.12, chdb 4.4) a query that fails while it runs (throwIf, a
+        bad cast mid-stream) leaves its error behind, and the next query on the client reads
+        that instead of its own result ("Message metadata too long"); a throwaway SELECT
+        takes it, so a notebook's next query works."""
+        try:
+            yield
+        except Exception:
+            with contextlib.suppress(Exception):
+                self.client.command("SELECT 1")
+            raise
+
+
+def exists(target) -> bool:
+    """Whether a chdb store is there (its data directory), without starting the engine."""
+    return (target.root / "chdb").is_dir()
+
+
+def open_target(target) -> ChdbStore:
+    """Open (and create) the chdb store under `target.location` (its data in `<location>/chdb`).
+
+    Raises:
+        StoreBusy: another process has the engine open on this path (told by the flock chdb
+            holds on `chdb/status`, not by the engine's message).
+        StoreError: any other failure to open, with the engine's first line of reason.
+    """
+    import clickhouse_connect
+
+    root = target.root
+    path = (root / "chdb").resolve()
+    # The engine prints why an open failed on stderr (fd 2) itself, beside the exception it
+    # raises: that text is caught here, so that a failure is one message (the CLI's one line).
+    with tempfile.TemporaryFile() as said:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            os.dup2(said.fileno(), 2)
+        except (OSError, ValueError, AttributeError):  # no fd 2 to catch
+            saved = None
+        try:
+            # udf_path: the engine's user_scripts folder (empty, in a temporary directory), where
+            # clipsql.udf.register_text_embedding can later put clip_text_embedding. It only takes
+            # effect when this opens the process's chdb engine.
+            client = clickhouse_connect.get_client(interface="chdb", path=str(path),
+                                                   chdb_options={"udf_path": str(chdb_scripts_dir(path))})
+            failure = None
+        except Exception as exc:  # chdb raises plain RuntimeError/Exception subclasses
+            client, failure = None, exc
+        finally:
+            if saved is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
+        said.seek(0)
+        engine_text = said.read().decode("utf-8", "replace")
+    if failure is None:
+        if engine_text.strip():  # what the engine says on a good open is shown as before
+            os.write(2, engine_text.encode("utf-8"))
+        return ChdbStore(client, root, f"chdb:{path}")
+    if engine_text.strip():
+        log.debug("the chdb engine said: %s", engine_text.strip())
+
+    # Busy or not is told by the lock itself, not by the engine's words: a running engine holds
+    # an exclusive flock on <path>/status and has written its PID there.
+    busy, content = False, b""
+    try:
+        fd = os.open(path / "status", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        fd = None
+    if fd is not None:
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                busy = exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+            else:
+                fcntl.flock(fd, fcntl.LOCK_UN)  # free: released at once
+            if busy:
+                content = os.pread(fd, 4096, 0)
+        finally:
+            os.close(fd)
+    if busy:
+        found = re.search(rb"PID:\s*(\d+)", content)
+        raise store_busy(path.parent, path, int(found.group(1)) if found else None, root) from failure
+    said_lines = [line.strip() for line in engine_text.splitlines() if line.strip()]
+    reason = said_lines[0] if said_lines else (str(failure).strip().splitlines() or [type(failure).__name__])[0]
+    reason = re.sub(r"\?udf_path=[^'\s]*", "", reason).split(", Stack trace")[0]
+    raise StoreError(f"cannot open chdb store at {path}: {reason}") from failure
