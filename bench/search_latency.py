@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from clipsql import search, snapshot
 from clipsql.db import SEARCH_SNAPSHOT_MAX_BYTES, open_store
+from clipsql.embed import cached_embedder
 from clipsql.load import embeddings_table
 from clipsql.queries import get_query
 from clipsql.sources import arrow_schema
@@ -162,7 +163,7 @@ def main() -> None:
         ms, res = p50_ms(lambda q: search.nearest(db, q, model=MODEL, k=a.k, rerank="exact"), args)
         recall = np.mean([len(set(r["photo_id"]) & {f"{i:011d}" for i in e}) / a.k for r, e in zip(res, np_res)])
         row(f"HNSW + exact re-score   rerank='exact' (recall {recall:.3f})", ms, np_ms)
-        ms, _ = p50_ms(lambda q: search._resolve_model(db, MODEL), args[:20])
+        ms, _ = p50_ms(lambda q: search.lookup_model(db, MODEL), args[:20])
         note("  model lookup query (once per 30 s: Store.remember)", ms)
         ms, _ = p50_ms(lambda q: snapshot._state(db), args[:20])
         note("  snapshot check (every search: the tables' parts)", ms)
@@ -178,7 +179,7 @@ def main() -> None:
             print(f"text end to end: skipped, no checkpoint at {a.model_dir}")
             return
         lines = []
-        embedder = search._embedder(str(Path(a.model_dir).resolve()), MODEL, "cpu")
+        embedder = cached_embedder(str(Path(a.model_dir).resolve()), MODEL, "cpu")
         texts = [(TEXTS[i % len(TEXTS)] + (f" {i}" if i >= len(TEXTS) else ""),) for i in range(a.queries)]
         for t in texts[:3]:
             search.text(t[0], a.k, db=db, model=MODEL, device="cpu")

@@ -375,6 +375,53 @@ def test_bad_arguments_are_rejected_before_any_sql(kwargs, message):
         search.nearest(NoSQL(), [1.0] * 512, model="m", **kwargs)
 
 
+def test_options_are_checked_when_made_with_the_keywords_messages():
+    for kwargs, message in [(dict(k=0), "k must be"), (dict(offset=-1), "offset must be"),
+                            (dict(max_distance=3), "max_distance"), (dict(rerank="fast"), "rerank must be"),
+                            (dict(mmr_lambda=2), "mmr_lambda"), (dict(overfetch=0), "overfetch")]:
+        with pytest.raises(BadArgument, match=message):
+            search.SearchOptions(**kwargs)
+    options = search.SearchOptions(k=np.int64(5), max_distance=1)
+    assert (options.k, options.max_distance) == (5, 1.0) and type(options.k) is int
+    for kwargs, message in [(dict(n=0), "n must be"), (dict(per_facet=10_001), "per_facet must be"),
+                            (dict(by=["nope"]), "facets must be among"), (dict(by=[]), "facets must be among")]:
+        with pytest.raises(BadArgument, match=message):
+            search.FacetOptions(**kwargs)
+    assert search.FacetOptions(by="city").by == ("city",)
+    assert search.FacetOptions().by == search.FACETS
+
+
+def test_options_values_and_keywords_give_the_same_search_and_a_keyword_wins(db, vectors):
+    q = vectors[5]
+    featured = search.Filters(featured=True)
+    by_keywords = search.nearest(db, q, model=searchdata.MODEL, k=3, offset=2, featured=True)
+    by_values = search.nearest(db, q, model=searchdata.MODEL, options=search.SearchOptions(k=3, offset=2),
+                               filters=featured)
+    mixed = search.nearest(db, q, model=searchdata.MODEL, options=search.SearchOptions(k=3, offset=9), offset=2,
+                           filters=featured)
+    pd.testing.assert_frame_equal(by_values, by_keywords)
+    pd.testing.assert_frame_equal(mixed, by_keywords)
+    assert len(search.nearest(db, q, model=searchdata.MODEL, k=2, options=search.SearchOptions(k=7))) == 2
+    assert len(search.similar("p0005", db=db, options=search.SearchOptions(k=4))) == 4
+
+
+def test_wrong_values_and_unknown_keywords_are_refused_before_any_sql():
+    vector = [1.0] * 512
+    with pytest.raises(BadArgument, match="options must be a clipsql.search.SearchOptions, got dict"):
+        search.nearest(NoSQL(), vector, model="m", options={"k": 3})
+    with pytest.raises(BadArgument, match="options must be a clipsql.search.FacetOptions, got SearchOptions"):
+        search.facets(query_vec=vector, options=search.SearchOptions(), db=NoSQL())
+    with pytest.raises(BadArgument, match="filters must be a clipsql.search.Filters, got dict"):
+        search.text("x", filters={"country": "Iceland"}, db=NoSQL())
+    # A keyword a kind does not take is taken for a filter, as the wide signatures did.
+    for call, name in [(lambda: search.nearest(NoSQL(), vector, model="m", duckdb="x.duckdb"), "duckdb"),
+                       (lambda: search.similar("p0001", device="cpu", db=NoSQL()), "device"),
+                       (lambda: search.duplicates(rerank="mmr", db=NoSQL()), "rerank"),
+                       (lambda: search.facets(query_vec=vector, offset=5, db=NoSQL()), "offset")]:
+        with pytest.raises(BadArgument, match=f"unknown filter {name}; filters are "):
+            call()
+
+
 def test_unknown_model_and_empty_store_are_not_found(db, tmp_path):
     with pytest.raises(NotFound, match="model 'nope'"):
         search.nearest(db, [1.0] * 512, model="nope")

@@ -1,7 +1,8 @@
 """The `clipsql search ...` and `clipsql sql` subcommands (registered by :mod:`clipsql.cli`).
 
 Each search kind calls the :mod:`clipsql.search` function of the same name with the same
-options, and prints the DataFrame as a table, JSON or CSV; `--html FILE` also writes an
+options (built here as one :class:`~clipsql.search.SearchOptions` or
+:class:`~clipsql.search.FacetOptions` and one :class:`~clipsql.search.Filters`), and prints the DataFrame as a table, JSON or CSV; `--html FILE` also writes an
 image grid (:mod:`clipsql.render`).
 
     clipsql search text|image|similar|combined|crop|duplicates|facets ... [filters] [--format table|json|csv] [--html FILE]
@@ -172,10 +173,19 @@ def _store_kwargs(args: argparse.Namespace) -> dict:
     return dict(store=args.store, clickhouse_url=args.clickhouse_url, duckdb=args.duckdb)
 
 
-def _common(args: argparse.Namespace) -> dict:
-    return dict(offset=args.offset, max_distance=args.max_distance, model=args.model, device=args.device,
-                rerank=args.rerank, mmr_lambda=args.mmr_lambda, overfetch=args.overfetch,
-                filters=_filters(args), **_store_kwargs(args))
+def _common(args: argparse.Namespace, *, device: bool = True) -> dict:
+    """The arguments every photo search kind takes from the command line: filters, options
+    (page and re-ranking), model, device (for kinds that run the model) and backend."""
+    from .search import SearchOptions
+
+    # Filters are built (and checked) before the options, as the command always did.
+    filters = _filters(args)
+    options = SearchOptions(k=args.k, offset=args.offset, max_distance=args.max_distance, rerank=args.rerank,
+                            mmr_lambda=args.mmr_lambda, overfetch=args.overfetch)
+    common = dict(options=options, filters=filters, model=args.model, **_store_kwargs(args))
+    if device:
+        common["device"] = args.device
+    return common
 
 
 def _narrowing(args: argparse.Namespace, distance: bool = True) -> tuple[list[str], list[str]]:
@@ -250,28 +260,27 @@ def _search_text(args: argparse.Namespace) -> int:
     from . import search
 
     query = " ".join(args.query)
-    return _photos_out(args, search.text(query, args.k, **_common(args)), f"text: {query}")
+    return _photos_out(args, search.text(query, **_common(args)), f"text: {query}")
 
 
 def _search_image(args: argparse.Namespace) -> int:
     from . import search
 
-    return _photos_out(args, search.image(args.source, args.k, **_common(args)), f"image: {args.source}")
+    return _photos_out(args, search.image(args.source, **_common(args)), f"image: {args.source}")
 
 
 def _search_similar(args: argparse.Namespace) -> int:
     from . import search
 
-    kwargs = _common(args)
-    del kwargs["device"]
-    return _photos_out(args, search.similar(args.photo_id, args.k, **kwargs), f"similar to {args.photo_id}")
+    frame = search.similar(args.photo_id, **_common(args, device=False))
+    return _photos_out(args, frame, f"similar to {args.photo_id}")
 
 
 def _search_combined(args: argparse.Namespace) -> int:
     from . import search
 
     query = " ".join(args.query)
-    frame = search.combined(query, args.k, images=args.images, text_weight=args.text_weight,
+    frame = search.combined(query, images=args.images, text_weight=args.text_weight,
                             image_weight=args.image_weight, **_common(args))
     return _photos_out(args, frame, f"combined: {query} {' '.join(args.images)}".strip())
 
@@ -280,7 +289,7 @@ def _search_crop(args: argparse.Namespace) -> int:
     from . import search
 
     box = search.parse_box(args.box)
-    frame = search.crop(args.source, box, args.k, photo_id=args.photo_id, **_common(args))
+    frame = search.crop(args.source, box, photo_id=args.photo_id, **_common(args))
     return _photos_out(args, frame, f"crop {args.box} of {args.source or args.photo_id}")
 
 
@@ -308,9 +317,10 @@ def _search_facets(args: argparse.Namespace) -> int:
     from . import search
 
     query = " ".join(args.query) if args.query else None
-    frame = search.facets(query, image=args.image, photo_id=args.photo_id, n=args.k, per_facet=args.per_facet,
-                          by=args.facets, max_distance=args.max_distance, model=args.model, device=args.device,
-                          filters=_filters(args), **_store_kwargs(args))
+    filters = _filters(args)
+    options = search.FacetOptions(n=args.k, per_facet=args.per_facet, by=args.facets, max_distance=args.max_distance)
+    frame = search.facets(query, image=args.image, photo_id=args.photo_id, options=options, filters=filters,
+                          model=args.model, device=args.device, **_store_kwargs(args))
     print(_why_empty(args) if frame.empty and args.format == "table" else render_frame(frame, args.format))
     return 0
 

@@ -1,0 +1,358 @@
+"""The public query kinds, one function each (:func:`text`, :func:`image`, :func:`similar`,
+:func:`combined`, :func:`crop`, :func:`duplicates`, :func:`facets`, :func:`nearest`): each
+checks its arguments, opens (or takes) the store, makes the query vector and hands it to the
+shared ranking runner.
+
+Every kind takes its options as one value (``options=`` a :class:`SearchOptions`, or for
+facets a :class:`FacetOptions`), its filters as one value (``filters=`` a
+:class:`Filters`) and the backend as ``db`` (an open store, left open) or ``store`` (a
+store path, opened and closed). For brevity and for the callers of the older, wide
+signatures, ``**keywords`` also takes every option field (``offset=20``, ``rerank="mmr"``),
+every filter (``country="Iceland"``) and, for kinds that open a store, ``clickhouse_url=``
+and ``duckdb=``; a keyword wins over the same field of ``options=``
+(:func:`clipsql.search.options.fold_keywords`). A keyword that is none of these is taken for
+a filter, and refused as ``BadArgument: unknown filter NAME; filters are ...``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+
+from ..cache import cached_image
+from ..constants import STORE_DIM
+from ..db import Store, use_store
+from ..embed import cached_embedder
+from ..errors import BadArgument, NotFound
+from .checks import MAX_OFFSET, check_float, check_int, check_k, check_text
+from .filters import Filters
+from .inputs import crop_box, load_image
+from .models import resolve_model
+from .options import FacetOptions, SearchOptions, fold_keywords
+from .rerank import reranked
+from .sql import page_params, photo_frame, run_query, search_photos
+from .terms import combine_vectors, parse_terms
+from .vectors import check_query_vector, photo_vector
+
+StorePath = str | os.PathLike
+
+
+def _open(db: Store | None, store: StorePath | None, backend: Mapping[str, object]):
+    """The store to search: `db` itself (left open), else one opened from `store` and the
+    backend keywords (closed when the block ends)."""
+    return use_store(db, store, clickhouse_url=backend["clickhouse_url"], duckdb=backend["duckdb"])
+
+
+def _ranked(db: Store, vector: list[float] | None, model: str, options: SearchOptions, filters: Filters, *,
+            similar_to: str | None = None) -> pd.DataFrame:
+    """The shared ranking runner: the page of `options` of the photos nearest to `vector` (or,
+    with `vector` None, to the stored vector of `similar_to`, read by the SQL itself) that
+    pass `filters`, re-ranked as `options.rerank` asks."""
+    if options.rerank is not None:
+        return reranked(db, vector, model, options, filters, similar_to=similar_to)
+    if similar_to is not None:
+        frame = run_query(db, "similar_photos", photo_id=similar_to, model=model,
+                          **page_params(filters, options.k, options.offset, options.max_distance))
+    else:
+        frame = search_photos(db, vector, model, filters, k=options.k, offset=options.offset,
+                              max_distance=options.max_distance)
+    return photo_frame(frame)
+
+
+def nearest(db: Store, query_vec, *, model: str, k: int | None = None, options: SearchOptions | None = None,
+            filters: Filters | None = None, **keywords) -> pd.DataFrame:
+    """Top-k photos nearest to `query_vec` ((d,) float32, L2-normalized) for `model`.
+
+    Args:
+        db: an open store.
+        query_vec: the query embedding; checked before any SQL runs.
+        model: stored model label (or its source).
+        k: rows of the page (1..10,000); default `options.k`, else 10.
+        options: paging, max_distance and re-ranking (:class:`SearchOptions`).
+        filters: metadata filters (:class:`Filters`).
+        keywords: option fields and filters one by one (module docstring); no backend keywords.
+
+    Returns:
+        DataFrame photo_id, distance, description, photo_url, photo_image_url; closest first
+        (MMR pick order with rerank='mmr').
+
+    Raises:
+        BadArgument: a bad vector, page, filter, rerank option or unknown keyword.
+        NotFound: no vectors for `model`.
+    """
+    # Checked against the store's width before any SQL runs (sql/*/001_core.sql fix it at 512).
+    vector = check_query_vector(query_vec, STORE_DIM)
+    opts, flt, _ = fold_keywords(keywords, options, filters, backend=False, k=k)
+    label, _, dim = resolve_model(db, model)
+    if dim != STORE_DIM:  # a store holds STORE_DIM-wide vectors only; kept for stores built otherwise
+        vector = check_query_vector(vector, dim)
+    return _ranked(db, vector, label, opts, flt)
+
+
+def text(query: str, k: int | None = None, *, options: SearchOptions | None = None, filters: Filters | None = None,
+         model: str | None = None, device: str = "auto", db: Store | None = None, store: StorePath | None = None,
+         **keywords) -> pd.DataFrame:
+    """Text -> photos: the top-k photos whose image embedding is nearest to `query`'s.
+
+    Args:
+        query: the text, e.g. "a dog on a beach" (CLIP reads its first 77 tokens).
+        k: rows of the page (1..10,000); default `options.k`, else 10.
+        options: offset (0..1,000,000), max_distance (cosine, 0..2), rerank, mmr_lambda and
+            overfetch (:class:`SearchOptions`); default SearchOptions().
+        filters: metadata filters (:class:`Filters`); default none.
+        model: stored model label or source; default the newest complete model.
+        device: where the text model runs (auto, cpu, cuda[:N], mps).
+        db: an open store (left open); or `store`: a store path (opened and closed here).
+        keywords: option fields (``offset=20``), filters (``country="Iceland"``) and
+            ``clickhouse_url=`` / ``duckdb=`` one by one; a keyword wins over the same field
+            of `options`.
+
+    Returns:
+        DataFrame with columns photo_id, distance (cosine, 0..2), description, photo_url,
+        photo_image_url; k rows at most, closest first.
+
+    Raises:
+        BadArgument: empty query, bad k, option or filter, an unknown keyword.
+        NotFound: no vectors or unknown model.
+    """
+    check_text("query text", query, allow_empty=False)
+    opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
+    with _open(db, store, backend) as opened:
+        label, source, dim = resolve_model(opened, model)
+        vector = cached_embedder(source, label, device).embed_texts([query])[0]
+        return _ranked(opened, check_query_vector(vector, dim), label, opts, flt)
+
+
+def image(source, k: int | None = None, *, options: SearchOptions | None = None, filters: Filters | None = None,
+          model: str | None = None, device: str = "auto", db: Store | None = None, store: StorePath | None = None,
+          **keywords) -> pd.DataFrame:
+    """Image -> photos (reverse image search): photos nearest to the image's embedding.
+
+    Args:
+        source: an image file path, an http(s) URL, bytes or a PIL image.
+        Others: as :func:`text`.
+
+    Returns:
+        As :func:`text`.
+
+    Raises:
+        NotFound: a missing image file, no vectors, unknown model.
+        BadArgument: an unusable image or URL, bad k, option or filter, an unknown keyword.
+    """
+    opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
+    picture = load_image(source)
+    with _open(db, store, backend) as opened:
+        label, model_source, dim = resolve_model(opened, model)
+        vector = cached_embedder(model_source, label, device).embed_images([picture])[0]
+        return _ranked(opened, check_query_vector(vector, dim), label, opts, flt)
+
+
+def similar(photo_id: str, k: int | None = None, *, options: SearchOptions | None = None,
+            filters: Filters | None = None, model: str | None = None, db: Store | None = None,
+            store: StorePath | None = None, **keywords) -> pd.DataFrame:
+    """Photos most similar to the indexed photo `photo_id` (the photo itself left out).
+
+    Pure SQL (queries/similar_photos.sql): the query vector is the photo's stored vector, no
+    model runs (so there is no `device`). With a rerank option the vector is read first and
+    the re-ranked search runs on it. An unknown photo_id is looked up only when the query
+    finds nothing (or fails).
+
+    Args:
+        photo_id: the indexed photo. Others: as :func:`text`.
+
+    Returns:
+        As :func:`text`.
+
+    Raises:
+        NotFound: `photo_id` has no vector for the model (unknown photo, or not embedded).
+        BadArgument: bad k, option or filter, an unknown keyword.
+    """
+    opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
+    check_text("photo_id", photo_id, allow_empty=False)
+    with _open(db, store, backend) as opened:
+        label, _, dim = resolve_model(opened, model)
+        if opts.rerank is not None:
+            vector = check_query_vector(photo_vector(opened, photo_id, label), dim)
+            return _ranked(opened, vector, label, opts, flt, similar_to=photo_id)
+        # queries/similar_photos.sql reads the photo's vector itself: no second round trip.
+        # Only when it finds nothing is the vector looked up, to tell an unknown photo apart.
+        try:
+            frame = _ranked(opened, None, label, opts, flt, similar_to=photo_id)
+        except Exception:
+            photo_vector(opened, photo_id, label)  # NotFound for an unknown photo_id
+            raise
+        if frame.empty:
+            photo_vector(opened, photo_id, label)
+        return frame
+
+
+def combined(query: str = "", k: int | None = None, *, images: Sequence = (), text_weight: float = 1.0,
+             image_weight: float = 1.0, options: SearchOptions | None = None, filters: Filters | None = None,
+             model: str | None = None, device: str = "auto", db: Store | None = None,
+             store: StorePath | None = None, **keywords) -> pd.DataFrame:
+    """Weighted text terms and images -> photos.
+
+    The query vector is ``text_weight * sum(w_t * e(term)) + image_weight * sum(w_i * e(image))``
+    over unit-length embeddings, re-normalized. Terms follow :func:`parse_terms`
+    (``"beach -people 2:sunset"``).
+
+    Args:
+        query: the terms; may be empty when images are given.
+        images: image sources (as :func:`image` takes), or (source, weight) pairs.
+        text_weight, image_weight: weights of the two modalities (any finite numbers).
+        Others: as :func:`text`.
+
+    Returns:
+        As :func:`text`.
+
+    Raises:
+        BadArgument: no terms and no images, bad terms or weights, terms that cancel out,
+            an unusable image, a bad option or filter, an unknown keyword.
+        NotFound: a missing image file, no vectors, unknown model.
+    """
+    opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
+    terms = parse_terms(query) if query else []
+    text_weight = check_float("text_weight", text_weight, -1e6, 1e6)
+    image_weight = check_float("image_weight", image_weight, -1e6, 1e6)
+    pictures = []
+    for item in images:
+        src, weight = item if isinstance(item, tuple) else (item, 1.0)
+        pictures.append((load_image(src), check_float("image weight", weight, -1e6, 1e6)))
+    if not terms and not pictures:
+        raise BadArgument("a combined query needs at least one text term or image")
+    with _open(db, store, backend) as opened:
+        label, source, dim = resolve_model(opened, model)
+        embedder = cached_embedder(source, label, device)
+        parts = []
+        if terms:
+            vectors = embedder.embed_texts([t for t, _ in terms])
+            parts += [(v, text_weight * w) for v, (_, w) in zip(vectors, terms)]
+        if pictures:
+            vectors = embedder.embed_images([p for p, _ in pictures])
+            parts += [(v, image_weight * w) for v, (_, w) in zip(vectors, pictures)]
+        vector = combine_vectors(parts)
+        return _ranked(opened, check_query_vector(vector, dim), label, opts, flt)
+
+
+def crop(source=None, box: Sequence[float] = (0.0, 0.0, 1.0, 1.0), k: int | None = None, *,
+         photo_id: str | None = None, options: SearchOptions | None = None, filters: Filters | None = None,
+         model: str | None = None, device: str = "auto", db: Store | None = None, store: StorePath | None = None,
+         **keywords) -> pd.DataFrame:
+    """A region of an image -> photos (object query).
+
+    Args:
+        source: an image (as :func:`image` takes); or leave it None and give `photo_id`.
+        box: (left, top, right, bottom), fractions 0..1 of the width and height when all four
+            are within 0..1, else pixels.
+        photo_id: crop an indexed photo, read from the store's image cache.
+        Others: as :func:`text`.
+
+    Returns:
+        As :func:`text` (the photo itself may be among the results).
+
+    Raises:
+        BadArgument: both or neither of source and photo_id, a bad box, an unusable image, a
+            bad option or filter, an unknown keyword.
+        NotFound: a missing image file, or no cached image for `photo_id`.
+    """
+    opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
+    if (source is None) == (photo_id is None):
+        raise BadArgument("crop needs either an image or a photo_id, not both")
+    with _open(db, store, backend) as opened:
+        if photo_id is not None:
+            check_text("photo_id", photo_id, allow_empty=False)
+            cached = cached_image(opened.image_dir, photo_id)
+            if cached is None:
+                raise NotFound(f"no cached image for photo_id {photo_id[:200]!r} in {opened.image_dir}")
+            picture = load_image(cached)
+        else:
+            picture = load_image(source)
+        region = picture.crop(crop_box(picture.size, box))
+        label, model_source, dim = resolve_model(opened, model)
+        vector = cached_embedder(model_source, label, device).embed_images([region])[0]
+        return _ranked(opened, check_query_vector(vector, dim), label, opts, flt)
+
+
+def duplicates(max_distance: float = 0.05, k: int = 100, *, offset: int = 0, filters: Filters | None = None,
+               model: str | None = None, db: Store | None = None, store: StorePath | None = None,
+               **keywords) -> pd.DataFrame:
+    """Near-duplicate pairs: photos whose vectors are within `max_distance` of each other.
+
+    Exact and quadratic in the number of photos that pass the filters (queries/near_duplicates.sql).
+
+    Args:
+        max_distance: cosine distance threshold (0..2), e.g. 0.05.
+        k, offset: the page of pairs (1..10,000; 0..1,000,000).
+        keywords: filters (``country="Iceland"``) and ``clickhouse_url=`` / ``duckdb=`` one
+            by one; no other options (no re-ranking).
+        Others: as :func:`text`.
+
+    Returns:
+        DataFrame photo_id_a, photo_id_b (photo_id_a < photo_id_b), distance; closest first.
+
+    Raises:
+        BadArgument: bad threshold, k or filter, an unknown keyword.
+        NotFound: no vectors or unknown model.
+    """
+    max_distance = check_float("max_distance", max_distance, 0.0, 2.0)
+    k = check_k(k)
+    offset = check_int("offset", offset, 0, MAX_OFFSET)
+    _, flt, backend = fold_keywords(keywords, None, filters, option_type=None)
+    with _open(db, store, backend) as opened:
+        label, _, _ = resolve_model(opened, model)
+        frame = run_query(opened, "near_duplicates", model=label, max_distance=max_distance, k=k,
+                          offset=offset, **flt.params())
+    return frame[["photo_id_a", "photo_id_b", "distance"]].astype({"distance": "float64"}).reset_index(drop=True)
+
+
+def facets(query: str | None = None, *, image=None, photo_id: str | None = None, query_vec=None,
+           options: FacetOptions | None = None, filters: Filters | None = None, model: str | None = None,
+           device: str = "auto", db: Store | None = None, store: StorePath | None = None,
+           **keywords) -> pd.DataFrame:
+    """Facet counts among the top-n photos of a query: how many per country, city,
+    photographer, camera_make, keyword and dominant color.
+
+    Exactly one query: `query` (text), `image`, `photo_id` (its stored vector; the photo
+    itself counts) or `query_vec` ((512,) floats).
+
+    Args:
+        options: n (photos counted, 1..10,000), per_facet (values per facet, most frequent
+            first, 1..10,000), by (the facets wanted, from :data:`FACETS`; default all) and
+            max_distance (:class:`FacetOptions`); default FacetOptions().
+        keywords: n=, per_facet=, by=, max_distance=, filters and ``clickhouse_url=`` /
+            ``duckdb=`` one by one; a keyword wins over the same field of `options`.
+        Others: as :func:`text`.
+
+    Returns:
+        DataFrame facet, value, photos; by facet, then most photos first, then value.
+
+    Raises:
+        BadArgument: not exactly one query, a facet outside :data:`FACETS`, bad n, option or
+            filter, an unknown keyword.
+        NotFound: an unknown photo_id, no vectors or unknown model.
+    """
+    given = [x is not None for x in (query, image, photo_id, query_vec)]
+    if sum(given) != 1:
+        raise BadArgument("facets needs exactly one of query, image, photo_id or query_vec")
+    if query_vec is not None:
+        query_vec = check_query_vector(query_vec, STORE_DIM)
+    opts, flt, backend = fold_keywords(keywords, options, filters, option_type=FacetOptions)
+    if query is not None:
+        check_text("query text", query, allow_empty=False)
+    picture = load_image(image) if image is not None else None
+    with _open(db, store, backend) as opened:
+        label, source, dim = resolve_model(opened, model)
+        if query is not None:
+            vector = cached_embedder(source, label, device).embed_texts([query])[0]
+        elif picture is not None:
+            vector = cached_embedder(source, label, device).embed_images([picture])[0]
+        elif photo_id is not None:
+            vector = photo_vector(opened, photo_id, label)
+        else:
+            vector = query_vec
+        frame = run_query(opened, "facets", query_vec=check_query_vector(vector, dim), model=label, n=opts.n,
+                          per_facet=opts.per_facet, max_distance=opts.max_distance, **flt.params())
+    frame = frame[frame["facet"].isin(opts.by)][["facet", "value", "photos"]]
+    return frame.astype({"photos": "int64"}).reset_index(drop=True)

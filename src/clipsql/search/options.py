@@ -1,0 +1,137 @@
+"""How a search ranks and pages: :class:`SearchOptions` (photo searches) and
+:class:`FacetOptions` (facet counts), each checked when it is made, and
+:func:`fold_keywords`, which turns a query kind's keyword shortcuts (``offset=20``,
+``rerank="mmr"``, ``country="Iceland"``, ``duckdb="x.duckdb"``) into those values."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+from ..errors import BadArgument
+from .checks import MAX_K, MAX_OFFSET, MAX_OVERFETCH, check_float, check_int, check_k
+from .filters import Filters
+
+#: Candidates per wanted row for rerank="exact" and rerank="mmr".
+DEFAULT_OVERFETCH = 10
+RERANKS = ("exact", "mmr")
+#: Facets of the facets query (a fixed list written in queries/facets.sql).
+FACETS = ("camera_make", "city", "color", "country", "keyword", "photographer")
+#: Keywords that choose the backend beside `db` and `store` (see clipsql.db.use_store).
+BACKEND_KEYWORDS = ("clickhouse_url", "duckdb")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchOptions:
+    """The page and the ranking of a photo search, checked (and ints/floats normalized) when made.
+
+    Attributes:
+        k: rows of the page, 1..10,000.
+        offset: rows skipped before the page, 0..1,000,000.
+        max_distance: only photos with a cosine distance <= this (0..2); None = no bound.
+        rerank: None (exact search), "exact" (the HNSW index proposes ``overfetch * (k + offset)``
+            candidates, re-scored exactly) or "mmr" (maximal marginal relevance among the
+            ``overfetch * (k + offset)`` nearest photos).
+        mmr_lambda: for "mmr", 1.0 = relevance only .. 0.0 = diversity only.
+        overfetch: candidates per wanted row for a re-ranked search, 1..1,000.
+
+    Raises:
+        BadArgument: a value of the wrong type or out of range (named in the message).
+    """
+
+    k: int = 10
+    offset: int = 0
+    max_distance: float | None = None
+    rerank: str | None = None
+    mmr_lambda: float = 0.5
+    overfetch: int = DEFAULT_OVERFETCH
+
+    def __post_init__(self) -> None:
+        # Frozen: the normalized values are written past the dataclass's own __setattr__.
+        normalize = object.__setattr__
+        normalize(self, "k", check_k(self.k))
+        normalize(self, "offset", check_int("offset", self.offset, 0, MAX_OFFSET))
+        if self.max_distance is not None:
+            normalize(self, "max_distance", check_float("max_distance", self.max_distance, 0.0, 2.0))
+        if self.rerank is not None and self.rerank not in RERANKS:
+            raise BadArgument(f"rerank must be one of {', '.join(RERANKS)} or None, got {self.rerank!r}")
+        normalize(self, "mmr_lambda", check_float("mmr_lambda", self.mmr_lambda, 0.0, 1.0))
+        normalize(self, "overfetch", check_int("overfetch", self.overfetch, 1, MAX_OVERFETCH))
+
+
+@dataclasses.dataclass(frozen=True)
+class FacetOptions:
+    """What a facets query counts, checked when made.
+
+    Attributes:
+        n: how many of the nearest photos are counted, 1..10,000.
+        per_facet: values returned per facet, most frequent first, 1..10,000.
+        by: the facets wanted, from :data:`FACETS`: one name, several, or None for all
+            (kept as a tuple of names).
+        max_distance: only photos with a cosine distance <= this (0..2) are counted.
+
+    Raises:
+        BadArgument: a value of the wrong type or range, or a facet outside FACETS.
+    """
+
+    n: int = 100
+    per_facet: int = 10
+    by: Sequence[str] | str | None = None
+    max_distance: float | None = None
+
+    def __post_init__(self) -> None:
+        normalize = object.__setattr__
+        normalize(self, "n", check_int("n", self.n, 1, MAX_K))
+        normalize(self, "per_facet", check_int("per_facet", self.per_facet, 1, MAX_K))
+        if self.max_distance is not None:
+            normalize(self, "max_distance", check_float("max_distance", self.max_distance, 0.0, 2.0))
+        wanted = list(FACETS) if self.by is None else [self.by] if isinstance(self.by, str) else list(self.by)
+        bad = [f for f in wanted if f not in FACETS]
+        if bad or not wanted:
+            raise BadArgument(f"facets must be among {', '.join(FACETS)}, got {wanted!r}")
+        normalize(self, "by", tuple(wanted))
+
+
+def fold_keywords(keywords: Mapping[str, object], options=None, filters: Filters | None = None, *,
+                  option_type: type | None = SearchOptions, backend: bool = True,
+                  **named) -> tuple[SearchOptions | FacetOptions | None, Filters, dict[str, object]]:
+    """Fold a query kind's keyword shortcuts into its (options, filters, backend keywords).
+
+    Every query kind takes ``**keywords``: the fields of its options (``offset=20``), the
+    backend keywords ``clickhouse_url=`` / ``duckdb=`` (kinds that open a store), and filter
+    names (``country="Iceland"``). A keyword given beside ``options=`` wins over the field
+    of the same name (``text(q, options=o, offset=20)`` searches o's page 20 rows on), as do
+    the kind's own option parameters in `named` (``k``) unless they are None.
+
+    Args:
+        keywords: the kind's ``**keywords``.
+        options: the ``options=`` value given, or None (the defaults of `option_type`).
+        filters: the ``filters=`` value given, or None; filter keywords apply on top of it.
+        option_type: :class:`SearchOptions`, :class:`FacetOptions`, or None for a kind
+            without options (its keywords then hold only filters and the backend).
+        backend: whether the kind opens a store (takes clickhouse_url= and duckdb=).
+        named: option fields the kind takes as parameters (k=...), None when not given.
+
+    Returns:
+        (options of `option_type` or None, Filters, {"clickhouse_url": ..., "duckdb": ...}),
+        every value checked; options are checked before filters.
+
+    Raises:
+        BadArgument: options or filters of the wrong type, a bad value, or an unknown keyword
+            (``unknown filter NAME; filters are ...``: a keyword that is no option or backend
+            keyword is taken for a filter).
+    """
+    rest = dict(keywords)
+    store_keywords = {name: rest.pop(name, None) if backend else None for name in BACKEND_KEYWORDS}
+    if option_type is not None:
+        fields = {f.name for f in dataclasses.fields(option_type)}
+        changes = {name: value for name, value in named.items() if value is not None}
+        changes.update({name: rest.pop(name) for name in list(rest) if name in fields})
+        if options is None:
+            options = option_type(**changes)
+        elif not isinstance(options, option_type):
+            raise BadArgument(f"options must be a clipsql.search.{option_type.__name__}, "
+                              f"got {type(options).__name__}")
+        elif changes:
+            options = dataclasses.replace(options, **changes)
+    return options, Filters.of(filters, **rest), store_keywords
