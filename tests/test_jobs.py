@@ -50,12 +50,19 @@ def test_every_download_setting_is_reachable_from_the_job_file_and_the_command_l
     got = dataclasses.asdict(options)
     assert set(got) == fields
     assert got == {("read_timeout_s" if k == "timeout_s" else k): v for k, v in values.items()}
-    # The same settings on the command line: every refresh setting is an option of `clipsql refresh`.
+    # The same settings on the command line: every setting of the tree is an option of
+    # `clipsql refresh`, under the name, dest and type the tree declares.
     from clipsql.jobs import SETTINGS
+    from clipsql.settings import LEAVES
 
+    assert SETTINGS == tuple(leaf.dest for leaf in LEAVES)
+    assert set(JOB_KEYS) == {(leaf.table, leaf.key) for leaf in LEAVES}
     refresh_parser = build_parser()._subparsers._group_actions[0].choices["refresh"]
-    dests = {action.dest for action in refresh_parser._actions}
-    assert set(SETTINGS) <= dests, set(SETTINGS) - dests
+    actions = {action.dest: action for action in refresh_parser._actions}
+    for leaf in LEAVES:
+        action = actions[leaf.dest]
+        assert leaf.option in action.option_strings and action.default is None, leaf
+        assert action.type is (None if leaf.kind in (str, bool) else leaf.kind), leaf
 
 
 @pytest.mark.parametrize("text, message", [

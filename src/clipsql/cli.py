@@ -23,12 +23,9 @@ import sys
 # The exit statuses live in clipsql.cli_common (the subcommands' modules use them too); they
 # are offered here as well, where callers have always found them (see __all__).
 from .cli_common import EXIT_BUSY, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_STATUS_HELP
-from .constants import DEFAULT_MODEL, VERSION
-from .download import DownloadOptions
-from .embed import DEFAULT_BATCH_SIZE
+from .constants import VERSION
 from .errors import ClipsqlError, StoreBusy
-from .refresh import DEFAULT_CHUNK_SIZE, DEFAULT_RETRY_BACKOFF_S
-from .sources import DEFAULT_SOURCE
+from .settings import LEAVES, TABLE_HELP, TABLES, Setting, Settings, leaves
 
 __all__ = ["main", "build_parser", "arguments_last", "report_failure",
            "EXIT_ERROR", "EXIT_LOCKED", "EXIT_BUSY", "EXIT_INTERRUPTED", "EXIT_STATUS_HELP"]
@@ -49,14 +46,28 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(self, message)
 
 
+def _add_setting(group, leaf: Setting) -> None:
+    """The command-line option of one setting of the tree (:class:`clipsql.settings.Setting`).
+
+    Its default is None, so that an option not given leaves the job file's value (or the
+    tree's default, which the help text shows) in place."""
+    kwargs: dict = dict(dest=leaf.dest, default=None, help=leaf.help_text())
+    if leaf.kind is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction  # --purge / --no-purge
+    else:
+        if leaf.kind is not str:
+            kwargs["type"] = leaf.kind
+        if leaf.metavar is not None:
+            kwargs["metavar"] = leaf.metavar
+    group.add_argument(leaf.option, **kwargs)
+
+
 def _add_store_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("store (one backend; default: chdb on disk under --store)")
-    group.add_argument("--store", default=None,
-                       help="store directory: chdb data and the image cache (default $CLIPSQL_STORE or ./clipsql-store)")
+    """The [store] settings as options: --store, and the backends, one at most."""
+    group = parser.add_argument_group("store", TABLE_HELP["store"])
     backend = group.add_mutually_exclusive_group()
-    backend.add_argument("--clickhouse-url", default=None,
-                         help="ClickHouse server, http(s)://user:password@host:8123/database (default $CLICKHOUSE_URL)")
-    backend.add_argument("--duckdb", default=None, metavar="FILE", help="a DuckDB database file instead of chdb")
+    for leaf in leaves("store"):
+        _add_setting(backend if leaf.backend else group, leaf)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,55 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"clipsql {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    d = DownloadOptions()
     p = commands.add_parser("refresh", parents=[common], help="run the ETL: source -> download -> embed -> load",
                             description="Download, embed and load the photos of a source into the store. "
                                         "A rerun fetches, embeds and doubles nothing already done; photos gone "
                                         "from the source are flagged deleted (or purged). Settings come from "
-                                        "the defaults, then the JOB file, then the options given here.",
+                                        "the defaults, then the JOB file, then the options given here; each "
+                                        "group below is a table of the job file.",
                             epilog=EXIT_STATUS_HELP)
     p.add_argument("job", nargs="?", default=None,
                    help="a job file (TOML, e.g. etl/unsplash_lite.toml) holding these settings")
-    p.add_argument("--source", default=None,
-                   help=f"Unsplash release zip, its URL, a folder of *.tsv000 parts, a photos TSV, "
-                        f"or an image folder (default: {DEFAULT_SOURCE})")
-    p.add_argument("--model", default=None, help=f"CLIP hub name or local checkpoint directory (default {DEFAULT_MODEL})")
-    p.add_argument("--model-name", default=None, help="label stored with the vectors (default: hub name or directory name)")
-    p.add_argument("--limit", type=int, default=None,
-                   help="only the first N photos of the source (then none is flagged deleted)")
-    p.add_argument("--batch-size", type=int, default=None, help=f"images per model forward pass (default {DEFAULT_BATCH_SIZE})")
-    p.add_argument("--chunk-size", type=int, default=None,
-                   help=f"photos downloaded, embedded and loaded at a time (default {DEFAULT_CHUNK_SIZE})")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda[:N] or mps (default auto)")
-    p.add_argument("--workers", type=int, default=None, help=f"concurrent downloads (default {d.workers})")
-    p.add_argument("--width", type=int, default=None,
-                   help=f"Unsplash dynamic-URL width in pixels (w=); 0 keeps URLs as given (default {d.width})")
-    p.add_argument("--timeout", type=float, default=None, help=f"read timeout per request, seconds (default {d.read_timeout_s:g})")
-    p.add_argument("--retries", type=int, default=None,
-                   help=f"retries per request within a run (429, 5xx, connection errors; default {d.retries})")
-    p.add_argument("--max-bytes", type=int, default=None, help=f"largest image accepted, bytes (default {d.max_bytes})")
-    p.add_argument("--connect-timeout", type=float, default=None, metavar="SECONDS",
-                   help=f"connect timeout per request, seconds (default {d.connect_timeout_s:g})")
-    p.add_argument("--total-timeout", type=float, default=None, metavar="SECONDS",
-                   help=f"deadline of one attempt at a photo, headers and body, seconds (default {d.total_timeout_s:g})")
-    p.add_argument("--backoff", type=float, default=None, metavar="SECONDS",
-                   help=f"base of the backoff between retries within a run, seconds (default {d.backoff_s:g})")
-    p.add_argument("--max-pixels", type=int, default=None,
-                   help=f"largest image accepted, width x height pixels (default {d.max_pixels})")
-    p.add_argument("--retry-failed", action=argparse.BooleanOptionalAction, default=None,
-                   help="retry every failed photo now, permanent failures (HTTP 4xx, undecodable) included")
-    p.add_argument("--retry-backoff", type=float, default=None, metavar="SECONDS",
-                   help="a transient failure is retried by a later run once last attempt + SECONDS * 2^(attempts-1) "
-                        f"has passed (default {DEFAULT_RETRY_BACKOFF_S:g})")
-    p.add_argument("--purge", action=argparse.BooleanOptionalAction, default=None,
-                   help="remove photos gone from the source from every table and the image cache, "
-                        "instead of flagging them deleted")
-    p.add_argument("--max-delete-fraction", type=float, dest="max_delete_fraction", default=None,
-                   help="stop before any write when the run would flag or purge more than this share of the "
-                        "store's photos (default 0.1)")
-    p.add_argument("--max-retry-after", type=float, dest="max_retry_after", default=None, metavar="SECONDS",
-                   help="longest Retry-After a server may ask for before the photo fails transient, seconds "
-                        "(default 60)")
+    for table in TABLES:  # one option per setting of the tree, grouped as the job file's tables
+        if table != "store":
+            group = p.add_argument_group(table, TABLE_HELP[table])
+            for leaf in leaves(table):
+                _add_setting(group, leaf)
     _add_store_options(p)
     p.set_defaults(func=_refresh)
 
@@ -155,20 +131,19 @@ def report_failure(action: str, exc: BaseException) -> int:
 
 
 def _refresh(args: argparse.Namespace) -> int:
-    from .jobs import SETTINGS, run_job
+    from .jobs import run_job
 
-    overrides = {name: getattr(args, name) for name in SETTINGS}  # SIGTERM: handled by main()
+    overrides = {leaf.dest: getattr(args, leaf.dest) for leaf in LEAVES}  # SIGTERM: handled by main()
     summary = run_job(args.job, progress=not args.quiet, **overrides)
     print(summary.format())
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .jobs import job_settings
     from .status import status
 
-    s = job_settings(args.job, store=args.store, clickhouse_url=args.clickhouse_url, duckdb=args.duckdb)
-    frame = status(s["store"], clickhouse_url=s["clickhouse_url"], duckdb=s["duckdb"], runs=args.runs)
+    store = Settings.load(args.job, **{leaf.dest: getattr(args, leaf.dest) for leaf in leaves("store")}).store
+    frame = status(store.path, clickhouse_url=store.clickhouse_url, duckdb=store.duckdb, runs=args.runs)
     print(frame.format())
     return 0
 

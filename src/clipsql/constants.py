@@ -3,7 +3,9 @@ upper one (or an ETL stage) for a number.
 
 :data:`STORE_DIM` is the store's vector width (search checks query vectors against it, the
 refresh checks the model against it); :data:`DEFAULT_MODEL` the checkpoint used when none
-is named (the embedder, the refresh, the UDF script, the SQL console's examples).
+is named (the embedder, the refresh, the UDF script, the SQL console's examples). The
+refresh's own defaults live here too, so that :mod:`clipsql.settings` (below the refresh)
+can offer them; `from clipsql.refresh import DEFAULT_CHUNK_SIZE` works as before.
 """
 
 from __future__ import annotations
@@ -14,3 +16,13 @@ VERSION = "0.1.0"
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 #: Vector width the store's HNSW index and CHECK are built for (sql/*/001_core.sql).
 STORE_DIM = 512
+#: The device the CLIP model runs on when none is named: cuda, then mps, then cpu.
+DEFAULT_DEVICE = "auto"
+
+#: Photos per chunk of a refresh: downloaded, embedded and loaded before the next chunk is read.
+DEFAULT_CHUNK_SIZE = 1024
+#: Base of the backoff before a transient download failure is retried by a later run, s.
+DEFAULT_RETRY_BACKOFF_S = 3600.0
+#: Default largest share of the store's photos one run may flag deleted or purge; above it
+#: the run stops before any write (a truncated release must not empty the store).
+DEFAULT_MAX_DELETE_FRACTION = 0.1

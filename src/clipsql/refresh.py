@@ -46,8 +46,9 @@ import uuid
 from tqdm.auto import tqdm
 
 from .cache import cached_names, image_path, remove_stale_temp_files
-from .constants import DEFAULT_MODEL, STORE_DIM
-from .db import ClickHouseStore, Store, open_store, store_root
+from .constants import (DEFAULT_CHUNK_SIZE, DEFAULT_MAX_DELETE_FRACTION, DEFAULT_MODEL,
+                        DEFAULT_RETRY_BACKOFF_S, STORE_DIM)
+from .db import Store, open_store, store_root
 from .download import DownloadOptions, DownloadResult, download_photos
 from .embed import DEFAULT_BATCH_SIZE, EMBED_FAILED, ClipEmbedder, check_model_source, embed_photos, model_label
 from .errors import BadArgument, ModelError, SourceError
@@ -58,18 +59,12 @@ from .sources import DEFAULT_SOURCE, SourceReader, open_source
 
 log = logging.getLogger(__name__)
 
-# STORE_DIM, the vector width the store's HNSW index and CHECK are built for, lives in
-# clipsql.constants (search checks query vectors against it); `from clipsql.refresh import
-# STORE_DIM` works as before.
-#: Photos per chunk: downloaded, embedded and loaded before the next chunk is read.
-DEFAULT_CHUNK_SIZE = 1024
-#: Base of the backoff before a transient download failure is retried by a later run, s.
-DEFAULT_RETRY_BACKOFF_S = 3600.0
+# STORE_DIM, the vector width the store's HNSW index and CHECK are built for, and the
+# refresh's defaults (DEFAULT_CHUNK_SIZE, DEFAULT_RETRY_BACKOFF_S, DEFAULT_MAX_DELETE_FRACTION)
+# live in clipsql.constants, where clipsql.settings (below this module) reads them too;
+# `from clipsql.refresh import STORE_DIM, DEFAULT_CHUNK_SIZE` works as before.
 #: Longest wait before a transient failure is retried again (one week), seconds.
 MAX_RETRY_BACKOFF_S = 7 * 24 * 3600.0
-#: Default largest share of the store's photos one run may flag deleted or purge; above it
-#: the run stops before any write (a truncated release must not empty the store).
-DEFAULT_MAX_DELETE_FRACTION = 0.1
 STAGES = ("source", "download", "embed", "load", "index")
 
 
@@ -463,8 +458,8 @@ class _Job:
                          embedder.name, missing)
 
         t0 = time.perf_counter()
-        if isinstance(db, ClickHouseStore) and (self.stage("embed").ok or self.purged):
-            db.materialize_vector_index()
+        if db.capabilities.vector_index and (self.stage("embed").ok or self.purged):
+            db.after_load()
             log.info("vector index materialized")
         index = self.stage("index")
         index.ok, index.seconds = self.stage("embed").ok, time.perf_counter() - t0
