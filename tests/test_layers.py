@@ -1,6 +1,8 @@
 """The package's modules form layers that only import downward (issue 11).
 
-Every module of src/clipsql is read with `ast` (nothing is imported here): every `import`
+Every module of src/clipsql and of its subpackages (`search.kinds` for
+src/clipsql/search/kinds.py, `search` for its __init__.py) is read with `ast` (nothing is
+imported here): every `import`
 and `from ... import` statement, at module level and inside functions alike (a deferred
 import is an import all the same), in relative and absolute form, and every
 `importlib.import_module("clipsql...")` with a constant name, gives an edge of the module
@@ -40,14 +42,26 @@ LAYERS: list[tuple[str, ...]] = [
     ("queries",),                          # the named-query registry (reads queries/, needs no engine)
     ("dialect",),                          # ClickHouse query text -> DuckDB (and MyScale)
     ("lock",),                             # the store's refresh lock
+    ("engines.base", "engines.busy"),      # the engine protocol; who holds a busy store
+    ("engines.clickhouse", "engines.duckdb"),  # the engines ...
+    ("engines.chdb",),                     # ... chdb is the ClickHouse engine in process
+    ("engines",),                          # the engine registry
     ("db",),                               # stores: chdb, ClickHouse server, DuckDB
     ("embed",),                            # the CLIP model
     ("download",),                         # fetching images: the ETL's download stage, search's image URLs
     ("snapshot",),                         # the search snapshot of a store
+    # the search package (clipsql/search/), one concern per module:
+    ("search.checks",),                    # value checks and limits
+    ("search.filters", "search.terms", "search.inputs", "search.vectors", "search.models"),
+    ("search.options",),                   # SearchOptions, FacetOptions, the keyword folding
+    ("search.sql",),                       # running the photo queries
+    ("search.rerank",),                    # exact and MMR re-ranking
+    ("search.kinds",),                     # the query kinds
     ("search", "status", "render"),        # reading a store: search, its state, the notebooks' views
     ("evaluate", "udf"),                   # built on search (combine_vectors, resolve_model)
     ("sources",),                          # ETL stages only the refresh uses: reading sources ...
     ("load",),                             # ... and loading rows
+    ("settings",),                         # the refresh's settings tree (job file and CLI map onto it)
     ("refresh",),                          # the ETL job
     ("jobs",),                             # job files -> refresh
     (INIT,),                               # `clipsql`: refresh, RefreshSummary and search, loaded lazily
@@ -64,8 +78,24 @@ MUST_NOT_LOAD = {
 
 
 def module_files() -> dict[str, Path]:
-    """{short module name: file}: `errors` for clipsql/errors.py, `__init__` for the package."""
-    return {path.stem: path for path in sorted(PACKAGE_DIR.glob("*.py"))}
+    """{short module name: file}: `errors` for clipsql/errors.py, `__init__` for the package;
+    a subpackage's modules by dotted name: `search` for clipsql/search/__init__.py,
+    `search.kinds` for clipsql/search/kinds.py (folders without an __init__.py are skipped)."""
+    files = {}
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        parts = path.relative_to(PACKAGE_DIR).with_suffix("").parts
+        if not all((PACKAGE_DIR.joinpath(*parts[:end]) / "__init__.py").is_file() for end in range(1, len(parts))):
+            continue
+        if parts[-1] == "__init__" and len(parts) > 1:
+            parts = parts[:-1]
+        files[".".join(parts)] = path
+    return files
+
+
+def package_of(path: Path) -> str:
+    """The package a module's relative imports start from: `clipsql.search` for
+    clipsql/search/kinds.py and for clipsql/search/__init__.py."""
+    return ".".join(path.parent.relative_to(SRC).parts)
 
 
 def _is_private(name: str) -> bool:
@@ -75,9 +105,10 @@ def _is_private(name: str) -> bool:
 class ModuleScan(ast.NodeVisitor):
     """The imports, module bindings, private definitions and private attribute uses of one module."""
 
-    def __init__(self, name: str, modules: set[str]):
+    def __init__(self, name: str, modules: set[str], package: str = PACKAGE):
         self.name = name
         self.modules = modules
+        self.package = package  # where `from . import` starts (see package_of)
         # `from . import x` inside the package __init__ and in a module resolve alike: the package.
         self.imports: list[tuple[str, int]] = []          # (target module, line)
         self.private_imports: list[tuple[str, str, int]] = []  # (module, name, line)
@@ -88,13 +119,23 @@ class ModuleScan(ast.NodeVisitor):
 
     # -- imports ---------------------------------------------------------------------------
     def _target(self, dotted: str) -> str | None:
-        """The short module name of `clipsql[.x[...]]`, else None (not ours)."""
+        """The short module name of `clipsql[.x[...]]` (the longest prefix that is a module:
+        `search.kinds` for clipsql.search.kinds.text), else None (not ours)."""
         if dotted == PACKAGE:
             return INIT
         if dotted.startswith(PACKAGE + "."):
-            first = dotted[len(PACKAGE) + 1:].split(".")[0]
-            return first if first in self.modules else INIT
+            parts = dotted[len(PACKAGE) + 1:].split(".")
+            for end in range(len(parts), 0, -1):
+                name = ".".join(parts[:end])
+                if name in self.modules and name != INIT:
+                    return name
+            return INIT
         return None
+
+    def _module(self, dotted: str) -> str | None:
+        """The short module name of `dotted` when it names a module itself, else None."""
+        name = dotted[len(PACKAGE) + 1:] if dotted.startswith(PACKAGE + ".") else None
+        return name if name in self.modules and name != INIT else None
 
     def _add(self, target: str | None, line: int) -> None:
         if target is not None and target != self.name:
@@ -112,25 +153,22 @@ class ModuleScan(ast.NodeVisitor):
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         if node.level:
-            base = PACKAGE.split(".")[: max(0, len(PACKAGE.split(".")) - (node.level - 1))]
+            package = self.package.split(".")
+            base = package[: max(0, len(package) - (node.level - 1))]
             dotted = ".".join(base + ([node.module] if node.module else []))
         else:
             dotted = node.module or ""
         target = self._target(dotted)
         if target is None:
             return
-        if target == INIT:  # from clipsql import x: a submodule x, else a name of the package
-            for alias in node.names:
-                if alias.name in self.modules and alias.name != INIT:
-                    self._add(alias.name, node.lineno)
-                    self.module_aliases[alias.asname or alias.name] = alias.name
-                else:
-                    self._add(INIT, node.lineno)
-                    if _is_private(alias.name):
-                        self.private_imports.append((INIT, alias.name, node.lineno))
-        else:
-            self._add(target, node.lineno)
-            for alias in node.names:
+        for alias in node.names:
+            # from clipsql[.pkg] import x: a submodule x, else a name of the module imported from
+            submodule = self._module(f"{dotted}.{alias.name}")
+            if submodule is not None:
+                self._add(submodule, node.lineno)
+                self.module_aliases[alias.asname or alias.name] = submodule
+            else:
+                self._add(target, node.lineno)
                 if _is_private(alias.name) and target != self.name:
                     self.private_imports.append((target, alias.name, node.lineno))
 
@@ -197,7 +235,7 @@ def scan_all() -> dict[str, ModuleScan]:
     files = module_files()
     scans = {}
     for name, path in files.items():
-        scan = ModuleScan(name, set(files))
+        scan = ModuleScan(name, set(files), package_of(path))
         scan.visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
         scans[name] = scan
     return scans
@@ -264,7 +302,8 @@ def _label(module: str) -> str:
 
 
 def _where(module: str, line: int) -> str:
-    return f"src/{PACKAGE}/{module}.py:{line}"
+    path = module_files().get(module)
+    return f"{path.relative_to(SRC.parent).as_posix() if path else module}:{line}"
 
 
 # --- the tests -----------------------------------------------------------------------------
@@ -384,6 +423,13 @@ def later():
     assert [(m, n) for m, n, _ in scan.private_imports] == [("sources", "_private_reader")]
     assert scan.module_aliases["s"] == "search" and scan.module_aliases["db"] == "db"
     assert {attr for _, attr, _ in scan.attribute_uses} == {"_hidden", "_state"}
+    # A module of a subpackage: `.` is the subpackage, `..` the package.
+    inner = ModuleScan("search.kinds", modules | {"search", "search.kinds", "search.checks"}, f"{PACKAGE}.search")
+    inner.visit(ast.parse("from ..db import Store\nfrom .checks import _limit, check_k\nfrom . import checks\n"
+                          "from .. import snapshot\nimport clipsql.search.checks as c\n"))
+    assert {t for t, _ in inner.imports} == {"db", "search.checks", "snapshot"}
+    assert [(m, n) for m, n, _ in inner.private_imports] == [("search.checks", "_limit")]
+    assert inner.module_aliases == {"checks": "search.checks", "snapshot": "snapshot", "c": "search.checks"}
     graph = {"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3}, "d": {"a": 4}}
     assert find_cycles(graph) == [["a", "b", "c", "a"]]
     assert find_cycles({"a": {"b": 1}, "b": {}}) == []

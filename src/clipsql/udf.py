@@ -336,23 +336,24 @@ def register_text_embedding(db, model: str | None = None, *, source: str | os.Pa
         ModelError: a checkpoint directory that does not exist.
         StoreError: chdb started without clipsql's scripts folder, or a server without the function.
     """
-    from .search import resolve_model
+    from .search.models import resolve_model  # not the whole search package: the UDF process loads little
 
     check_device_name(device)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise BadArgument(f"batch_size must be a positive integer, got {batch_size!r}")
     label, stored_source, _ = resolve_model(db, model)
     checkpoint = os.fspath(source) if source is not None else stored_source
-    if db.engine == "clickhouse":
+    how = db.capabilities.text_function  # clipsql.engines.base.TEXT_FUNCTION_KINDS
+    if how == "server_installed":
         _check_server_function(db, label)
         return label
     _check_checkpoint(checkpoint)
-    if db.engine == "duckdb":
+    if how == "in_process":
         _register_duckdb(db.connection, checkpoint, label, device, batch_size)
-    elif db.engine == "chdb":
+    elif how == "engine_script":
         _register_chdb(db, checkpoint, device, batch_size)
     else:
-        raise StoreError(f"{db.description}: no {FUNCTION_NAME} for engine {db.engine!r}")
+        raise StoreError(f"{db.description}: no {FUNCTION_NAME} for engine {db.engine!r} ({how})")
     log.info("%s registered in %s: model %s from %s on %s", FUNCTION_NAME, db.description, label, checkpoint, device)
     return label
 
