@@ -171,3 +171,29 @@ def test_no_module_above_the_engines_asks_which_engine_it_has():
             if needle in text:
                 offenders.append(f"{path.relative_to(root)}: {needle}")
     assert offenders == []
+
+
+@pytest.mark.parametrize("scheme", ["chdb", "duckdb"])
+def test_the_cli_refreshes_searches_and_reads_status_through_a_store_url(scheme, image_server, tmp_path, tiny_clip,
+                                                                         capsys, monkeypatch):
+    from clipsql.cli import main
+
+    from conftest import make_release
+
+    monkeypatch.chdir(tmp_path)  # the image cache of a DuckDB URL is ./clipsql-store
+    url = f"chdb://{tmp_path / 'store'}" if scheme == "chdb" else f"duckdb://{tmp_path / 'photos.duckdb'}"
+    release = make_release(tmp_path / "release", image_server.url, 5)
+    code = main(["refresh", "--source", str(release), "--store", url, "--model", str(tiny_clip), "--retries", "0", "-q"])
+    assert code == 0, capsys.readouterr().err
+    assert main(["search", "text", "a red car", "--store", url, "-k", "3", "--format", "json"]) == 0
+    out = capsys.readouterr().out
+    assert out.count('"photo_id"') == 3
+    assert main(["status", "--store", url]) == 0
+    out = capsys.readouterr().out
+    assert ("chdb:" if scheme == "chdb" else "duckdb:") in out
+    cache = tmp_path / ("store" if scheme == "chdb" else "clipsql-store") / "images"
+    assert len(list(cache.iterdir())) == 5
+    # A URL and an alias together stop before any work, exit 2, one line.
+    assert main(["status", "--store", url, "--duckdb", str(tmp_path / "other.duckdb")]) == 2
+    err = capsys.readouterr().err
+    assert "choose one backend" in err and len(err.strip().splitlines()) == 1

@@ -93,16 +93,19 @@ class ModelSettings:
 
 @dataclasses.dataclass(frozen=True)
 class StoreSettings:
-    """Where the photos go: one backend (default: chdb on disk under --store) and the image cache
-    (the [store] table)."""
+    """Where the photos go: one store URL or directory (default: chdb on disk under --store) and
+    the image cache (the [store] table). `clickhouse_url` and `duckdb` are the first wave's
+    aliases; `path` is then the image cache directory (see :mod:`clipsql.engines`)."""
 
-    path: str | None = _setting(None, "--store", "store directory: chdb data and the image cache",
-                                default_text="$CLIPSQL_STORE or ./clipsql-store", to="store", relative="path")
-    clickhouse_url: str | None = _setting(None, "--clickhouse-url", "ClickHouse server, "
-                                          "http(s)://user:password@host:8123/database",
-                                          default_text="$CLICKHOUSE_URL", backend=True)
-    duckdb: str | None = _setting(None, "--duckdb", "a DuckDB database file instead of chdb", metavar="FILE",
-                                  relative="path", backend=True)
+    path: str | None = _setting(None, "--store", "the store: a directory (chdb data and the image cache) or a URL: "
+                                "chdb:///dir, http(s)://user:password@host:8123/database, duckdb:///file.duckdb",
+                                metavar="URL|DIR", default_text="$CLIPSQL_STORE or ./clipsql-store", to="store",
+                                relative="path")
+    clickhouse_url: str | None = _setting(None, "--clickhouse-url", "alias: a ClickHouse server, "
+                                          "http(s)://user:password@host:8123/database (--store is then the image "
+                                          "cache)", default_text="$CLICKHOUSE_URL", backend=True)
+    duckdb: str | None = _setting(None, "--duckdb", "alias: a DuckDB database file (--store is then the image cache)",
+                                  metavar="FILE", relative="path", backend=True)
 
 
 @dataclasses.dataclass(frozen=True)
