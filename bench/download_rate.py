@@ -27,8 +27,10 @@ def main():
         results = download_photos(photos, cache, DownloadOptions(workers=a.workers), progress=False)
         seconds = time.perf_counter() - t0
     ok = sum(r.ok for r in results)
-    print(f"download: {len(ids)} photos ({ok} ok, {len(ids) - ok} failed) in {seconds:.2f} s "
-          f"= {len(ids) / seconds:.0f} photos/s with {a.workers} workers")
+    print(
+        f"download: {len(ids)} photos ({ok} ok, {len(ids) - ok} failed) in {seconds:.2f} s "
+        f"= {len(ids) / seconds:.0f} photos/s with {a.workers} workers"
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def main():
     items = [(p.stem, p) for p in files]
     embedder = ClipEmbedder(a.model, device="cpu")
     images = [open_rgb(p.read_bytes()) for p in files]
-    batches = [embedder.preprocess(images[i:i + a.batch_size]) for i in range(0, len(images), a.batch_size)]
+    batches = [embedder.preprocess(images[i : i + a.batch_size]) for i in range(0, len(images), a.batch_size)]
     embedder.embed_pixels(batches[0])  # warm-up
     t0 = time.perf_counter()
     for pixels in batches:
@@ -39,8 +39,10 @@ def main():
     t0 = time.perf_counter()
     n = sum(len(b.photo_ids) for b in embed_photos(items, embedder, batch_size=a.batch_size, progress=False))
     stage_rate = n / (time.perf_counter() - t0)
-    print(f"torch threads {torch.get_num_threads()}; model alone on preprocessed tensors: {model_rate:.1f} img/s; "
-          f"embed stage from JPEG files: {stage_rate:.1f} img/s = {100 * stage_rate / model_rate:.1f}% of the model")
+    print(
+        f"torch threads {torch.get_num_threads()}; model alone on preprocessed tensors: {model_rate:.1f} img/s; "
+        f"embed stage from JPEG files: {stage_rate:.1f} img/s = {100 * stage_rate / model_rate:.1f}% of the model"
+    )
 
 
 if __name__ == "__main__":

@@ -36,14 +36,16 @@ def main():
         loader.photos(SourceData("unsplash", "", "bench", photos, {}, []))
         t1 = time.perf_counter()
         for start in range(0, a.n, 1024):  # as the refresh hands them over, batch by batch
-            loader.embeddings(ids[start:start + 1024], vectors[start:start + 1024], "bench")
+            loader.embeddings(ids[start : start + 1024], vectors[start : start + 1024], "bench")
         loader.flush()
         t2 = time.perf_counter()
         db.materialize_vector_index()
         t3 = time.perf_counter()
         assert db.count("photo_embeddings") == a.n and db.count("photos") == a.n
-    print(f"load into chdb: {a.n} photo rows {t1 - t0:.3f} s, {a.n} x 512 vectors {t2 - t1:.3f} s, "
-          f"total {t2 - t0:.3f} s; HNSW index build {t3 - t2:.2f} s")
+    print(
+        f"load into chdb: {a.n} photo rows {t1 - t0:.3f} s, {a.n} x 512 vectors {t2 - t1:.3f} s, "
+        f"total {t2 - t0:.3f} s; HNSW index build {t3 - t2:.2f} s"
+    )
 
 
 if __name__ == "__main__":

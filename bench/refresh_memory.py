@@ -78,15 +78,27 @@ def write_release(folder: Path, base_url: str, n: int, conversions_per_photo: in
     with open(folder / "photos.tsv000", "w", encoding="utf-8") as f:
         f.write("\t".join(HEADER) + "\n")
         for i in range(n):
-            f.write("\t".join([f"p{i:010d}", f"https://unsplash.com/photos/p{i:010d}", f"{base_url}/img/{i}.jpg",
-                               "2021-03-04 10:00:00.123"] + empty) + "\n")
+            f.write(
+                "\t".join(
+                    [
+                        f"p{i:010d}",
+                        f"https://unsplash.com/photos/p{i:010d}",
+                        f"{base_url}/img/{i}.jpg",
+                        "2021-03-04 10:00:00.123",
+                    ]
+                    + empty
+                )
+                + "\n"
+            )
     if conversions_per_photo:
         with open(folder / "conversions.tsv000", "w", encoding="utf-8") as f:
             f.write("converted_at\tconversion_type\tkeyword\tphoto_id\tanonymous_user_id\tconversion_country\n")
             for i in range(n):
                 for j in range(conversions_per_photo):
-                    f.write(f"2021-{1 + j % 12:02d}-{1 + i % 28:02d} 1{j % 10}:00:0{j % 10}.{j:03d}\tdownload\t"
-                            f"keyword{j % 97}\tp{i:010d}\tuser{(i * 31 + j) % 100000:06d}\tIS\n")
+                    f.write(
+                        f"2021-{1 + j % 12:02d}-{1 + i % 28:02d} 1{j % 10}:00:0{j % 10}.{j:03d}\tdownload\t"
+                        f"keyword{j % 97}\tp{i:010d}\tuser{(i * 31 + j) % 100000:06d}\tIS\n"
+                    )
     return folder
 
 
@@ -109,19 +121,34 @@ def child(args) -> None:
 
     threading.Thread(target=sample, daemon=True).start()
     t0 = time.perf_counter()
-    summary = refresh(args.source, model=args.model, store=args.store, duckdb=args.duckdb,
-                      chunk_size=args.chunk_size, download=DownloadOptions(workers=16, width=640),
-                      device="cpu", progress=False)
+    summary = refresh(
+        args.source,
+        model=args.model,
+        store=args.store,
+        duckdb=args.duckdb,
+        chunk_size=args.chunk_size,
+        download=DownloadOptions(workers=16, width=640),
+        device="cpu",
+        progress=False,
+    )
     done.set()
     status = Path("/proc/self/status").read_text()
     hwm = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
-    print(json.dumps({
-        "photos": summary.stage("source").ok, "embedded": summary.stage("embed").ok,
-        "failed": summary.stage("download").failed + summary.stage("embed").failed,
-        "rows_loaded": summary.stage("load").ok, "seconds": time.perf_counter() - t0,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "vm_hwm_mib": hwm / 1024,
-        "rss_after_imports_mib": rss_before / 1024,
-        "rss_quarters_mib": [max(samples[:max(1, len(samples) * q // 4)], default=0) for q in (1, 2, 3, 4)]}))
+    print(
+        json.dumps(
+            {
+                "photos": summary.stage("source").ok,
+                "embedded": summary.stage("embed").ok,
+                "failed": summary.stage("download").failed + summary.stage("embed").failed,
+                "rows_loaded": summary.stage("load").ok,
+                "seconds": time.perf_counter() - t0,
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "vm_hwm_mib": hwm / 1024,
+                "rss_after_imports_mib": rss_before / 1024,
+                "rss_quarters_mib": [max(samples[: max(1, len(samples) * q // 4)], default=0) for q in (1, 2, 3, 4)],
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -141,16 +168,33 @@ def main() -> None:
     if not Path(args.model).is_dir():
         sys.exit(f"no CLIP checkpoint at {args.model}: make one with ../shared/tools/make_random_clip.py")
     httpd, url = serve(make_pool())
-    print(f"model {args.model}, backend {args.backend}, chunk {args.chunk_size}, "
-          f"conversions/photo {args.conversions_per_photo}, {os.cpu_count()} CPUs", flush=True)
-    print(f"{'photos':>8} {'embedded':>9} {'failed':>7} {'rows loaded':>12} {'seconds':>9} "
-          f"{'peak RSS MiB':>13} {'before refresh':>15}  peak RSS by 1/4, 2/4, 3/4 of the run", flush=True)
+    print(
+        f"model {args.model}, backend {args.backend}, chunk {args.chunk_size}, "
+        f"conversions/photo {args.conversions_per_photo}, {os.cpu_count()} CPUs",
+        flush=True,
+    )
+    print(
+        f"{'photos':>8} {'embedded':>9} {'failed':>7} {'rows loaded':>12} {'seconds':>9} "
+        f"{'peak RSS MiB':>13} {'before refresh':>15}  peak RSS by 1/4, 2/4, 3/4 of the run",
+        flush=True,
+    )
     try:
         for n in args.sizes:
             with tempfile.TemporaryDirectory(prefix="clipsql-mem-") as tmp:
                 source = write_release(Path(tmp) / "release", url, n, args.conversions_per_photo)
-                command = [sys.executable, __file__, "--child", "--source", str(source), "--model", args.model,
-                           "--store", str(Path(tmp) / "store"), "--chunk-size", str(args.chunk_size)]
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "--source",
+                    str(source),
+                    "--model",
+                    args.model,
+                    "--store",
+                    str(Path(tmp) / "store"),
+                    "--chunk-size",
+                    str(args.chunk_size),
+                ]
                 if args.backend == "duckdb":
                     command += ["--duckdb", str(Path(tmp) / "store.duckdb")]
                 env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
@@ -158,9 +202,12 @@ def main() -> None:
                 if done.returncode != 0:
                     sys.exit(f"refresh of {n} photos failed:\n{done.stderr[-3000:]}")
                 r = json.loads(done.stdout.strip().splitlines()[-1])
-                print(f"{r['photos']:>8} {r['embedded']:>9} {r['failed']:>7} {r['rows_loaded']:>12} "
-                      f"{r['seconds']:>9.1f} {r['peak_rss_mib']:>13.0f} {r['rss_after_imports_mib']:>15.0f}  "
-                      + ", ".join(f"{q:.0f}" for q in r["rss_quarters_mib"][:3]), flush=True)
+                print(
+                    f"{r['photos']:>8} {r['embedded']:>9} {r['failed']:>7} {r['rows_loaded']:>12} "
+                    f"{r['seconds']:>9.1f} {r['peak_rss_mib']:>13.0f} {r['rss_after_imports_mib']:>15.0f}  "
+                    + ", ".join(f"{q:.0f}" for q in r["rss_quarters_mib"][:3]),
+                    flush=True,
+                )
     finally:
         httpd.shutdown()
 

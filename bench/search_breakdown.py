@@ -25,8 +25,10 @@ from clipsql.db import open_store
 from clipsql.queries import get_query
 from search_latency import MODEL, load
 
-SCAN = ("SELECT photo_id, cosineDistance(embedding, {query_vec:Array(Float32)}) AS distance "
-        "FROM photo_embeddings<final> WHERE model = {model:String}<deleted> ORDER BY distance, photo_id LIMIT 10")
+SCAN = (
+    "SELECT photo_id, cosineDistance(embedding, {query_vec:Array(Float32)}) AS distance "
+    "FROM photo_embeddings<final> WHERE model = {model:String}<deleted> ORDER BY distance, photo_id LIMIT 10"
+)
 DELETED = " AND photo_id NOT IN (SELECT photo_id FROM photos FINAL WHERE is_deleted != 0)"
 
 
@@ -49,20 +51,28 @@ def main() -> None:
         def p50(sql: str, with_vector: bool = True) -> float:
             times = []
             for q in queries:
-                params = ({"query_vec": q.tolist(), "model": MODEL, "k": 10, "offset": 0, "max_distance": None}
-                          if with_vector else None)
+                params = (
+                    {"query_vec": q.tolist(), "model": MODEL, "k": 10, "offset": 0, "max_distance": None}
+                    if with_vector
+                    else None
+                )
                 t0 = time.perf_counter()
                 db.client.query_arrow(sql, parameters=params)
                 times.append(time.perf_counter() - t0)
             return 1000 * statistics.median(times)
 
         def rows(label: str) -> None:
-            parts = int(db.query_df("SELECT count() AS n FROM system.parts WHERE table = 'photo_embeddings' "
-                                    "AND active")["n"][0])
+            parts = int(
+                db.query_df("SELECT count() AS n FROM system.parts WHERE table = 'photo_embeddings' AND active")["n"][0]
+            )
             print(f"{label} (photo_embeddings in {parts} parts)")
             for name, sql, vec in [
                 ("SELECT 1 (round trip)", "SELECT 1", False),
-                ("read the vector column alone", "SELECT count() FROM photo_embeddings WHERE NOT ignore(embedding)", False),
+                (
+                    "read the vector column alone",
+                    "SELECT count() FROM photo_embeddings WHERE NOT ignore(embedding)",
+                    False,
+                ),
                 ("cosine top-10, no FINAL", scan("", ""), True),
                 ("+ FINAL", scan(" FINAL", ""), True),
                 ("+ deleted photos left out", scan(" FINAL", DELETED), True),
@@ -74,25 +84,37 @@ def main() -> None:
         db.command("OPTIMIZE TABLE photo_embeddings FINAL")
         rows("merged")
         db.command("CREATE TABLE vectors_memory ENGINE = Memory AS SELECT photo_id, embedding FROM photo_embeddings")
-        db.command("CREATE TABLE vectors_bf16 (photo_id String, embedding Array(BFloat16)) ENGINE = MergeTree "
-                   "ORDER BY photo_id")
-        db.command("INSERT INTO vectors_bf16 SELECT photo_id, arrayMap(x -> toBFloat16(x), embedding) "
-                   "FROM photo_embeddings")
+        db.command(
+            "CREATE TABLE vectors_bf16 (photo_id String, embedding Array(BFloat16)) ENGINE = MergeTree "
+            "ORDER BY photo_id"
+        )
+        db.command(
+            "INSERT INTO vectors_bf16 SELECT photo_id, arrayMap(x -> toBFloat16(x), embedding) FROM photo_embeddings"
+        )
         db.command("OPTIMIZE TABLE vectors_bf16 FINAL")
         print("references (other storage)")
         for name, sql in [
-            ("Memory engine copy: cosine top-10", "SELECT photo_id, cosineDistance(embedding, {query_vec:Array(Float32)}) "
-             "AS d FROM vectors_memory ORDER BY d, photo_id LIMIT 10"),
-            ("BFloat16 copy: cosine top-10 (approximate)", "SELECT photo_id, cosineDistance(embedding, "
-             "{query_vec:Array(BFloat16)}) AS d FROM vectors_bf16 ORDER BY d, photo_id LIMIT 10"),
+            (
+                "Memory engine copy: cosine top-10",
+                "SELECT photo_id, cosineDistance(embedding, {query_vec:Array(Float32)}) "
+                "AS d FROM vectors_memory ORDER BY d, photo_id LIMIT 10",
+            ),
+            (
+                "BFloat16 copy: cosine top-10 (approximate)",
+                "SELECT photo_id, cosineDistance(embedding, "
+                "{query_vec:Array(BFloat16)}) AS d FROM vectors_bf16 ORDER BY d, photo_id LIMIT 10",
+            ),
         ]:
             print(f"  {name:<52} {p50(sql):7.2f} ms", flush=True)
         # What clipsql runs on chdb: the Memory-engine copy with the columns a result shows
         # (clipsql.snapshot), so neither FINAL, the deleted-photo subquery nor the join is left.
         snapshot.use_snapshot(db, MODEL)
         print("the search snapshot (what search.* runs on chdb)")
-        print(f"  {'search_photos_unfiltered_snapshot.sql':<52} "
-              f"{p50(get_query('search_photos_unfiltered_snapshot').executable_sql):7.2f} ms", flush=True)
+        print(
+            f"  {'search_photos_unfiltered_snapshot.sql':<52} "
+            f"{p50(get_query('search_photos_unfiltered_snapshot').executable_sql):7.2f} ms",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -35,9 +35,18 @@ from clipsql.queries import get_query
 from clipsql.sources import arrow_schema
 
 MODEL = "bench"
-TEXTS = ["a dog on a beach", "sunset over the mountains", "a red car in the city at night", "people at a market",
-         "snow covered forest", "a cup of coffee on a wooden table", "aerial view of a coastline",
-         "portrait of a woman smiling", "an old bridge over a river", "fireworks in the sky"]
+TEXTS = [
+    "a dog on a beach",
+    "sunset over the mountains",
+    "a red car in the city at night",
+    "people at a market",
+    "snow covered forest",
+    "a cup of coffee on a wooden table",
+    "aerial view of a coastline",
+    "portrait of a woman smiling",
+    "an old bridge over a river",
+    "fireworks in the sky",
+]
 
 
 def p50_ms(fn, args_list) -> tuple[float, list]:
@@ -56,9 +65,13 @@ def load(db, n: int, rng, model_source: str) -> tuple[np.ndarray, np.ndarray]:
     iceland = np.array([i % 100 == 7 for i in range(n)])
     schema = arrow_schema("photos")
     photos = pa.table({f.name: pa.nulls(n, f.type) for f in schema}, schema=schema)
-    columns = {"photo_id": ids, "photo_description": [f"description of photo {i}" for i in range(n)],
-               "photo_location_country": ["Iceland" if x else ["Japan", "Peru", "Kenya"][i % 3]
-                                          for i, x in enumerate(iceland)]}
+    columns = {
+        "photo_id": ids,
+        "photo_description": [f"description of photo {i}" for i in range(n)],
+        "photo_location_country": [
+            "Iceland" if x else ["Japan", "Peru", "Kenya"][i % 3] for i, x in enumerate(iceland)
+        ],
+    }
     for name, values in columns.items():
         photos = photos.set_column(schema.get_field_index(name), name, pa.array(values))
     photos = photos.append_column("source_version", pa.array(["bench"] * n))
@@ -66,9 +79,20 @@ def load(db, n: int, rng, model_source: str) -> tuple[np.ndarray, np.ndarray]:
     photos = photos.append_column("version", pa.array(np.ones(n, dtype=np.uint64)))
     db.upsert("photos", photos)
     for start in range(0, n, 1024):  # as the refresh writes them: one part per 1,024 vectors
-        db.upsert("photo_embeddings", embeddings_table(ids[start:start + 1024], vectors[start:start + 1024], MODEL, 1))
-    db.upsert("models", pa.table({"model": [MODEL], "model_source": [model_source],
-                                  "dim": pa.array([512], pa.uint16()), "version": pa.array([1], pa.uint64())}))
+        db.upsert(
+            "photo_embeddings", embeddings_table(ids[start : start + 1024], vectors[start : start + 1024], MODEL, 1)
+        )
+    db.upsert(
+        "models",
+        pa.table(
+            {
+                "model": [MODEL],
+                "model_source": [model_source],
+                "dim": pa.array([512], pa.uint16()),
+                "version": pa.array([1], pa.uint64()),
+            }
+        ),
+    )
     db.materialize_vector_index()
     return vectors, iceland
 
@@ -94,9 +118,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root, open_store(root) as db:
         t0 = time.perf_counter()
         vectors, iceland = load(db, a.n, rng, str(Path(a.model_dir).resolve()))
-        print(f"chdb {db.query_df('SELECT version() AS v')['v'][0]}: loaded {a.n} photos x 512 "
-              f"(+ HNSW index) in {time.perf_counter() - t0:.1f} s; 1% filter = country 'Iceland', "
-              f"{int(iceland.sum())} photos; {a.queries} queries per row, top-{a.k}, p50")
+        print(
+            f"chdb {db.query_df('SELECT version() AS v')['v'][0]}: loaded {a.n} photos x 512 "
+            f"(+ HNSW index) in {time.perf_counter() - t0:.1f} s; 1% filter = country 'Iceland', "
+            f"{int(iceland.sum())} photos; {a.queries} queries per row, top-{a.k}, p50"
+        )
         queries = rng.standard_normal((a.queries, 512)).astype(np.float32)
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
         # numpy filters the way SQL does, per query: a mask from the country column.
@@ -115,6 +141,7 @@ def main() -> None:
                     return fn(*args)
                 finally:
                     db.search_snapshot_max_bytes = SEARCH_SNAPSHOT_MAX_BYTES
+
             return call
 
         # Warm up every path once (first queries pay for reading marks and building caches).
@@ -171,6 +198,7 @@ def main() -> None:
         def rebuild(q):
             snapshot.discard(db)
             snapshot.use_snapshot(db, MODEL)
+
         ms, _ = p50_ms(rebuild, args[:10])
         note("  snapshot rebuild (the first search after a write)", ms)
         print("\n".join(lines))
@@ -188,8 +216,10 @@ def main() -> None:
         ms, _ = p50_ms(lambda t: search.text(t, a.k, db=db, model=MODEL, device="cpu"), texts)
         row("text end to end         search.text", ms, np_e2e_ms)
         ms, _ = p50_ms(lambda t: search.text(t, a.k, db=db, model=MODEL, device="cpu", country="Iceland"), texts)
-        np1_e2e_ms, _ = p50_ms(lambda t: numpy_topk(vectors, embedder.embed_texts([t])[0], a.k,
-                                                    np.flatnonzero(countries == "Iceland")), texts)
+        np1_e2e_ms, _ = p50_ms(
+            lambda t: numpy_topk(vectors, embedder.embed_texts([t])[0], a.k, np.flatnonzero(countries == "Iceland")),
+            texts,
+        )
         row("text end to end, 1%     search.text", ms, np1_e2e_ms)
         lines.append(f"  {'  of which: text embedding (ViT-B/32 shape, cpu)':<52} {emb_ms:8.2f} ms")
         print("\n".join(lines))

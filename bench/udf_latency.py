@@ -35,8 +35,13 @@ def main() -> None:
     a = ap.parse_args()
     if not Path(a.model).is_dir():
         sys.exit(f"no CLIP checkpoint at {a.model}: make one with ../shared/tools/make_random_clip.py")
-    proc = subprocess.Popen([sys.executable, "-m", "clipsql.udf", "--model", a.model, "--device", "cpu"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clipsql.udf", "--model", a.model, "--device", "cpu"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
     try:
         t0 = time.perf_counter()
         first = call(proc, ["a dog on a beach"])

@@ -22,13 +22,36 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "unsplash-lite-7k"
 PHOTOS_HEADER = [
-    "photo_id", "photo_url", "photo_image_url", "photo_submitted_at", "photo_featured", "photo_width",
-    "photo_height", "photo_aspect_ratio", "photo_description", "photographer_username",
-    "photographer_first_name", "photographer_last_name", "exif_camera_make", "exif_camera_model",
-    "exif_iso", "exif_aperture_value", "exif_focal_length", "exif_exposure_time", "photo_location_name",
-    "photo_location_latitude", "photo_location_longitude", "photo_location_country", "photo_location_city",
-    "stats_views", "stats_downloads", "ai_description", "ai_primary_landmark_name",
-    "ai_primary_landmark_latitude", "ai_primary_landmark_longitude", "ai_primary_landmark_confidence",
+    "photo_id",
+    "photo_url",
+    "photo_image_url",
+    "photo_submitted_at",
+    "photo_featured",
+    "photo_width",
+    "photo_height",
+    "photo_aspect_ratio",
+    "photo_description",
+    "photographer_username",
+    "photographer_first_name",
+    "photographer_last_name",
+    "exif_camera_make",
+    "exif_camera_model",
+    "exif_iso",
+    "exif_aperture_value",
+    "exif_focal_length",
+    "exif_exposure_time",
+    "photo_location_name",
+    "photo_location_latitude",
+    "photo_location_longitude",
+    "photo_location_country",
+    "photo_location_city",
+    "stats_views",
+    "stats_downloads",
+    "ai_description",
+    "ai_primary_landmark_name",
+    "ai_primary_landmark_latitude",
+    "ai_primary_landmark_longitude",
+    "ai_primary_landmark_confidence",
 ]
 
 
@@ -56,8 +79,11 @@ def build_tiny_clip(out: Path) -> Path:
     (out / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
     (out / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
     small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
-    config = CLIPConfig(text_config=dict(small, vocab_size=len(vocab), max_position_embeddings=77),
-                        vision_config=dict(small, patch_size=32, image_size=224), projection_dim=512)
+    config = CLIPConfig(
+        text_config=dict(small, vocab_size=len(vocab), max_position_embeddings=77),
+        vision_config=dict(small, patch_size=32, image_size=224),
+        projection_dim=512,
+    )
     torch.manual_seed(0)
     CLIPModel(config).eval().save_pretrained(out)
     tokenizer = CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"))
@@ -208,13 +234,23 @@ def make_release(folder: Path, base_url: str, n: int, extra_rows: list[dict] = (
     """A release directory: photos.tsv000 with n photos served from base_url/img/<i>.jpg."""
     folder.mkdir(parents=True, exist_ok=True)
     countries = ["Iceland", "Japan", "Peru", "Kenya"]
-    rows = [{
-        "photo_id": f"photo{i:04d}", "photo_url": f"https://unsplash.com/photos/photo{i:04d}",
-        "photo_image_url": f"{base_url}/img/{i}.jpg", "photo_submitted_at": f"2021-0{1 + i % 9}-1{i % 10} 10:00:00.123",
-        "photo_featured": "t" if i % 3 == 0 else "f", "photo_width": 4000 + i, "photo_height": 3000,
-        "photo_aspect_ratio": "1.33", "photo_description": f"test photo number {i}",
-        "photographer_username": f"user{i % 5}", "photo_location_country": countries[i % 4],
-        "stats_views": 1000 * i, "stats_downloads": 10 * i,
-    } for i in range(n)]
+    rows = [
+        {
+            "photo_id": f"photo{i:04d}",
+            "photo_url": f"https://unsplash.com/photos/photo{i:04d}",
+            "photo_image_url": f"{base_url}/img/{i}.jpg",
+            "photo_submitted_at": f"2021-0{1 + i % 9}-1{i % 10} 10:00:00.123",
+            "photo_featured": "t" if i % 3 == 0 else "f",
+            "photo_width": 4000 + i,
+            "photo_height": 3000,
+            "photo_aspect_ratio": "1.33",
+            "photo_description": f"test photo number {i}",
+            "photographer_username": f"user{i % 5}",
+            "photo_location_country": countries[i % 4],
+            "stats_views": 1000 * i,
+            "stats_downloads": 10 * i,
+        }
+        for i in range(n)
+    ]
     write_photos_tsv(folder / "photos.tsv000", rows + list(extra_rows))
     return folder

@@ -88,14 +88,27 @@ class EtlServer:
 
 
 def photo_row(base_url: str, i: int, views: int | None = None) -> dict:
-    return {"photo_id": f"photo{i:04d}", "photo_url": f"https://unsplash.com/photos/photo{i:04d}",
-            "photo_image_url": f"{base_url}/img/{i}.jpg", "photo_description": f"test photo number {i}",
-            "photo_location_country": ["Iceland", "Japan", "Peru", "Kenya"][i % 4],
-            "stats_views": 1000 * i if views is None else views, "photo_width": 640, "photo_height": 480}
+    return {
+        "photo_id": f"photo{i:04d}",
+        "photo_url": f"https://unsplash.com/photos/photo{i:04d}",
+        "photo_image_url": f"{base_url}/img/{i}.jpg",
+        "photo_description": f"test photo number {i}",
+        "photo_location_country": ["Iceland", "Japan", "Peru", "Kenya"][i % 4],
+        "stats_views": 1000 * i if views is None else views,
+        "photo_width": 640,
+        "photo_height": 480,
+    }
 
 
-def write_release(folder: Path, base_url: str, numbers, *, views: dict[int, int] | None = None,
-                  extra_rows: list[dict] = (), keywords: bool = True) -> Path:
+def write_release(
+    folder: Path,
+    base_url: str,
+    numbers,
+    *,
+    views: dict[int, int] | None = None,
+    extra_rows: list[dict] = (),
+    keywords: bool = True,
+) -> Path:
     """A release folder: photos.tsv000 with photo<i> for i in `numbers` (image /img/<i>.jpg),
     `extra_rows` appended, and a keywords.tsv000 with two keywords per photo<i>."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -103,8 +116,9 @@ def write_release(folder: Path, base_url: str, numbers, *, views: dict[int, int]
     rows = [photo_row(base_url, i, views.get(i)) for i in numbers] + list(extra_rows)
     write_photos_tsv(folder / "photos.tsv000", rows)
     if keywords:
-        lines = [KEYWORDS_HEADER] + [f"photo{i:04d}\t{word}\t{50 + i % 40}.5\t\tf"
-                                     for i in numbers for word in ("sky", f"tag{i % 3}")]
+        lines = [KEYWORDS_HEADER] + [
+            f"photo{i:04d}\t{word}\t{50 + i % 40}.5\t\tf" for i in numbers for word in ("sky", f"tag{i % 3}")
+        ]
         (folder / "keywords.tsv000").write_text("\n".join(lines) + "\n", encoding="utf-8")
     # A new release is a new file: make the modification time differ from the last one's.
     stamp = os.stat(folder / "photos.tsv000").st_mtime
@@ -118,8 +132,9 @@ def cli_command(*args: str) -> list[str]:
 
 
 def subprocess_env() -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1",
-               OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"
+    )
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
     return env
 
@@ -143,32 +158,57 @@ def snapshot(backend: dict) -> dict[str, pd.DataFrame]:
     """
     with open_store(**backend) as db:
         q = db.query_clickhouse
-        photos = q("SELECT * EXCEPT (version) FROM photos FINAL ORDER BY photo_id") if db.dialect == "clickhouse" \
+        photos = (
+            q("SELECT * EXCEPT (version) FROM photos FINAL ORDER BY photo_id")
+            if db.dialect == "clickhouse"
             else q("SELECT * EXCLUDE (version) FROM photos ORDER BY photo_id")
-        status = q("SELECT photo_id, url, status, reason, permanent, attempts, bytes, width, height, "
-                   "CASE WHEN status = 'ok' THEN NULL ELSE http_status END AS http_status "
-                   "FROM download_status FINAL ORDER BY photo_id")
+        )
+        status = q(
+            "SELECT photo_id, url, status, reason, permanent, attempts, bytes, width, height, "
+            "CASE WHEN status = 'ok' THEN NULL ELSE http_status END AS http_status "
+            "FROM download_status FINAL ORDER BY photo_id"
+        )
         vectors = q("SELECT model, photo_id, embedding FROM photo_embeddings FINAL ORDER BY model, photo_id")
-        keywords = q("SELECT photo_id, keyword, ai_service_1_confidence, suggested_by_user "
-                     "FROM keywords FINAL ORDER BY photo_id, keyword")
-        models = q("SELECT model, model_source, dim, CASE WHEN completed_at IS NULL THEN 0 ELSE 1 END AS complete "
-                   "FROM models FINAL ORDER BY model")
+        keywords = q(
+            "SELECT photo_id, keyword, ai_service_1_confidence, suggested_by_user "
+            "FROM keywords FINAL ORDER BY photo_id, keyword"
+        )
+        models = q(
+            "SELECT model, model_source, dim, CASE WHEN completed_at IS NULL THEN 0 ELSE 1 END AS complete "
+            "FROM models FINAL ORDER BY model"
+        )
         runs = q("SELECT run_id, status, version FROM etl_runs FINAL ORDER BY version")
-        dupes = {t: int(q(f"SELECT count() - count(DISTINCT {key}) AS d FROM {t} FINAL")["d"].iloc[0])
-                 for t, key in (("photos", "photo_id"), ("download_status", "photo_id"),
-                                ("photo_embeddings", "(model, photo_id)" if db.dialect == "clickhouse"
-                                 else "model || '/' || photo_id"))}
-    return {"photos": photos, "status": status, "vectors": vectors, "keywords": keywords, "models": models,
-            "runs": runs, "dupes": dupes}
+        dupes = {
+            t: int(q(f"SELECT count() - count(DISTINCT {key}) AS d FROM {t} FINAL")["d"].iloc[0])
+            for t, key in (
+                ("photos", "photo_id"),
+                ("download_status", "photo_id"),
+                ("photo_embeddings", "(model, photo_id)" if db.dialect == "clickhouse" else "model || '/' || photo_id"),
+            )
+        }
+    return {
+        "photos": photos,
+        "status": status,
+        "vectors": vectors,
+        "keywords": keywords,
+        "models": models,
+        "runs": runs,
+        "dupes": dupes,
+    }
 
 
 def assert_same_tables(got: dict, want: dict) -> None:
     """Two snapshots hold the same rows (vectors equal to float tolerance)."""
     for name in ("photos", "status", "keywords", "models"):
-        pd.testing.assert_frame_equal(got[name].reset_index(drop=True), want[name].reset_index(drop=True),
-                                      check_dtype=False, obj=name)
-    assert got["vectors"][["model", "photo_id"]].values.tolist() == want["vectors"][["model", "photo_id"]].values.tolist()
-    np.testing.assert_allclose(np.stack([np.asarray(v, np.float32) for v in got["vectors"]["embedding"]]),
-                               np.stack([np.asarray(v, np.float32) for v in want["vectors"]["embedding"]]),
-                               atol=1e-5)
+        pd.testing.assert_frame_equal(
+            got[name].reset_index(drop=True), want[name].reset_index(drop=True), check_dtype=False, obj=name
+        )
+    assert (
+        got["vectors"][["model", "photo_id"]].values.tolist() == want["vectors"][["model", "photo_id"]].values.tolist()
+    )
+    np.testing.assert_allclose(
+        np.stack([np.asarray(v, np.float32) for v in got["vectors"]["embedding"]]),
+        np.stack([np.asarray(v, np.float32) for v in want["vectors"]["embedding"]]),
+        atol=1e-5,
+    )
     assert got["dupes"] == want["dupes"] == {k: 0 for k in got["dupes"]}

@@ -47,21 +47,26 @@ def photo_rows(n: int) -> list[dict]:
     rows = []
     for i in range(n):
         w, h = [(3000, 4000), (3000, 3000), (4000, 3000), (4000, 3000)][i % 4]
-        rows.append({
-            "photo_id": photo_id(i),
-            "photo_url": f"https://unsplash.com/photos/{photo_id(i)}",
-            "photo_image_url": f"http://127.0.0.1:9/{photo_id(i)}.jpg",
-            "photo_submitted_at": BASE_DAY + dt.timedelta(days=i),
-            "photo_featured": i % 3 == 0,
-            "photo_width": w, "photo_height": h, "photo_aspect_ratio": w / h,
-            "photo_description": None if i % 6 == 0 else "" if i % 6 == 1 else f"photo {i}",
-            "photographer_username": f"user{i % 5}",
-            "exif_camera_make": ["Canon", "NIKON CORPORATION", "SONY", None][i % 4],
-            "exif_camera_model": f"M{i % 3}",
-            "photo_location_country": "Iceland" if i % 100 == 7 else ["Japan", "Peru", "Kenya"][i % 3],
-            "photo_location_city": f"city{i % 7}",
-            "stats_views": 1000 * i, "stats_downloads": 10 * i,
-        })
+        rows.append(
+            {
+                "photo_id": photo_id(i),
+                "photo_url": f"https://unsplash.com/photos/{photo_id(i)}",
+                "photo_image_url": f"http://127.0.0.1:9/{photo_id(i)}.jpg",
+                "photo_submitted_at": BASE_DAY + dt.timedelta(days=i),
+                "photo_featured": i % 3 == 0,
+                "photo_width": w,
+                "photo_height": h,
+                "photo_aspect_ratio": w / h,
+                "photo_description": None if i % 6 == 0 else "" if i % 6 == 1 else f"photo {i}",
+                "photographer_username": f"user{i % 5}",
+                "exif_camera_make": ["Canon", "NIKON CORPORATION", "SONY", None][i % 4],
+                "exif_camera_model": f"M{i % 3}",
+                "photo_location_country": "Iceland" if i % 100 == 7 else ["Japan", "Peru", "Kenya"][i % 3],
+                "photo_location_city": f"city{i % 7}",
+                "stats_views": 1000 * i,
+                "stats_downloads": 10 * i,
+            }
+        )
     return rows
 
 
@@ -96,17 +101,28 @@ def load(db, n: int = 2000, model_source: str = "tiny-model", seed: int = 0) -> 
     photos = photos.append_column("is_deleted", pa.array(np.zeros(n, dtype=np.uint8)))
     db.upsert("photos", photos)
     deleted = photos.filter(pa.array([i in DELETED for i in range(n)]))
-    deleted = deleted.set_column(deleted.schema.get_field_index("is_deleted"), "is_deleted",
-                                 pa.array(np.ones(deleted.num_rows, dtype=np.uint8)))
-    deleted = deleted.set_column(deleted.schema.get_field_index("version"), "version",
-                                 pa.array(np.full(deleted.num_rows, 2, dtype=np.uint64)))
+    deleted = deleted.set_column(
+        deleted.schema.get_field_index("is_deleted"), "is_deleted", pa.array(np.ones(deleted.num_rows, dtype=np.uint8))
+    )
+    deleted = deleted.set_column(
+        deleted.schema.get_field_index("version"), "version", pa.array(np.full(deleted.num_rows, 2, dtype=np.uint64))
+    )
     db.upsert("photos", deleted)
     db.upsert("keywords", _table("keywords", keyword_rows(n), 1))
     db.upsert("colors", _table("colors", color_rows(n), 1))
     vecs = vectors(n, seed)
     db.upsert("photo_embeddings", embeddings_table([photo_id(i) for i in range(n)], vecs, MODEL, 1))
-    db.upsert("models", pa.table({"model": [MODEL], "model_source": [model_source],
-                                  "dim": pa.array([512], pa.uint16()), "version": pa.array([1], pa.uint64())}))
+    db.upsert(
+        "models",
+        pa.table(
+            {
+                "model": [MODEL],
+                "model_source": [model_source],
+                "dim": pa.array([512], pa.uint16()),
+                "version": pa.array([1], pa.uint64()),
+            }
+        ),
+    )
     if db.engine != "duckdb":
         db.materialize_vector_index()
     return vecs

@@ -53,10 +53,18 @@ def _add_photo(db, photo_id: str, like: int, vector: np.ndarray) -> None:
 
 def _complete_model(db, model_source: str) -> None:
     """The model as a finished refresh leaves it (completed_at set): search then logs nothing."""
-    db.upsert("models", pa.table({
-        "model": [searchdata.MODEL], "model_source": [model_source], "dim": pa.array([512], pa.uint16()),
-        "version": pa.array([2], pa.uint64()),
-        "completed_at": pa.array([dt.datetime.now(dt.timezone.utc)], pa.timestamp("ms", tz="UTC"))}))
+    db.upsert(
+        "models",
+        pa.table(
+            {
+                "model": [searchdata.MODEL],
+                "model_source": [model_source],
+                "dim": pa.array([512], pa.uint16()),
+                "version": pa.array([2], pa.uint64()),
+                "completed_at": pa.array([dt.datetime.now(dt.timezone.utc)], pa.timestamp("ms", tz="UTC")),
+            }
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -140,67 +148,212 @@ OK, ERROR, BUSY, INTERRUPTED = 0, 2, 75, 130
 
 CASES = [
     # refresh
-    Case("refresh-ok", OK, lambda w: ["refresh", "--source", w["images"], "--model", w["model"], "--device", "cpu",
-                                      "-q", "--store", w["tmp"] / "r", "--duckdb", w["tmp"] / "r" / "r.duckdb"]),
-    Case("refresh-bad-argument", ERROR, lambda w: ["refresh", "--limit", "many", "--store", w["tmp"] / "r2"],
-         "argument --limit: invalid int value: 'many'"),
-    Case("refresh-engine-error", ERROR, lambda w: ["refresh", "--source", w["images"], "--model", w["model"],
-                                                   "--store", w["chdb_file"]], "cannot open chdb store"),
-    Case("refresh-busy", BUSY, lambda w: ["refresh", "--source", w["images"], "--model", w["model"], "-q",
-                                          "--store", w["held"]], "is busy: held by pid"),
-    Case("refresh-interrupted", INTERRUPTED, lambda w: ["refresh", w["tmp"] / "refresh-job.toml"], "interrupted",
-         interrupt=(signal.SIGTERM, "fifo:refresh-job.toml")),
+    Case(
+        "refresh-ok",
+        OK,
+        lambda w: [
+            "refresh",
+            "--source",
+            w["images"],
+            "--model",
+            w["model"],
+            "--device",
+            "cpu",
+            "-q",
+            "--store",
+            w["tmp"] / "r",
+            "--duckdb",
+            w["tmp"] / "r" / "r.duckdb",
+        ],
+    ),
+    Case(
+        "refresh-bad-argument",
+        ERROR,
+        lambda w: ["refresh", "--limit", "many", "--store", w["tmp"] / "r2"],
+        "argument --limit: invalid int value: 'many'",
+    ),
+    Case(
+        "refresh-engine-error",
+        ERROR,
+        lambda w: ["refresh", "--source", w["images"], "--model", w["model"], "--store", w["chdb_file"]],
+        "cannot open chdb store",
+    ),
+    Case(
+        "refresh-busy",
+        BUSY,
+        lambda w: ["refresh", "--source", w["images"], "--model", w["model"], "-q", "--store", w["held"]],
+        "is busy: held by pid",
+    ),
+    Case(
+        "refresh-interrupted",
+        INTERRUPTED,
+        lambda w: ["refresh", w["tmp"] / "refresh-job.toml"],
+        "interrupted",
+        interrupt=(signal.SIGTERM, "fifo:refresh-job.toml"),
+    ),
     # status
     Case("status-ok", OK, lambda w: ["status", *w["store"]()]),
     Case("status-bad-argument", ERROR, lambda w: ["status", "--runs", "0", *w["store"]()], "runs must be"),
     Case("status-engine-error", ERROR, lambda w: ["status", *w["broken"]()], "status failed: CatalogException"),
     Case("status-busy", BUSY, lambda w: ["status", "--store", w["held"]], "is busy: held by pid"),
-    Case("status-interrupted", INTERRUPTED, lambda w: ["status", w["tmp"] / "status-job.toml"], "interrupted",
-         interrupt=(signal.SIGINT, "fifo:status-job.toml")),
+    Case(
+        "status-interrupted",
+        INTERRUPTED,
+        lambda w: ["status", w["tmp"] / "status-job.toml"],
+        "interrupted",
+        interrupt=(signal.SIGINT, "fifo:status-job.toml"),
+    ),
     # search
     Case("search-ok", OK, lambda w: ["search", "similar", "p0001", "-k", "3", *w["store"]()]),
     Case("search-dash-id-ok", OK, lambda w: ["search", "similar", "--2IBUMom1I", "-k", "3", *w["store"]()]),
-    Case("search-bad-argument", ERROR, lambda w: ["search", "similar", "-k", "3", *w["store"]()],
-         "put ids starting with '-' after --: clipsql search similar -- -abc"),
-    Case("search-bad-argument-k", ERROR, lambda w: ["search", "text", "x", "-k", "0", *w["store"]()],
-         "k must be an integer"),
-    Case("search-corrupt-image", ERROR, lambda w: ["search", "image", w["corrupt"], *w["store"]()],
-         "not a usable image"),
-    Case("search-engine-error", ERROR, lambda w: ["search", "text", "x", "--store", w["chdb_file"]],
-         "cannot open chdb store"),
-    Case("search-engine-error-query", ERROR, lambda w: ["search", "similar", "p0001", *w["broken"]()],
-         "search similar failed: CatalogException"),
-    Case("search-engine-error-vv", ERROR, lambda w: ["search", "similar", "p0001", "-vv", *w["broken"]()],
-         "search similar failed: CatalogException", verbose=True),
-    Case("search-disk-full", ERROR, lambda w: ["search", "similar", "p0001", "--html", "/dev/full", *w["store"]()],
-         "No space left on device"),
+    Case(
+        "search-bad-argument",
+        ERROR,
+        lambda w: ["search", "similar", "-k", "3", *w["store"]()],
+        "put ids starting with '-' after --: clipsql search similar -- -abc",
+    ),
+    Case(
+        "search-bad-argument-k",
+        ERROR,
+        lambda w: ["search", "text", "x", "-k", "0", *w["store"]()],
+        "k must be an integer",
+    ),
+    Case(
+        "search-corrupt-image", ERROR, lambda w: ["search", "image", w["corrupt"], *w["store"]()], "not a usable image"
+    ),
+    Case(
+        "search-engine-error",
+        ERROR,
+        lambda w: ["search", "text", "x", "--store", w["chdb_file"]],
+        "cannot open chdb store",
+    ),
+    Case(
+        "search-engine-error-query",
+        ERROR,
+        lambda w: ["search", "similar", "p0001", *w["broken"]()],
+        "search similar failed: CatalogException",
+    ),
+    Case(
+        "search-engine-error-vv",
+        ERROR,
+        lambda w: ["search", "similar", "p0001", "-vv", *w["broken"]()],
+        "search similar failed: CatalogException",
+        verbose=True,
+    ),
+    Case(
+        "search-disk-full",
+        ERROR,
+        lambda w: ["search", "similar", "p0001", "--html", "/dev/full", *w["store"]()],
+        "No space left on device",
+    ),
     Case("search-busy", BUSY, lambda w: ["search", "text", "x", "--store", w["held"]], "is busy: held by pid"),
-    Case("search-interrupted", INTERRUPTED, lambda w: ["search", "image", f"{w['stall'].url}/a.jpg",
-                                                       *w["store"]()], "interrupted",
-         interrupt=(signal.SIGTERM, "stall")),
+    Case(
+        "search-interrupted",
+        INTERRUPTED,
+        lambda w: ["search", "image", f"{w['stall'].url}/a.jpg", *w["store"]()],
+        "interrupted",
+        interrupt=(signal.SIGTERM, "stall"),
+    ),
     # sql (prints text: nothing to be busy with or to interrupt)
     Case("sql-ok", OK, lambda w: ["sql", "--dialect", "duckdb", "--query", "similar_photos"]),
     Case("sql-bad-argument", ERROR, lambda w: ["sql", "--dialect", "sqlite"], "argument --dialect: invalid choice"),
     Case("sql-not-found", ERROR, lambda w: ["sql", "--query", "no_such_query"], "no query named 'no_such_query'"),
     # eval
-    Case("eval-ok", OK, lambda w: ["eval", "--images", w["images"], "--captions", w["captions"], "--model",
-                                   w["model"], "--device", "cpu", "-q", "--store", w["tmp"] / "e",
-                                   "--duckdb", w["tmp"] / "e" / "e.duckdb"]),
-    Case("eval-bad-argument", ERROR, lambda w: ["eval", "--images", w["images"], "--captions", w["bad_captions"],
-                                                "--model", w["model"], *w["store"]()], "expected 'name.jpg#N"),
-    Case("eval-engine-error", ERROR, lambda w: ["eval", "--images", w["images"], "--captions", w["captions"],
-                                                "--model", w["model"], "--store", w["chdb_file"]],
-         "cannot open chdb store"),
-    Case("eval-busy", BUSY, lambda w: ["eval", "--images", w["images"], "--captions", w["captions"],
-                                       "--model", w["model"], "--store", w["held"]], "is busy: held by pid"),
-    Case("eval-interrupted", INTERRUPTED, lambda w: ["eval", "--images", w["images"], "--captions", w["captions"],
-                                                     "--model", w["model"], "--device", "cpu", "-q",
-                                                     "--store", w["tmp"] / "ei", "--duckdb", w["tmp"] / "ei" / "e.duckdb"],
-         "interrupted", interrupt=(signal.SIGINT, "file")),
+    Case(
+        "eval-ok",
+        OK,
+        lambda w: [
+            "eval",
+            "--images",
+            w["images"],
+            "--captions",
+            w["captions"],
+            "--model",
+            w["model"],
+            "--device",
+            "cpu",
+            "-q",
+            "--store",
+            w["tmp"] / "e",
+            "--duckdb",
+            w["tmp"] / "e" / "e.duckdb",
+        ],
+    ),
+    Case(
+        "eval-bad-argument",
+        ERROR,
+        lambda w: [
+            "eval",
+            "--images",
+            w["images"],
+            "--captions",
+            w["bad_captions"],
+            "--model",
+            w["model"],
+            *w["store"](),
+        ],
+        "expected 'name.jpg#N",
+    ),
+    Case(
+        "eval-engine-error",
+        ERROR,
+        lambda w: [
+            "eval",
+            "--images",
+            w["images"],
+            "--captions",
+            w["captions"],
+            "--model",
+            w["model"],
+            "--store",
+            w["chdb_file"],
+        ],
+        "cannot open chdb store",
+    ),
+    Case(
+        "eval-busy",
+        BUSY,
+        lambda w: [
+            "eval",
+            "--images",
+            w["images"],
+            "--captions",
+            w["captions"],
+            "--model",
+            w["model"],
+            "--store",
+            w["held"],
+        ],
+        "is busy: held by pid",
+    ),
+    Case(
+        "eval-interrupted",
+        INTERRUPTED,
+        lambda w: [
+            "eval",
+            "--images",
+            w["images"],
+            "--captions",
+            w["captions"],
+            "--model",
+            w["model"],
+            "--device",
+            "cpu",
+            "-q",
+            "--store",
+            w["tmp"] / "ei",
+            "--duckdb",
+            w["tmp"] / "ei" / "e.duckdb",
+        ],
+        "interrupted",
+        interrupt=(signal.SIGINT, "file"),
+    ),
 ]
 
-HOLD = ("import sys; from clipsql.db import open_store; db = open_store(store=sys.argv[1]); "
-        "print('held', flush=True); sys.stdin.read()")
+HOLD = (
+    "import sys; from clipsql.db import open_store; db = open_store(store=sys.argv[1]); "
+    "print('held', flush=True); sys.stdin.read()"
+)
 
 
 def _env() -> dict:
@@ -275,14 +428,26 @@ def outcomes(base, tiny_clip, tmp_path_factory) -> dict[str, tuple[int, str, str
     cwd = tmp / "cwd"  # where a command that fell back to ./clipsql-store would write
     cwd.mkdir()
     world = {
-        "tmp": tmp, "model": str(tiny_clip), "images": images, "captions": tmp / "captions.txt",
-        "bad_captions": tmp / "bad.txt", "corrupt": tmp / "corrupt.jpg", "chdb_file": tmp / "chdb-file",
-        "held": tmp / "held", "stall": Stall(),
+        "tmp": tmp,
+        "model": str(tiny_clip),
+        "images": images,
+        "captions": tmp / "captions.txt",
+        "bad_captions": tmp / "bad.txt",
+        "corrupt": tmp / "corrupt.jpg",
+        "chdb_file": tmp / "chdb-file",
+        "held": tmp / "held",
+        "stall": Stall(),
         "store": lambda: store_copy(base, tmp / f"copy{next(copies)}"),
         "broken": lambda: store_copy(broken, tmp / f"broken{next(broken_copies)}"),
     }
-    holder = subprocess.Popen(cli_command()[:1] + ["-c", HOLD, str(world["held"])], env=_env(), cwd=cwd,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        cli_command()[:1] + ["-c", HOLD, str(world["held"])],
+        env=_env(),
+        cwd=cwd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
     def run(case: Case) -> tuple[int | None, str, str]:
         command = cli_command(*[str(a) for a in case.argv(world)])
@@ -343,8 +508,9 @@ def test_busy_names_the_holder(outcomes):
     and its command line, and what to do."""
     world = outcomes["_world"]
     line = outcomes["search-busy"][2].strip()
-    assert line.startswith(f"clipsql: error: store {world['held'].resolve()} is busy: held by pid "
-                           f"{world['holder_pid']} (python")
+    assert line.startswith(
+        f"clipsql: error: store {world['held'].resolve()} is busy: held by pid {world['holder_pid']} (python"
+    )
     assert "open_store(store=sys.argv[1])" in line and line.endswith("; try again when it ends")
 
 
@@ -405,10 +571,10 @@ def test_ids_and_terms_that_start_with_a_dash(dash_store, capsys, tiny_clip):
         return [r.get("photo_id") for r in json.loads(out)] if "facets" not in argv else json.loads(out)
 
     assert ids("search", "similar", "--2IBUMom1I", "-k", 3) == want
-    assert ids("search", "similar", "-abc", "-k3") == want_abc          # an attached value
+    assert ids("search", "similar", "-abc", "-k3") == want_abc  # an attached value
     code, out, err = cli(capsys, "search", "similar", "-k", 3, "-q", "--format", "json", *opts, "--", "-abc")
     assert (code, err, [r["photo_id"] for r in json.loads(out)]) == (0, "", want_abc)  # `-- ID` as before
-    assert ids("search", "similar", "-qk3", "-abc") == want_abc         # a cluster of short options
+    assert ids("search", "similar", "-qk3", "-abc") == want_abc  # a cluster of short options
     assert ids("search", "similar", "-kAbc1234567", "-k", 1) == want_k  # not -k with value 'Abc1234567'
     assert ids("search", "combined", "-people", "2:beach", "-k", 3, "--device", "cpu") == want_combined
     assert ids("search", "combined", "-people 2:beach", "-k", 3, "--device", "cpu") == want_combined
@@ -433,16 +599,21 @@ def test_an_argument_that_cannot_be_understood_says_how_to_pass_it(dash_store, c
 
 
 def test_empty_results_name_the_filters_that_were_set(dash_store, capsys):
-    code, out, err = cli(capsys, "search", "similar", "p0001", "--country", "Iceland", "--keyword", "beach",
-                         *dash_store)
+    code, out, err = cli(
+        capsys, "search", "similar", "p0001", "--country", "Iceland", "--keyword", "beach", *dash_store
+    )
     assert (code, err) == (0, "")
-    assert out == ("no photos match: country='Iceland', keyword='beach'; `clipsql search facets` lists the values "
-                   "the store has\n")
+    assert out == (
+        "no photos match: country='Iceland', keyword='beach'; `clipsql search facets` lists the values the store has\n"
+    )
     code, out, err = cli(capsys, "search", "similar", "p0001", "--max-distance", 0.001, *dash_store)
     assert (code, out, err) == (0, "no photos match: max-distance=0.001\n", "")
     code, out, err = cli(capsys, "search", "duplicates", "--max-distance", 0.001, "--no-featured", *dash_store)
-    assert (code, out, err) == (0, "no near-duplicate pairs within max-distance=0.001 among photos with "
-                                   "no-featured\n", "")
+    assert (code, out, err) == (
+        0,
+        "no near-duplicate pairs within max-distance=0.001 among photos with no-featured\n",
+        "",
+    )
     code, out, _ = cli(capsys, "search", "similar", "p0001", "--country", "Atlantis", "--format", "json", *dash_store)
     assert (code, json.loads(out)) == (0, [])  # machine formats stay as they were
 
@@ -454,8 +625,10 @@ def test_empty_results_without_filters_say_the_store_has_no_searchable_photos(tm
         _complete_model(db, str(tiny_clip))
     code, out, err = cli(capsys, "search", "similar", "gone", *duck(root))
     assert (code, err) == (0, "")
-    assert out == (f"no results: duckdb:{root / 's.duckdb'} has no searchable photos for model 'tiny' (none loaded, "
-                   f"or all flagged deleted); run `clipsql refresh`\n")
+    assert out == (
+        f"no results: duckdb:{root / 's.duckdb'} has no searchable photos for model 'tiny' (none loaded, "
+        f"or all flagged deleted); run `clipsql refresh`\n"
+    )
 
 
 # --- query vectors: a norm that overflows float32 -----------------------------------------
@@ -489,13 +662,27 @@ def test_a_duckdb_file_held_by_another_process_is_busy(tmp_path):
     """DuckDB lets one process write a file: another process holding it makes every command
     exit 75 naming the holder (its pid read from the kernel's lock table, not the message)."""
     target = tmp_path / "held.duckdb"
-    holder = subprocess.Popen(cli_command()[:1] + ["-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
-                                                   "print('held', flush=True); sys.stdin.read()", str(target)],
-                              env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        cli_command()[:1]
+        + [
+            "-c",
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.read()",
+            str(target),
+        ],
+        env=_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
-        done = subprocess.run(cli_command("status", "--store", str(tmp_path / "s"), "--duckdb", str(target)),
-                              env=_env(), capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            cli_command("status", "--store", str(tmp_path / "s"), "--duckdb", str(target)),
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 75, done.stderr
         assert done.stderr.count("\n") == 1 and f"is busy: held by pid {holder.pid}" in done.stderr
     finally:

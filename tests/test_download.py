@@ -7,8 +7,9 @@ from clipsql.download import DownloadOptions, download_photos, with_width
 from clipsql.errors import BadArgument
 from conftest import jpeg_bytes
 
-FAST = DownloadOptions(workers=4, retries=3, backoff_s=0.05, read_timeout_s=1.0, connect_timeout_s=1.0,
-                       max_bytes=1_000_000)
+FAST = DownloadOptions(
+    workers=4, retries=3, backoff_s=0.05, read_timeout_s=1.0, connect_timeout_s=1.0, max_bytes=1_000_000
+)
 
 
 def by_id(results):
@@ -17,16 +18,33 @@ def by_id(results):
 
 def test_failure_modes_each_end_with_a_reason(image_server, tmp_path):
     u = image_server.url
-    photos = [("ok", f"{u}/img/1.jpg"), ("flaky", f"{u}/flaky/a.jpg"), ("slow", f"{u}/slow.jpg"),
-              ("missing", f"{u}/missing.jpg"), ("truncated", f"{u}/truncated.jpg"), ("empty", f"{u}/empty.jpg"),
-              ("html", f"{u}/html.jpg"), ("huge", f"{u}/huge.jpg"), ("bomb", f"{u}/bomb.png"),
-              ("refused", "http://127.0.0.1:9/x.jpg"), ("nourl", None)]
+    photos = [
+        ("ok", f"{u}/img/1.jpg"),
+        ("flaky", f"{u}/flaky/a.jpg"),
+        ("slow", f"{u}/slow.jpg"),
+        ("missing", f"{u}/missing.jpg"),
+        ("truncated", f"{u}/truncated.jpg"),
+        ("empty", f"{u}/empty.jpg"),
+        ("html", f"{u}/html.jpg"),
+        ("huge", f"{u}/huge.jpg"),
+        ("bomb", f"{u}/bomb.png"),
+        ("refused", "http://127.0.0.1:9/x.jpg"),
+        ("nourl", None),
+    ]
     results = by_id(download_photos(photos, tmp_path, FAST, progress=False))
     assert results["ok"].ok and results["flaky"].ok
     assert image_server.hits["/flaky/a.jpg"] == 3  # failed twice, answered on the third
-    expected = {"slow": "timeout", "missing": "http_4xx", "truncated": "undecodable", "empty": "empty",
-                "html": "not_an_image", "huge": "too_large", "bomb": "too_many_pixels",
-                "refused": "connection_error", "nourl": "bad_url"}
+    expected = {
+        "slow": "timeout",
+        "missing": "http_4xx",
+        "truncated": "undecodable",
+        "empty": "empty",
+        "html": "not_an_image",
+        "huge": "too_large",
+        "bomb": "too_many_pixels",
+        "refused": "connection_error",
+        "nourl": "bad_url",
+    }
     assert {k: results[k].reason for k in expected} == expected
     assert results["missing"].http_status == 404 and results["missing"].permanent
     assert not results["slow"].permanent and not results["refused"].permanent
@@ -53,8 +71,10 @@ def test_cache_is_reused_without_requests(image_server, tmp_path):
 
 
 def test_width_parameter_is_set_on_unsplash_urls():
-    assert with_width("https://images.unsplash.com/photo-1?ixid=abc&w=4000", 640) == \
-        "https://images.unsplash.com/photo-1?ixid=abc&w=640"
+    assert (
+        with_width("https://images.unsplash.com/photo-1?ixid=abc&w=4000", 640)
+        == "https://images.unsplash.com/photo-1?ixid=abc&w=640"
+    )
     assert with_width("http://x/y.jpg", 640) == "http://x/y.jpg?w=640"
     assert with_width("http://x/y.jpg", 0) == "http://x/y.jpg"
 
@@ -68,8 +88,13 @@ def test_exif_orientation_and_mode_are_normalized(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "r.jpg").write_bytes(out.getvalue())
     (tmp_path / "src" / "g.jpg").write_bytes(jpeg_bytes(3, mode="L"))
-    results = download_photos([("r", str(tmp_path / "src" / "r.jpg")), ("g", (tmp_path / "src" / "g.jpg").as_uri())],
-                              tmp_path / "cache", FAST, progress=False, allow_local_files=True)
+    results = download_photos(
+        [("r", str(tmp_path / "src" / "r.jpg")), ("g", (tmp_path / "src" / "g.jpg").as_uri())],
+        tmp_path / "cache",
+        FAST,
+        progress=False,
+        allow_local_files=True,
+    )
     assert all(r.ok for r in results)
     with Image.open(tmp_path / "cache" / "r.jpg") as im:
         assert im.size == (40, 80) and im.mode == "RGB"
@@ -92,16 +117,29 @@ def test_local_files_are_read_only_when_the_caller_allows_them(tmp_path):
 
 
 def test_malformed_urls_and_other_schemes_fail_as_bad_url(tmp_path):
-    photos = [("v6", "http://[::1"), ("nohost", "http://"), ("js", "javascript:alert(1)"),
-              ("port", "http://127.0.0.1:99999/x.jpg")]
+    photos = [
+        ("v6", "http://[::1"),
+        ("nohost", "http://"),
+        ("js", "javascript:alert(1)"),
+        ("port", "http://127.0.0.1:99999/x.jpg"),
+    ]
     results = by_id(download_photos(photos, tmp_path, FAST, progress=False))
     assert {k: (r.reason, r.permanent) for k, r in results.items()} == {k: ("bad_url", True) for k, _ in photos}
     assert "javascript: URLs are not fetched" in results["js"].detail
 
 
-@pytest.mark.parametrize("setting", [dict(read_timeout_s=float("nan")), dict(total_timeout_s=float("inf")),
-                                     dict(connect_timeout_s=1e9), dict(max_retry_after_s=float("nan")),
-                                     dict(workers=10_000), dict(retries=1000), dict(workers=2.5)])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        dict(read_timeout_s=float("nan")),
+        dict(total_timeout_s=float("inf")),
+        dict(connect_timeout_s=1e9),
+        dict(max_retry_after_s=float("nan")),
+        dict(workers=10_000),
+        dict(retries=1000),
+        dict(workers=2.5),
+    ],
+)
 def test_settings_that_would_unbound_a_wait_are_refused_before_any_request(image_server, tmp_path, setting):
     with pytest.raises(BadArgument, match="download " + next(iter(setting))):
         download_photos([("a", f"{image_server.url}/img/1.jpg")], tmp_path, DownloadOptions(**setting))

@@ -33,8 +33,15 @@ from conftest import jpeg_bytes
 
 #: Short deadlines: 3 attempts of at most 1 s each, read timeout longer than the deadline (so
 #: only the deadline can end a drip), no real backoff.
-FAULTY = DownloadOptions(workers=6, retries=2, backoff_s=0.01, total_timeout_s=1.0, read_timeout_s=5.0,
-                         connect_timeout_s=1.0, max_bytes=1_000_000)
+FAULTY = DownloadOptions(
+    workers=6,
+    retries=2,
+    backoff_s=0.01,
+    total_timeout_s=1.0,
+    read_timeout_s=5.0,
+    connect_timeout_s=1.0,
+    max_bytes=1_000_000,
+)
 #: What DownloadOptions documents: (retries + 1) * total_timeout_s + the waits (0, then 0.02 s).
 FAULTY_BOUND_S = 3 * 1.0 + 0.02
 
@@ -80,7 +87,7 @@ class FaultServer:
                 for i in range(len(data)):
                     if server.stopping.wait(0.2):
                         break
-                    self.wfile.write(data[i:i + 1])
+                    self.wfile.write(data[i : i + 1])
                 self.close_connection = True
 
             def reset(self):
@@ -109,12 +116,12 @@ class FaultServer:
                         self.close_connection = True
                     elif path.startswith("/reset-once/") and n == 1 or path == "/reset-always.jpg":
                         self.headers_for(200, len(image))
-                        self.wfile.write(image[:len(image) // 2])
+                        self.wfile.write(image[: len(image) // 2])
                         time.sleep(0.2)  # the client is reading the body by now
                         self.reset()
                     elif path.startswith("/short-once/") and n == 1:
                         self.headers_for(200, len(image))
-                        self.wfile.write(image[:len(image) // 2])
+                        self.wfile.write(image[: len(image) // 2])
                         self.close_connection = True  # a clean close, short of Content-Length
                     elif path == "/retry-after-long.jpg":
                         self.send_body(429, b"come back in an hour", "text/plain", [("Retry-After", "3600")])
@@ -209,8 +216,11 @@ def test_the_release_fetch_keeps_the_deadline_too(faults, tmp_path):
 
 def test_a_body_that_breaks_off_is_retried_from_the_same_budget(faults, tmp_path):
     u = faults.url
-    photos = [("reset_once", f"{u}/reset-once/a.jpg"), ("short_once", f"{u}/short-once/a.jpg"),
-              ("reset_always", f"{u}/reset-always.jpg")]
+    photos = [
+        ("reset_once", f"{u}/reset-once/a.jpg"),
+        ("short_once", f"{u}/short-once/a.jpg"),
+        ("reset_always", f"{u}/reset-always.jpg"),
+    ]
     results = by_id(bounded(20, download_photos, photos, tmp_path, FAULTY, progress=False))
     assert results["reset_once"].ok and results["short_once"].ok
     assert faults.hits["/reset-once/a.jpg"] == faults.hits["/short-once/a.jpg"] == 2
@@ -242,8 +252,7 @@ def test_a_retry_after_over_the_cap_fails_at_once(faults, tmp_path, monkeypatch)
     clock = CappedClock()
     monkeypatch.setattr(urllib3.util.retry, "time", clock)
     started = time.monotonic()
-    [r] = bounded(10, download_photos, [("p", f"{faults.url}/retry-after-long.jpg")], tmp_path, FAULTY,
-                  progress=False)
+    [r] = bounded(10, download_photos, [("p", f"{faults.url}/retry-after-long.jpg")], tmp_path, FAULTY, progress=False)
     assert time.monotonic() - started < 2 and clock.asked == []  # not the hour the server asked for
     assert (r.reason, r.permanent, r.http_status) == ("rate_limited", False, 429)
     assert "3600 s" in r.detail and "60 s" in r.detail
@@ -265,8 +274,9 @@ def test_a_retry_after_within_the_cap_is_waited_for(faults, tmp_path):
 
 @pytest.mark.parametrize("allow", [{}, {"allow_local_files": True}], ids=["default", "local_files_allowed"])
 def test_a_redirect_to_a_local_file_is_refused(faults, tmp_path, allow):
-    [r] = bounded(10, download_photos, [("p", f"{faults.url}/to-file.jpg")], tmp_path / "cache", FAULTY,
-                  progress=False, **allow)
+    [r] = bounded(
+        10, download_photos, [("p", f"{faults.url}/to-file.jpg")], tmp_path / "cache", FAULTY, progress=False, **allow
+    )
     assert (r.reason, r.permanent) == ("bad_url", True)
     assert "file:///etc/passwd" in r.detail
     assert list((tmp_path / "cache").iterdir()) == []
@@ -280,19 +290,28 @@ def test_only_regular_local_files_are_read(tmp_path):
     (folder / "dir.jpg").mkdir()
     (folder / "big.jpg").write_bytes(jpeg_bytes(1, (400, 300)))
     (folder / "ok.jpg").write_bytes(jpeg_bytes(2))
-    photos = [("fifo", str(fifo)), ("dir", (folder / "dir.jpg").as_uri()), ("device", "/dev/null"),
-              ("big", str(folder / "big.jpg")), ("ok", str(folder / "ok.jpg"))]
+    photos = [
+        ("fifo", str(fifo)),
+        ("dir", (folder / "dir.jpg").as_uri()),
+        ("device", "/dev/null"),
+        ("big", str(folder / "big.jpg")),
+        ("ok", str(folder / "ok.jpg")),
+    ]
     small = dataclasses.replace(FAULTY, max_bytes=3000)
     try:
-        results = by_id(bounded(10, download_photos, photos, tmp_path / "cache", small, progress=False,
-                                allow_local_files=True))
+        results = by_id(
+            bounded(10, download_photos, photos, tmp_path / "cache", small, progress=False, allow_local_files=True)
+        )
     finally:  # should a reader be blocked opening the FIFO, a writer's open lets it go
         try:
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         except OSError:  # ENXIO: no reader, as it should be
             pass
     assert {k: (results[k].reason, results[k].permanent) for k in ("fifo", "dir", "device")} == {
-        "fifo": ("not_a_file", True), "dir": ("not_a_file", True), "device": ("not_a_file", True)}
+        "fifo": ("not_a_file", True),
+        "dir": ("not_a_file", True),
+        "device": ("not_a_file", True),
+    }
     assert "a FIFO" in results["fifo"].detail and "a directory" in results["dir"].detail
     assert results["big"].reason == "too_large" and results["ok"].ok
 
@@ -344,8 +363,9 @@ def test_a_cache_write_fault_stops_the_stage(faults, tmp_path, monkeypatch, code
 def _mount_tmpfs(where: Path, size: str = "64k") -> None:
     if shutil.which("mount") is None:
         pytest.skip("no mount command: cannot make a tiny file system to fill")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True
+    )
     if done.returncode:
         pytest.skip(f"mounting a tmpfs is not permitted here (needs root / CAP_SYS_ADMIN): {done.stderr.strip()}")
 

@@ -40,8 +40,11 @@ def test_an_engine_module_holds_what_the_registry_needs(name):
     assert module.SCHEMES and all(s.isascii() and s == s.lower() for s in module.SCHEMES)
     assert isinstance(module.CAPABILITIES, engines.Capabilities)
     assert callable(module.open_target) and callable(module.exists)
-    classes = [c for _, c in inspect.getmembers(module, inspect.isclass)
-               if issubclass(c, Store) and c.__module__ == module.__name__ and getattr(c, "engine", None) == name]
+    classes = [
+        c
+        for _, c in inspect.getmembers(module, inspect.isclass)
+        if issubclass(c, Store) and c.__module__ == module.__name__ and getattr(c, "engine", None) == name
+    ]
     assert len(classes) == 1, f"{name}: one Store subclass named for the engine"
     store_class = classes[0]
     assert store_class.capabilities is module.CAPABILITIES
@@ -74,20 +77,32 @@ def test_url_forms_and_the_first_waves_options(tmp_path, monkeypatch):
     assert store_root() == default
 
 
-@pytest.mark.parametrize("store, options, message", [
-    ("chdb:///s", {"duckdb": "x.db"}, "choose one backend"),
-    ("https://h/db", {"clickhouse_url": "http://h/db"}, "choose one backend"),
-    (None, {"duckdb": "x.db", "clickhouse_url": "http://h/db"}, "choose one backend"),
-    ("chdb://", {}, "names no path"),
-])
+@pytest.mark.parametrize(
+    "store, options, message",
+    [
+        ("chdb:///s", {"duckdb": "x.db"}, "choose one backend"),
+        ("https://h/db", {"clickhouse_url": "http://h/db"}, "choose one backend"),
+        (None, {"duckdb": "x.db", "clickhouse_url": "http://h/db"}, "choose one backend"),
+        ("chdb://", {}, "names no path"),
+    ],
+)
 def test_two_backends_or_an_empty_url_are_refused(store, options, message):
     with pytest.raises(BadArgument, match=message):
         resolve_target(store, **options)
 
 
 def _roundtrip(db) -> int:
-    db.upsert("models", pa.table({"model": ["m"], "model_source": ["s"], "dim": pa.array([4], pa.uint16()),
-                                  "version": pa.array([1], pa.uint64())}))
+    db.upsert(
+        "models",
+        pa.table(
+            {
+                "model": ["m"],
+                "model_source": ["s"],
+                "dim": pa.array([4], pa.uint16()),
+                "version": pa.array([1], pa.uint64()),
+            }
+        ),
+    )
     return db.count("models")
 
 
@@ -166,16 +181,23 @@ def test_no_module_above_the_engines_asks_which_engine_it_has():
         if "engines" in path.parts:
             continue
         text = path.read_text(encoding="utf-8")
-        for needle in ("isinstance(db, ClickHouseStore)", "isinstance(db, DuckDBStore)", '.engine == "',
-                       '.dialect == "', '.dialect != "', '" in str(exc)'):
+        for needle in (
+            "isinstance(db, ClickHouseStore)",
+            "isinstance(db, DuckDBStore)",
+            '.engine == "',
+            '.dialect == "',
+            '.dialect != "',
+            '" in str(exc)',
+        ):
             if needle in text:
                 offenders.append(f"{path.relative_to(root)}: {needle}")
     assert offenders == []
 
 
 @pytest.mark.parametrize("scheme", ["chdb", "duckdb"])
-def test_the_cli_refreshes_searches_and_reads_status_through_a_store_url(scheme, image_server, tmp_path, tiny_clip,
-                                                                         capsys, monkeypatch):
+def test_the_cli_refreshes_searches_and_reads_status_through_a_store_url(
+    scheme, image_server, tmp_path, tiny_clip, capsys, monkeypatch
+):
     from clipsql.cli import main
 
     from conftest import make_release
@@ -183,7 +205,9 @@ def test_the_cli_refreshes_searches_and_reads_status_through_a_store_url(scheme,
     monkeypatch.chdir(tmp_path)  # the image cache of a DuckDB URL is ./clipsql-store
     url = f"chdb://{tmp_path / 'store'}" if scheme == "chdb" else f"duckdb://{tmp_path / 'photos.duckdb'}"
     release = make_release(tmp_path / "release", image_server.url, 5)
-    code = main(["refresh", "--source", str(release), "--store", url, "--model", str(tiny_clip), "--retries", "0", "-q"])
+    code = main(
+        ["refresh", "--source", str(release), "--store", url, "--model", str(tiny_clip), "--retries", "0", "-q"]
+    )
     assert code == 0, capsys.readouterr().err
     assert main(["search", "text", "a red car", "--store", url, "-k", "3", "--format", "json"]) == 0
     out = capsys.readouterr().out

@@ -21,8 +21,16 @@ from PIL import Image
 from clipsql import cli
 from clipsql.db import open_store
 from clipsql.errors import BadArgument, ModelError, NotFound, SourceError
-from clipsql.evaluate import (COMBINED_WEIGHT, NEGATIVE_WEIGHT, QUERY_KINDS, EvalReport, evaluate, metrics_frame,
-                              ranks_frame, read_captions)
+from clipsql.evaluate import (
+    COMBINED_WEIGHT,
+    NEGATIVE_WEIGHT,
+    QUERY_KINDS,
+    EvalReport,
+    evaluate,
+    metrics_frame,
+    ranks_frame,
+    read_captions,
+)
 from clipsql.queries import get_query
 from conftest import jpeg_bytes
 
@@ -40,25 +48,28 @@ PLANTED = [
     (0, [3], []),
     (0, [2], []),
     (1, [2, 4], []),
-    (1, [], [0]),                          # a tie with a smaller image_id: ranks below it
+    (1, [], [0]),  # a tie with a smaller image_id: ranks below it
     (2, [4, 6, 5], []),
-    (3, [], [5]),                          # a tie with a larger image_id: ranks above it
+    (3, [], [5]),  # a tie with a larger image_id: ranks above it
     (4, [], []),
-    (5, [j for j in range(12) if j != 5], []),              # rank 12: missed at 10
-    (6, [0, 1, 2, 3, 4, 5, 7, 8, 9, 10], []),               # rank 11: missed at 10
+    (5, [j for j in range(12) if j != 5], []),  # rank 12: missed at 10
+    (6, [0, 1, 2, 3, 4, 5, 7, 8, 9, 10], []),  # rank 11: missed at 10
     (7, [9, 11], [3]),
-    (8, [1, 2, 3, 4, 5, 6, 7, 9], []),                      # rank 9: found at 10, not at 5
+    (8, [1, 2, 3, 4, 5, 6, 7, 9], []),  # rank 9: found at 10, not at 5
     (12, [0, 1], []),
     (9, [], []),
     (10, [11], []),
     (11, [13], [10]),
     (13, [], []),
-    (8, [2, 4], []),                       # second captions: combined queries that miss rank 1
+    (8, [2, 4], []),  # second captions: combined queries that miss rank 1
     (6, [1], []),
 ]
 #: Captions whose image is missing or undecodable: recorded, no query.
-BROKEN = [("broken.jpg", "a file that is no image"), ("broken.jpg", "the same broken file again"),
-          ("gone.jpg", "an image that is not there")]
+BROKEN = [
+    ("broken.jpg", "a file that is no image"),
+    ("broken.jpg", "the same broken file again"),
+    ("gone.jpg", "an image that is not there"),
+]
 
 
 def image_name(i: int) -> str:
@@ -148,10 +159,14 @@ def write_csv(path, rows):
 
 def write_coco(path, rows):
     names = list(dict.fromkeys(image for image, _ in rows))
-    document = {"info": {}, "images": [{"id": 100 + k, "file_name": name, "width": 1, "height": 1}
-                                       for k, name in enumerate(names)],
-                "annotations": [{"id": 7 + k, "image_id": 100 + names.index(image), "caption": caption}
-                                for k, (image, caption) in enumerate(rows)]}
+    document = {
+        "info": {},
+        "images": [{"id": 100 + k, "file_name": name, "width": 1, "height": 1} for k, name in enumerate(names)],
+        "annotations": [
+            {"id": 7 + k, "image_id": 100 + names.index(image), "caption": caption}
+            for k, (image, caption) in enumerate(rows)
+        ],
+    }
     path.write_text(json.dumps(document, indent=1), encoding="utf-8")
     return path
 
@@ -167,14 +182,19 @@ def planted_set(tmp_path_factory):
         Image.new("RGB", SIZES[i], (i, 0, 0)).save(images / image_name(i))
     (images / "broken.jpg").write_bytes(b"<html>not an image</html>")
     rows = all_captions()
-    files = {"flickr8k": write_flickr8k(root / "Flickr8k.token.txt", rows), "csv": write_csv(root / "captions.txt", rows),
-             "coco": write_coco(root / "captions_val.json", rows)}
+    files = {
+        "flickr8k": write_flickr8k(root / "Flickr8k.token.txt", rows),
+        "csv": write_csv(root / "captions.txt", rows),
+        "coco": write_coco(root / "captions_val.json", rows),
+    }
     return images, files
 
 
 def backend(tmp_path, engine: str) -> dict:
-    return dict(store=tmp_path / f"store-{engine}",
-                duckdb=str(tmp_path / f"store-{engine}" / "eval.duckdb") if engine == "duckdb" else None)
+    return dict(
+        store=tmp_path / f"store-{engine}",
+        duckdb=str(tmp_path / f"store-{engine}" / "eval.duckdb") if engine == "duckdb" else None,
+    )
 
 
 def open_backend(kwargs: dict):
@@ -213,8 +233,11 @@ def reference_ranks(queries: dict[int, np.ndarray], targets: dict[int, int]) -> 
         distance = {i: 1.0 - float(stored @ v) / float(np.linalg.norm(stored)) for i, v in images.items()}
         gaps = [abs(distance[i] - distance[t]) for i in images if i != t]
         assert all(g == 0.0 or g > 1e-5 for g in gaps), "the planted data must not hold near-ties"
-        out[cid] = 1 + sum(1 for i in images if i != t and (
-            distance[i] < distance[t] or (distance[i] == distance[t] and image_name(i) < image_name(t))))
+        out[cid] = 1 + sum(
+            1
+            for i in images
+            if i != t and (distance[i] < distance[t] or (distance[i] == distance[t] and image_name(i) < image_name(t)))
+        )
     return out
 
 
@@ -273,15 +296,19 @@ def test_planted_ranks_give_the_exact_recall_and_mrr(planted_set, tmp_path, engi
     assert per_caption["caption_id"].tolist() == sorted(per_caption["caption_id"])
 
 
-
-
 @pytest.mark.parametrize("engine", ENGINES)
 def test_missing_and_undecodable_images_are_recorded_not_fatal(planted_set, tmp_path, engine):
     images, files = planted_set
     kwargs = backend(tmp_path, engine)
     report = evaluate(images, files["flickr8k"], embedder=PlantedEmbedder(), progress=False, **kwargs)
-    assert report.counts == {"images": N_IMAGES + 2, "images_ok": N_IMAGES, "images_failed": 2, "captions": len(PLANTED) + 3,
-                             "captions_evaluated": len(PLANTED), "captions_skipped": 3}
+    assert report.counts == {
+        "images": N_IMAGES + 2,
+        "images_ok": N_IMAGES,
+        "images_failed": 2,
+        "captions": len(PLANTED) + 3,
+        "captions_evaluated": len(PLANTED),
+        "captions_skipped": 3,
+    }
     failures = report.failures.set_index("image_id")
     assert failures.loc["gone.jpg", "reason"] == "missing" and failures.loc["gone.jpg", "captions"] == 1
     assert failures.loc["broken.jpg", "reason"] == "not_an_image" and failures.loc["broken.jpg", "captions"] == 2
@@ -334,8 +361,15 @@ def test_a_rerun_replaces_the_set_and_doubles_nothing(planted_set, tmp_path, eng
 def test_an_open_store_is_used_and_left_open(planted_set, tmp_path):
     images, files = planted_set
     with open_store(tmp_path, duckdb=":memory:") as db:
-        report = evaluate(images, files["csv"], embedder=PlantedEmbedder(), db=db, kinds=["plain", "filtered"],
-                          ks=(1, 2, 3), progress=False)
+        report = evaluate(
+            images,
+            files["csv"],
+            embedder=PlantedEmbedder(),
+            db=db,
+            kinds=["plain", "filtered"],
+            ks=(1, 2, 3),
+            progress=False,
+        )
         assert report.metrics["query_kind"].tolist() == ["plain", "filtered"]
         ranks = [planted_rank(n) for n in range(len(PLANTED))]
         assert report.metrics["recall@2"].iloc[0] == pytest.approx(np.mean(np.asarray(ranks) <= 2))
@@ -363,43 +397,70 @@ def test_the_three_caption_formats_read_the_same_captions(planted_set):
 @pytest.mark.parametrize("fmt", ["csv", "coco"])
 def test_every_format_gives_the_same_metrics(planted_set, tmp_path, fmt):
     images, files = planted_set
-    reports = [evaluate(images, files[f], embedder=PlantedEmbedder(), progress=False, store=tmp_path,
-                        duckdb=":memory:", kinds=["plain"]) for f in ("flickr8k", fmt)]
+    reports = [
+        evaluate(
+            images,
+            files[f],
+            embedder=PlantedEmbedder(),
+            progress=False,
+            store=tmp_path,
+            duckdb=":memory:",
+            kinds=["plain"],
+        )
+        for f in ("flickr8k", fmt)
+    ]
     assert reports[1].captions_format == fmt
     pd.testing.assert_frame_equal(reports[0].metrics, reports[1].metrics)
 
 
 def test_flickr8k_lines_without_a_number_and_real_kaggle_quoting(tmp_path):
     path = tmp_path / "caps.txt"
-    path.write_text("a.jpg\tA dog .\n\nb.jpg#3\tTwo \"dogs\" , playing .\r\n", encoding="utf-8")
+    path.write_text('a.jpg\tA dog .\n\nb.jpg#3\tTwo "dogs" , playing .\r\n', encoding="utf-8")
     assert [(c.image_id, c.caption, c.line) for c in read_captions(path)[1]] == [
-        ("a.jpg", "A dog .", 1), ("b.jpg", 'Two "dogs" , playing .', 3)]
+        ("a.jpg", "A dog .", 1),
+        ("b.jpg", 'Two "dogs" , playing .', 3),
+    ]
     path = tmp_path / "captions.txt"
-    path.write_text('image,caption\n1001773457_577c3a7d70.jpg,"A black dog and a spotted dog are fighting"\n'
-                    "1001773457_577c3a7d70.jpg,A black dog and a tri-colored dog playing with each other on the road .\n"
-                    '1002674143_1b742ab4b8.jpg,"A little girl covered in paint sits in front of a painted rainbow '
-                    'with her hands in a bowl ."\n', encoding="utf-8")
+    path.write_text(
+        'image,caption\n1001773457_577c3a7d70.jpg,"A black dog and a spotted dog are fighting"\n'
+        "1001773457_577c3a7d70.jpg,A black dog and a tri-colored dog playing with each other on the road .\n"
+        '1002674143_1b742ab4b8.jpg,"A little girl covered in paint sits in front of a painted rainbow '
+        'with her hands in a bowl ."\n',
+        encoding="utf-8",
+    )
     fmt, captions = read_captions(path)
     assert fmt == "csv" and [c.line for c in captions] == [2, 3, 4]
     assert captions[0].caption == "A black dog and a spotted dog are fighting"
 
 
-@pytest.mark.parametrize("name, text, line, message", [
-    ("a.txt", "a.jpg#0\tA dog .\nb.jpg#0\tA cat .\nc.jpg#0 no tab here\n", 3, "expected 'name.jpg#N<TAB>caption'"),
-    ("a.txt", "a.jpg#0\tA dog .\nb.jpg#0\t   \n", 2, "caption is empty"),
-    ("a.txt", "a.jpg#0\tA dog .\n../etc/passwd#0\tescape\n", 2, "must be a relative path"),
-    ("a.txt", "a.jpg#0\tA dog .\n/abs/b.jpg#0\tescape\n", 2, "must be a relative path"),
-    ("a.csv", "image,caption\na.jpg,A dog .\nb.jpg\n", 3, "expected 'name.jpg,caption'"),
-    ("a.csv", "picture,text\na.jpg,A dog .\n", 1, "cannot tell the captions format"),
-    ("a.json", '{\n "images": [{"id": 1, "file_name": "a.jpg"}],\n "annotations": [\n  {"image_id": 1 "caption": "x"}]}',
-     4, "not valid JSON"),
-    ("a.json", '{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1, "caption": "x"}, '
-               '{"image_id": 2, "caption": "y"}]}', "annotations[1]", "is not the \"id\""),
-    ("a.json", '{"images": [{"id": 1}], "annotations": []}', "images[0]", 'needs "id" and "file_name"'),
-    ("a.json", '{"annotations": []}', 1, 'the lists "images" and "annotations"'),
-    ("a.txt", "\n\n", 1, "cannot tell the captions format"),
-    ("a.txt", "just some words\n", 1, "cannot tell the captions format"),
-])
+@pytest.mark.parametrize(
+    "name, text, line, message",
+    [
+        ("a.txt", "a.jpg#0\tA dog .\nb.jpg#0\tA cat .\nc.jpg#0 no tab here\n", 3, "expected 'name.jpg#N<TAB>caption'"),
+        ("a.txt", "a.jpg#0\tA dog .\nb.jpg#0\t   \n", 2, "caption is empty"),
+        ("a.txt", "a.jpg#0\tA dog .\n../etc/passwd#0\tescape\n", 2, "must be a relative path"),
+        ("a.txt", "a.jpg#0\tA dog .\n/abs/b.jpg#0\tescape\n", 2, "must be a relative path"),
+        ("a.csv", "image,caption\na.jpg,A dog .\nb.jpg\n", 3, "expected 'name.jpg,caption'"),
+        ("a.csv", "picture,text\na.jpg,A dog .\n", 1, "cannot tell the captions format"),
+        (
+            "a.json",
+            '{\n "images": [{"id": 1, "file_name": "a.jpg"}],\n "annotations": [\n  {"image_id": 1 "caption": "x"}]}',
+            4,
+            "not valid JSON",
+        ),
+        (
+            "a.json",
+            '{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1, "caption": "x"}, '
+            '{"image_id": 2, "caption": "y"}]}',
+            "annotations[1]",
+            'is not the "id"',
+        ),
+        ("a.json", '{"images": [{"id": 1}], "annotations": []}', "images[0]", 'needs "id" and "file_name"'),
+        ("a.json", '{"annotations": []}', 1, 'the lists "images" and "annotations"'),
+        ("a.txt", "\n\n", 1, "cannot tell the captions format"),
+        ("a.txt", "just some words\n", 1, "cannot tell the captions format"),
+    ],
+)
 def test_a_bad_captions_file_names_the_file_and_line(tmp_path, name, text, line, message):
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
@@ -425,16 +486,33 @@ def test_undecodable_text_and_empty_files_are_errors_too(tmp_path):
 def test_bad_arguments_are_refused_before_any_work(planted_set, tmp_path):
     images, files = planted_set
     embedder = PlantedEmbedder()
-    for kwargs, message in [({"limit": 0}, "limit"), ({"batch_size": 0}, "batch_size"), ({"name": ""}, "name"),
-                            ({"ks": (1, 5)}, "ks"), ({"kinds": ["plain", "fancy"]}, "query kinds")]:
+    for kwargs, message in [
+        ({"limit": 0}, "limit"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"name": ""}, "name"),
+        ({"ks": (1, 5)}, "ks"),
+        ({"kinds": ["plain", "fancy"]}, "query kinds"),
+    ]:
         with pytest.raises(BadArgument, match=message):
-            evaluate(images, files["flickr8k"], embedder=embedder, store=tmp_path, duckdb=":memory:", progress=False,
-                     **kwargs)
+            evaluate(
+                images,
+                files["flickr8k"],
+                embedder=embedder,
+                store=tmp_path,
+                duckdb=":memory:",
+                progress=False,
+                **kwargs,
+            )
     with pytest.raises(NotFound, match="images folder"):
         evaluate(tmp_path / "nope", files["flickr8k"], embedder=embedder, store=tmp_path, duckdb=":memory:")
     with pytest.raises(BadArgument, match="lacks embed_texts"):
-        evaluate(images, files["flickr8k"], embedder=type("Half", (), {"embed_images": None})(), store=tmp_path,
-                 duckdb=":memory:")
+        evaluate(
+            images,
+            files["flickr8k"],
+            embedder=type("Half", (), {"embed_images": None})(),
+            store=tmp_path,
+            duckdb=":memory:",
+        )
     assert embedder.image_calls == 0
 
 
@@ -443,7 +521,7 @@ def test_vectors_of_the_wrong_shape_are_a_model_error(planted_set, tmp_path):
 
     class Narrow(PlantedEmbedder):
         def embed_texts(self, texts):
-            return super().embed_texts(texts)[:, :DIM - 1]
+            return super().embed_texts(texts)[:, : DIM - 1]
 
     with pytest.raises(ModelError, match=rf"text vectors of shape \(\d+, {DIM - 1}\), expected"):
         evaluate(images, files["flickr8k"], embedder=Narrow(), store=tmp_path, duckdb=":memory:", progress=False)
@@ -479,14 +557,33 @@ def test_the_command_with_the_tiny_clip_model(tiny_clip, tmp_path, capsys, engin
     rows = []
     for i in range(6):
         (images / f"{1000 + i}_ab.jpg").write_bytes(jpeg_bytes(i, size=(96, 64) if i % 2 else (64, 96)))
-        rows += [(f"{1000 + i}_ab.jpg", f"A photo number {i} of colored blobs ."),
-                 (f"{1000 + i}_ab.jpg", f"Blobs, {i} of them , in color .")]
+        rows += [
+            (f"{1000 + i}_ab.jpg", f"A photo number {i} of colored blobs ."),
+            (f"{1000 + i}_ab.jpg", f"Blobs, {i} of them , in color ."),
+        ]
     (images / "truncated.jpg").write_bytes(jpeg_bytes(9)[:300])
     rows.append(("truncated.jpg", "A cut file ."))
     captions = write_csv(tmp_path / "captions.txt", rows)
-    store = ["--store", tmp_path / "store"] + (["--duckdb", tmp_path / "store" / "e.duckdb"] if engine == "duckdb" else [])
-    code = run_cli(["eval", "--images", images, "--captions", captions, "--model", tiny_clip, "--device", "cpu",
-                    "--batch-size", 4, "-q", *store])
+    store = ["--store", tmp_path / "store"] + (
+        ["--duckdb", tmp_path / "store" / "e.duckdb"] if engine == "duckdb" else []
+    )
+    code = run_cli(
+        [
+            "eval",
+            "--images",
+            images,
+            "--captions",
+            captions,
+            "--model",
+            tiny_clip,
+            "--device",
+            "cpu",
+            "--batch-size",
+            4,
+            "-q",
+            *store,
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "query_kind" in out and "recall@10" in out and "1 images failed (undecodable: 1)" in out
@@ -497,15 +594,35 @@ def test_the_command_with_the_tiny_clip_model(tiny_clip, tmp_path, capsys, engin
     # 6 images: every rank is within 10, whatever the random model ranks first; MRR is the mean
     # of 1 / rank over the per-caption ranks the store holds.
     assert plain["queries"] == 12 and plain["recall@10"] == 1.0 and plain["mean_candidates"] == 6
-    with open_backend({"store": tmp_path / "store",
-                       "duckdb": tmp_path / "store" / "e.duckdb" if engine == "duckdb" else None}) as db:
+    with open_backend(
+        {"store": tmp_path / "store", "duckdb": tmp_path / "store" / "e.duckdb" if engine == "duckdb" else None}
+    ) as db:
         ranks = ranks_frame(db, "flickr-mini", "plain")["rank"].astype(float)
     assert len(ranks) == 12 and plain["mrr"] == pytest.approx(float((1 / ranks).mean()))
     assert report["failure_reasons"] == {"undecodable": 1}
 
     # --json, --name, --kind; then a malformed file: exit 2 with file and line.
-    code = run_cli(["eval", "--images", images, "--captions", captions, "--model", tiny_clip, "--device", "cpu",
-                    "--name", "mini", "--kind", "plain", "--json", tmp_path / "out.json", "-q", *store])
+    code = run_cli(
+        [
+            "eval",
+            "--images",
+            images,
+            "--captions",
+            captions,
+            "--model",
+            tiny_clip,
+            "--device",
+            "cpu",
+            "--name",
+            "mini",
+            "--kind",
+            "plain",
+            "--json",
+            tmp_path / "out.json",
+            "-q",
+            *store,
+        ]
+    )
     assert code == 0
     again = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
     assert again["name"] == "mini" and [m["query_kind"] for m in again["metrics"]] == ["plain"]
@@ -515,5 +632,6 @@ def test_the_command_with_the_tiny_clip_model(tiny_clip, tmp_path, capsys, engin
     bad.write_text("a.jpg#0\tfine\nb.jpg#0 broken\n", encoding="utf-8")
     code = run_cli(["eval", "--images", images, "--captions", bad, "--model", tiny_clip, *store])
     assert code == 2
-    assert capsys.readouterr().err.strip() == (f"clipsql: error: {bad}:2: expected 'name.jpg#N<TAB>caption' "
-                                               f"(Flickr8k), got 'b.jpg#0 broken'")
+    assert capsys.readouterr().err.strip() == (
+        f"clipsql: error: {bad}:2: expected 'name.jpg#N<TAB>caption' (Flickr8k), got 'b.jpg#0 broken'"
+    )

@@ -39,7 +39,7 @@ def saved(image: Image.Image, fmt: str, **params) -> bytes:
 def gray16(seed: int = 0) -> np.ndarray:
     """16-bit gray over the whole 0..65535 range, mean near 1/3 of it (u**2, u uniform)."""
     u = np.clip(np.linspace(0, 1, H * W).reshape(H, W) + rng(seed).normal(0, 0.05, (H, W)), 0, 1)
-    values = np.round(65535 * u ** 2).astype(np.uint16)
+    values = np.round(65535 * u**2).astype(np.uint16)
     values.flat[:2] = (0, 65535)
     return values
 
@@ -66,8 +66,10 @@ def channel_means(values: np.ndarray) -> np.ndarray:
 
 def png(values: np.ndarray, color_type: int, bit_depth: int, trns: bytes | None = None) -> bytes:
     """A PNG written by hand (Pillow cannot save 16-bit RGB, RGBA or gray+alpha)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     height, width = values.shape[:2]
     dtype = ">u2" if bit_depth == 16 else "u1"
     rows = values.astype(dtype).reshape(height, -1)
@@ -78,8 +80,9 @@ def png(values: np.ndarray, color_type: int, bit_depth: int, trns: bytes | None 
     return b"\x89PNG\r\n\x1a\n" + body + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
-def tiff(values: np.ndarray, photometric: int, bits: int, *, extra_samples: tuple[int, ...] = (),
-         signed: bool = False) -> bytes:
+def tiff(
+    values: np.ndarray, photometric: int, bits: int, *, extra_samples: tuple[int, ...] = (), signed: bool = False
+) -> bytes:
     """A little-endian, uncompressed, one-strip TIFF written by hand (Pillow cannot save
     16-bit RGB, signed 16-bit gray or associated-alpha gray)."""
     height, width = values.shape[:2]
@@ -87,9 +90,18 @@ def tiff(values: np.ndarray, photometric: int, bits: int, *, extra_samples: tupl
     dtype = ("<i2" if signed else "<u2") if bits == 16 else "u1"
     data = values.astype(dtype).tobytes()
     # (tag, SHORT or LONG, values); the strip offset (273) is filled in below.
-    entries = [(256, 4, [width]), (257, 4, [height]), (258, 3, [bits] * samples), (259, 3, [1]),
-               (262, 3, [photometric]), (273, 4, [0]), (277, 3, [samples]), (278, 4, [height]),
-               (279, 4, [len(data)]), (284, 3, [1])]
+    entries = [
+        (256, 4, [width]),
+        (257, 4, [height]),
+        (258, 3, [bits] * samples),
+        (259, 3, [1]),
+        (262, 3, [photometric]),
+        (273, 4, [0]),
+        (277, 3, [samples]),
+        (278, 4, [height]),
+        (279, 4, [len(data)]),
+        (284, 3, [1]),
+    ]
     if extra_samples:
         entries.append((338, 3, list(extra_samples)))
     if signed:
@@ -113,6 +125,7 @@ def tiff(values: np.ndarray, photometric: int, bits: int, *, extra_samples: tupl
 
 
 # --- sources: name -> () -> (bytes, expected per-channel means in 0..255) ------------------
+
 
 def gray16_png():
     v = gray16()
@@ -212,8 +225,16 @@ def cmyk_ignoring_black_profile(grid: int = 9) -> bytes:
     clut = (lab * 256).astype(">u2").tobytes()
     identity = struct.pack(">9i", 65536, 0, 0, 0, 65536, 0, 0, 0, 65536)
     ramp = struct.pack(">2H", 0, 65535)
-    a2b0 = (b"mft2" + b"\0" * 4 + struct.pack(">BBBB", 4, 3, grid, 0) + identity + struct.pack(">HH", 2, 2)
-            + ramp * 4 + clut + ramp * 3)
+    a2b0 = (
+        b"mft2"
+        + b"\0" * 4
+        + struct.pack(">BBBB", 4, 3, grid, 0)
+        + identity
+        + struct.pack(">HH", 2, 2)
+        + ramp * 4
+        + clut
+        + ramp * 3
+    )
     text = b"CMYK that ignores black, for tests\0"
     desc = b"desc" + b"\0" * 4 + struct.pack(">I", len(text)) + text + b"\0" * 8 + b"\0" * 3 + b"\0" * 67
     d50 = struct.pack(">3i", *(round(v * 65536) for v in (0.9642, 1.0, 0.8249)))
@@ -227,8 +248,20 @@ def cmyk_ignoring_black_profile(grid: int = 9) -> bytes:
         table += sig + struct.pack(">II", offset + len(body), len(blob))
         body += blob
     size = 128 + len(table) + len(body)
-    header = (struct.pack(">I", size) + b"\0" * 4 + struct.pack(">I", 0x02100000) + b"scnr" + b"CMYK" + b"Lab "
-              + b"\0" * 12 + b"acsp" + b"\0" * 24 + struct.pack(">I", 0) + d50 + b"\0" * 4)
+    header = (
+        struct.pack(">I", size)
+        + b"\0" * 4
+        + struct.pack(">I", 0x02100000)
+        + b"scnr"
+        + b"CMYK"
+        + b"Lab "
+        + b"\0" * 12
+        + b"acsp"
+        + b"\0" * 24
+        + struct.pack(">I", 0)
+        + d50
+        + b"\0" * 4
+    )
     header = header.ljust(128, b"\0")
     return header + table + body
 
@@ -243,7 +276,8 @@ def rgba_png():
     color, alpha = rgb_gradient(13) * 255, rgb_gradient(14)[..., 0]
     values = np.concatenate([color, alpha[..., None] * 255], axis=-1).round().astype(np.uint8)
     return saved(Image.fromarray(values, "RGBA"), "PNG"), channel_means(
-        composite(values[..., :3].astype(float), values[..., 3] / 255))
+        composite(values[..., :3].astype(float), values[..., 3] / 255)
+    )
 
 
 def rgba16_png():
@@ -326,8 +360,9 @@ def ycbcr_tiff():
     ycc = np.asarray(Image.fromarray(rgb, "RGB").convert("YCbCr"))
     y, cb, cr = (ycc[..., i].astype(float) for i in range(3))
     # ITU-R BT.601 full range (JFIF), the inverse of Pillow's RGB -> YCbCr.
-    expected = np.stack([y + 1.402 * (cr - 128), y - 0.344136 * (cb - 128) - 0.714136 * (cr - 128),
-                         y + 1.772 * (cb - 128)], axis=-1)
+    expected = np.stack(
+        [y + 1.402 * (cr - 128), y - 0.344136 * (cb - 128) - 0.714136 * (cr - 128), y + 1.772 * (cb - 128)], axis=-1
+    )
     return saved(Image.fromarray(ycc, "YCbCr"), "TIFF"), channel_means(np.clip(expected, 0, 255))
 
 
@@ -348,22 +383,69 @@ def rgb16_png():
     return png(np.round(color * 65535), 2, 16), channel_means(color * 255)
 
 
-SOURCES = {f.__name__: f for f in (
-    gray16_png, gray16_little_endian_tiff, gray16_big_endian_tiff, int32_16bit_range_tiff, int32_wide_range_tiff,
-    int16_signed_tiff, float_unit_tiff, float_wide_range_tiff, float_non_finite_tiff, cmyk_jpeg,
-    cmyk_jpeg_garbage_profile, cmyk_jpeg_rgb_profile, cmyk_jpeg_with_profile, rgba_png, rgba16_png, la_png,
-    gray16_alpha_png, la_premultiplied_tiff, palette_with_alpha_png, gray_keyed_png, gray16_keyed_png,
-    rgb_keyed_png, bilevel_png, palette_gif, ycbcr_tiff, lab_tiff, rgb16_tiff, rgb16_png)}
+SOURCES = {
+    f.__name__: f
+    for f in (
+        gray16_png,
+        gray16_little_endian_tiff,
+        gray16_big_endian_tiff,
+        int32_16bit_range_tiff,
+        int32_wide_range_tiff,
+        int16_signed_tiff,
+        float_unit_tiff,
+        float_wide_range_tiff,
+        float_non_finite_tiff,
+        cmyk_jpeg,
+        cmyk_jpeg_garbage_profile,
+        cmyk_jpeg_rgb_profile,
+        cmyk_jpeg_with_profile,
+        rgba_png,
+        rgba16_png,
+        la_png,
+        gray16_alpha_png,
+        la_premultiplied_tiff,
+        palette_with_alpha_png,
+        gray_keyed_png,
+        gray16_keyed_png,
+        rgb_keyed_png,
+        bilevel_png,
+        palette_gif,
+        ycbcr_tiff,
+        lab_tiff,
+        rgb16_tiff,
+        rgb16_png,
+    )
+}
 #: The Pillow mode each source must open in, so a test checks the path it names.
 OPENS_AS = {
-    "gray16_png": "I;16", "gray16_little_endian_tiff": "I;16", "gray16_big_endian_tiff": "I;16B",
-    "int32_16bit_range_tiff": "I", "int32_wide_range_tiff": "I", "int16_signed_tiff": "I", "float_unit_tiff": "F",
-    "float_wide_range_tiff": "F", "float_non_finite_tiff": "F", "cmyk_jpeg": "CMYK",
-    "cmyk_jpeg_garbage_profile": "CMYK", "cmyk_jpeg_rgb_profile": "CMYK", "cmyk_jpeg_with_profile": "CMYK",
-    "rgba_png": "RGBA", "rgba16_png": "RGBA", "la_png": "LA", "gray16_alpha_png": "RGBA",
-    "la_premultiplied_tiff": "La", "palette_with_alpha_png": "P", "gray_keyed_png": "L", "gray16_keyed_png": "I;16",
-    "rgb_keyed_png": "RGB", "bilevel_png": "1", "palette_gif": "P", "ycbcr_tiff": "YCbCr", "lab_tiff": "LAB",
-    "rgb16_tiff": "RGB", "rgb16_png": "RGB",
+    "gray16_png": "I;16",
+    "gray16_little_endian_tiff": "I;16",
+    "gray16_big_endian_tiff": "I;16B",
+    "int32_16bit_range_tiff": "I",
+    "int32_wide_range_tiff": "I",
+    "int16_signed_tiff": "I",
+    "float_unit_tiff": "F",
+    "float_wide_range_tiff": "F",
+    "float_non_finite_tiff": "F",
+    "cmyk_jpeg": "CMYK",
+    "cmyk_jpeg_garbage_profile": "CMYK",
+    "cmyk_jpeg_rgb_profile": "CMYK",
+    "cmyk_jpeg_with_profile": "CMYK",
+    "rgba_png": "RGBA",
+    "rgba16_png": "RGBA",
+    "la_png": "LA",
+    "gray16_alpha_png": "RGBA",
+    "la_premultiplied_tiff": "La",
+    "palette_with_alpha_png": "P",
+    "gray_keyed_png": "L",
+    "gray16_keyed_png": "I;16",
+    "rgb_keyed_png": "RGB",
+    "bilevel_png": "1",
+    "palette_gif": "P",
+    "ycbcr_tiff": "YCbCr",
+    "lab_tiff": "LAB",
+    "rgb16_tiff": "RGB",
+    "rgb16_png": "RGB",
 }
 
 
@@ -424,8 +506,12 @@ def test_modes_no_file_format_holds():
 
 
 def test_constant_and_all_non_finite_float_images_do_not_crash():
-    for values, level in [(np.full((H, W), 7.5, np.float32), 255), (np.full((H, W), -3, np.float32), 0),
-                          (np.full((H, W), np.nan, np.float32), 0), (np.full((H, W), np.inf, np.float32), 255)]:
+    for values, level in [
+        (np.full((H, W), 7.5, np.float32), 255),
+        (np.full((H, W), -3, np.float32), 0),
+        (np.full((H, W), np.nan, np.float32), 0),
+        (np.full((H, W), np.inf, np.float32), 255),
+    ]:
         image = open_rgb(saved(Image.fromarray(values), "TIFF"))
         assert np.asarray(image).min() == np.asarray(image).max() == level
     for values, level in [(np.full((H, W), -70_000, np.int32), 0), (np.full((H, W), 70_000, np.int32), 255)]:
@@ -433,6 +519,7 @@ def test_constant_and_all_non_finite_float_images_do_not_crash():
 
 
 # --- nothing but InvalidImage ---------------------------------------------------------------
+
 
 def avif_bytes() -> bytes:
     return saved(Image.fromarray(np.round(rgb_gradient(50) * 255).astype(np.uint8), "RGB"), "AVIF", quality=80)
@@ -453,10 +540,12 @@ def test_corrupt_avif_is_invalid_image_never_another_exception():
     data = avif_bytes()
     payload = data.index(b"mdat") + 4
     broken = {
-        "truncated": data[:len(data) // 2],
+        "truncated": data[: len(data) // 2],
         "truncated early": data[:200],
         # Flipped bits at the start of the AV1 payload: libavif raises RuntimeError in Pillow 13.
-        "flipped payload": data[:payload] + bytes(b ^ 0xFF for b in data[payload:payload + 16]) + data[payload + 16:],
+        "flipped payload": data[:payload]
+        + bytes(b ^ 0xFF for b in data[payload : payload + 16])
+        + data[payload + 16 :],
     }
     for name, bad in broken.items():
         for call in (normalize_image_bytes, open_rgb):
@@ -466,7 +555,7 @@ def test_corrupt_avif_is_invalid_image_never_another_exception():
     # Bits flipped anywhere else: the image decodes (AV1 is tolerant) or is undecodable.
     middle = len(data) // 2
     for start in range(middle - 64, middle + 64, 8):
-        bad = data[:start] + bytes(b ^ 0xFF for b in data[start:start + 8]) + data[start + 8:]
+        bad = data[:start] + bytes(b ^ 0xFF for b in data[start : start + 8]) + data[start + 8 :]
         try:
             normalize_image_bytes(bad)
         except InvalidImage as exc:
@@ -493,11 +582,15 @@ def _jpeg_with_exif(ifd_entries: list[tuple[int, int, int, bytes]]) -> bytes:
 ROTATE_90 = (0x0112, 3, 1, struct.pack("<HH", 6, 0))  # orientation 6: turn 90 degrees to display
 
 
-@pytest.mark.parametrize("entry", [
-    (0x0102, 2, 4, b"abc\0"),  # BitsPerSample as ASCII: Pillow's EXIF rewrite raises struct.error
-    (0x010F, 11, 1, b"\xf2\x90\x9c\x9a"),  # Make as a FLOAT: AttributeError in the rewrite
-    (0x0142, 6, 4, b"\x95\x97\xa7\x5e"),  # TileWidth as SBYTEs: struct.error in the rewrite
-], ids=["ascii-bits", "float-make", "sbyte-tilewidth"])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        (0x0102, 2, 4, b"abc\0"),  # BitsPerSample as ASCII: Pillow's EXIF rewrite raises struct.error
+        (0x010F, 11, 1, b"\xf2\x90\x9c\x9a"),  # Make as a FLOAT: AttributeError in the rewrite
+        (0x0142, 6, 4, b"\x95\x97\xa7\x5e"),  # TileWidth as SBYTEs: struct.error in the rewrite
+    ],
+    ids=["ascii-bits", "float-make", "sbyte-tilewidth"],
+)
 def test_jpeg_with_a_broken_exif_block_still_normalizes(entry):
     data = _jpeg_with_exif(sorted([ROTATE_90, entry]))
     jpeg, size = normalize_image_bytes(data)
@@ -508,11 +601,15 @@ def test_jpeg_with_a_broken_exif_block_still_normalizes(entry):
     assert image.mode == "RGB" and image.size == (40, 80)
 
 
-@pytest.mark.parametrize("entry", [
-    (0x0112, 3, 0x7FFFFFFF, struct.pack("<HH", 6, 0)),  # count past the end: tag skipped
-    (0x0112, 2, 4, b"six\0"),  # orientation as text
-    (0x0112, 3, 1, struct.pack("<HH", 99, 0)),  # orientation out of 1..8
-], ids=["huge-count", "text", "out-of-range"])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        (0x0112, 3, 0x7FFFFFFF, struct.pack("<HH", 6, 0)),  # count past the end: tag skipped
+        (0x0112, 2, 4, b"six\0"),  # orientation as text
+        (0x0112, 3, 1, struct.pack("<HH", 99, 0)),  # orientation out of 1..8
+    ],
+    ids=["huge-count", "text", "out-of-range"],
+)
 def test_jpeg_with_a_garbage_orientation_keeps_its_bytes_unrotated(entry):
     data = _jpeg_with_exif([entry])
     jpeg, size = normalize_image_bytes(data)

@@ -31,7 +31,9 @@ def test_a_source_that_grows_changes_and_shrinks(server, tmp_path, tiny_clip, ba
     grown = refresh(write_release(release, server.url, range(14), views={3: 999_999}), **go)
     assert server.total() - hits == 4  # only the new photos are fetched
     assert (grown.stage("embed").ok, grown.stage("embed").skipped) == (4, 10)
-    assert rows(backend, "SELECT stats_views FROM photos FINAL WHERE photo_id = 'photo0003'")["stats_views"][0] == 999_999
+    assert (
+        rows(backend, "SELECT stats_views FROM photos FINAL WHERE photo_id = 'photo0003'")["stats_views"][0] == 999_999
+    )
     after = rows(backend, "SELECT photo_id, version FROM photo_embeddings FINAL ORDER BY photo_id")
     assert after[after.photo_id.isin(vectors_before.photo_id)].values.tolist() == vectors_before.values.tolist()
     assert rows(backend, "SELECT count() AS n FROM keywords FINAL")["n"][0] == 28
@@ -82,8 +84,11 @@ def test_a_new_model_embeds_everything_beside_the_old_one_and_becomes_the_defaul
         # A model whose first pass has not finished (vectors, no completed_at) is not the default.
         loader = Loader(db, version=2**62)
         loader.model("half-done", str(tiny_clip), 512)
-        loader.embeddings(["photo0000"], rows(backend, "SELECT embedding FROM photo_embeddings FINAL LIMIT 1")
-                          .embedding.map(list).tolist(), "half-done")
+        loader.embeddings(
+            ["photo0000"],
+            rows(backend, "SELECT embedding FROM photo_embeddings FINAL LIMIT 1").embedding.map(list).tolist(),
+            "half-done",
+        )
         loader.flush()
         assert search.resolve_model(db)[0] == "tiny-b"
         assert search.resolve_model(db, "half-done")[0] == "half-done"
@@ -104,24 +109,38 @@ def test_retry_rule_backs_off_exponentially_and_never_retries_permanent_failures
 
 def test_failed_photos_are_recorded_and_retried_by_the_rules(server, tmp_path, tiny_clip, backend):
     u = server.url
-    release = write_release(tmp_path / "release", u, range(3), keywords=False, extra_rows=[
-        dict(photo_row(u, 0), photo_id="gone", photo_image_url=f"{u}/missing/a.jpg"),
-        dict(photo_row(u, 0), photo_id="busy", photo_image_url=f"{u}/busy/a.jpg"),
-        dict(photo_row(u, 0), photo_id="once", photo_image_url=f"{u}/once/a.jpg"),
-    ])
+    release = write_release(
+        tmp_path / "release",
+        u,
+        range(3),
+        keywords=False,
+        extra_rows=[
+            dict(photo_row(u, 0), photo_id="gone", photo_image_url=f"{u}/missing/a.jpg"),
+            dict(photo_row(u, 0), photo_id="busy", photo_image_url=f"{u}/busy/a.jpg"),
+            dict(photo_row(u, 0), photo_id="once", photo_image_url=f"{u}/once/a.jpg"),
+        ],
+    )
     go = dict(model=str(tiny_clip), download=FAST, progress=False, **backend)
-    sql = ("SELECT photo_id, status, coalesce(reason, '') AS reason, permanent, attempts "
-           "FROM download_status FINAL ORDER BY photo_id")
+    sql = (
+        "SELECT photo_id, status, coalesce(reason, '') AS reason, permanent, attempts "
+        "FROM download_status FINAL ORDER BY photo_id"
+    )
 
     before = dt.datetime.now(dt.timezone.utc)
     first = refresh(release, **go)
     after = dt.datetime.now(dt.timezone.utc)
     assert first.failures_by_reason == {"http_4xx": 1, "http_5xx": 2}
     assert rows(backend, sql).values.tolist() == [
-        ["busy", "failed", "http_5xx", 0, 1], ["gone", "failed", "http_4xx", 1, 1],
+        ["busy", "failed", "http_5xx", 0, 1],
+        ["gone", "failed", "http_4xx", 1, 1],
         ["once", "failed", "http_5xx", 0, 1],
-        ["photo0000", "ok", "", 0, 1], ["photo0001", "ok", "", 0, 1], ["photo0002", "ok", "", 0, 1]]
-    last = rows(backend, "SELECT last_attempt_at FROM download_status FINAL WHERE photo_id = 'busy'")["last_attempt_at"][0]
+        ["photo0000", "ok", "", 0, 1],
+        ["photo0001", "ok", "", 0, 1],
+        ["photo0002", "ok", "", 0, 1],
+    ]
+    last = rows(backend, "SELECT last_attempt_at FROM download_status FINAL WHERE photo_id = 'busy'")[
+        "last_attempt_at"
+    ][0]
     last = pd.Timestamp(last)
     last = last.tz_localize("UTC") if last.tzinfo is None else last
     assert before - dt.timedelta(seconds=1) <= last <= after + dt.timedelta(seconds=1)
@@ -137,13 +156,18 @@ def test_failed_photos_are_recorded_and_retried_by_the_rules(server, tmp_path, t
     assert server.hits["/busy/a.jpg"] == 2 and server.hits["/once/a.jpg"] == 2 and server.hits["/missing/a.jpg"] == 1
     assert third.stage("embed").ok == 1
     assert rows(backend, sql).values.tolist()[:3] == [
-        ["busy", "failed", "http_5xx", 0, 2], ["gone", "failed", "http_4xx", 1, 1], ["once", "ok", "", 0, 2]]
+        ["busy", "failed", "http_5xx", 0, 2],
+        ["gone", "failed", "http_4xx", 1, 1],
+        ["once", "ok", "", 0, 2],
+    ]
 
     # --retry-failed: everything failed is tried now, the permanent failure included.
     refresh(release, retry_failed=True, **go)
     assert server.hits["/missing/a.jpg"] == 2 and server.hits["/busy/a.jpg"] == 3 and server.hits["/once/a.jpg"] == 2
-    assert rows(backend, sql).values.tolist()[:2] == [["busy", "failed", "http_5xx", 0, 3],
-                                                     ["gone", "failed", "http_4xx", 1, 2]]
+    assert rows(backend, sql).values.tolist()[:2] == [
+        ["busy", "failed", "http_5xx", 0, 3],
+        ["gone", "failed", "http_4xx", 1, 2],
+    ]
 
 
 def store_args(backend):
@@ -153,16 +177,24 @@ def store_args(backend):
 
 def test_run_log_and_status_output(server, tmp_path, tiny_clip, backend, capsys):
     u = server.url
-    release = write_release(tmp_path / "release", u, range(4), keywords=False, extra_rows=[
-        dict(photo_row(u, 0), photo_id="gone", photo_image_url=f"{u}/missing/a.jpg")])
+    release = write_release(
+        tmp_path / "release",
+        u,
+        range(4),
+        keywords=False,
+        extra_rows=[dict(photo_row(u, 0), photo_id="gone", photo_image_url=f"{u}/missing/a.jpg")],
+    )
     common = ["--model", str(tiny_clip), "--retries", "0", "-q"] + store_args(backend)
     assert main(["refresh", "--source", str(release)] + common) == 0
     assert main(["refresh", "--source", str(tmp_path / "no-such-release")] + common) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("clipsql: error: source") and "does not exist" in err
 
-    runs = rows(backend, "SELECT status, error, source_ok, download_ok, download_failed, embed_ok, model, "
-                         "source_version, ended_at FROM etl_runs FINAL ORDER BY started_at")
+    runs = rows(
+        backend,
+        "SELECT status, error, source_ok, download_ok, download_failed, embed_ok, model, "
+        "source_version, ended_at FROM etl_runs FINAL ORDER BY started_at",
+    )
     assert runs["status"].tolist() == ["ok", "failed"]
     assert runs["source_ok"].tolist()[0] == 5 and runs["download_ok"][0] == 4 and runs["download_failed"][0] == 1
     assert runs["embed_ok"][0] == 4 and runs["model"][0] == tiny_clip.name and runs["source_version"][0]
@@ -178,6 +210,17 @@ def test_run_log_and_status_output(server, tmp_path, tiny_clip, backend, capsys)
     failures = out.split("download failures by reason:")[1]
     assert "http_4xx" in failures and "yes" in failures
 
-    assert main(["status"] + store_args(dict(backend, store=tmp_path / "nowhere", duckdb=(
-        str(tmp_path / "nowhere.duckdb") if backend["duckdb"] else None)))) == 2
+    assert (
+        main(
+            ["status"]
+            + store_args(
+                dict(
+                    backend,
+                    store=tmp_path / "nowhere",
+                    duckdb=(str(tmp_path / "nowhere.duckdb") if backend["duckdb"] else None),
+                )
+            )
+        )
+        == 2
+    )
     assert "no " in capsys.readouterr().err

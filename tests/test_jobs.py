@@ -40,9 +40,18 @@ def test_every_download_setting_is_reachable_from_the_job_file_and_the_command_l
     from clipsql.download import DownloadOptions
 
     fields = {f.name for f in dataclasses.fields(DownloadOptions)}
-    values = {"workers": 7, "width": 320, "timeout_s": 11.0, "retries": 2, "max_bytes": 12345,
-              "max_retry_after_s": 9.0, "connect_timeout_s": 3.0, "total_timeout_s": 33.0, "backoff_s": 0.25,
-              "max_pixels": 4321}
+    values = {
+        "workers": 7,
+        "width": 320,
+        "timeout_s": 11.0,
+        "retries": 2,
+        "max_bytes": 12345,
+        "max_retry_after_s": 9.0,
+        "connect_timeout_s": 3.0,
+        "total_timeout_s": 33.0,
+        "backoff_s": 0.25,
+        "max_pixels": 4321,
+    }
     assert {key for table, key in JOB_KEYS if table == "download"} == set(values)
     job = tmp_path / "job.toml"
     job.write_text("[download]\n" + "".join(f"{k} = {v!r}\n" for k, v in values.items()), encoding="utf-8")
@@ -65,14 +74,17 @@ def test_every_download_setting_is_reachable_from_the_job_file_and_the_command_l
         assert action.type is (None if leaf.kind in (str, bool) else leaf.kind), leaf
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[sorce]\nlocation = 'x'\n", r"unknown table \[sorce\]"),
-    ("[source]\nlimt = 3\n", "unknown key 'limt' in \\[source\\]"),
-    ("[source]\nlimit = '3'\n", r"\[source\] limit must be int"),
-    ("[refresh]\npurge = 1\n", r"\[refresh\] purge must be bool"),
-    ("[store]\nclickhouse_url = 'http://h:8123/db'\nduckdb = 'x.duckdb'\n", "choose one backend"),
-    ("[source\n", "job file"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[sorce]\nlocation = 'x'\n", r"unknown table \[sorce\]"),
+        ("[source]\nlimt = 3\n", "unknown key 'limt' in \\[source\\]"),
+        ("[source]\nlimit = '3'\n", r"\[source\] limit must be int"),
+        ("[refresh]\npurge = 1\n", r"\[refresh\] purge must be bool"),
+        ("[store]\nclickhouse_url = 'http://h:8123/db'\nduckdb = 'x.duckdb'\n", "choose one backend"),
+        ("[source\n", "job file"),
+    ],
+)
 def test_bad_job_files_are_refused_naming_file_and_key(tmp_path, text, message):
     path = tmp_path / "job.toml"
     path.write_text(text)
@@ -88,8 +100,10 @@ def test_command_line_options_override_the_job_file(tmp_path, tiny_clip, capsys)
     try:
         write_release(tmp_path / "jobs" / "release", server.url, range(5), keywords=False)
         job = tmp_path / "jobs" / "nightly.toml"
-        job.write_text(f"[source]\nlocation = 'release'\nlimit = 4\n[model]\nname = '{tiny_clip}'\n"
-                       f"[store]\npath = '../store'\n[download]\nretries = 0\n[refresh]\nchunk_size = 2\n")
+        job.write_text(
+            f"[source]\nlocation = 'release'\nlimit = 4\n[model]\nname = '{tiny_clip}'\n"
+            f"[store]\npath = '../store'\n[download]\nretries = 0\n[refresh]\nchunk_size = 2\n"
+        )
         assert main(["refresh", str(job), "--limit", "3", "-q"]) == 0
     finally:
         server.stop()
@@ -103,12 +117,15 @@ def test_command_line_options_override_the_job_file(tmp_path, tiny_clip, capsys)
 def refresh_command_of(line: str) -> list[str]:
     words = shlex.split(line)
     start = next(i for i, w in enumerate(words) if w.endswith("clipsql") and words[i + 1] == "refresh")
-    return words[start:start + 3]
+    return words[start : start + 3]
 
 
 def test_crontab_line_runs_the_job_every_night():
-    lines = [line for line in (ETL / "crontab").read_text().splitlines()
-             if line.strip() and not line.lstrip().startswith("#")]
+    lines = [
+        line
+        for line in (ETL / "crontab").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     assert len(lines) == 1
     minute, hour, dom, month, dow, command = lines[0].split(None, 5)
     assert 0 <= int(minute) <= 59 and 0 <= int(hour) <= 23 and (dom, month, dow) == ("*", "*", "*")
@@ -139,8 +156,11 @@ DAG_FILE = ETL / "airflow" / "clipsql_refresh_dag.py"
 
 def test_airflow_dag_file_runs_the_job_file():
     tree = ast.parse(DAG_FILE.read_text())
-    values = {n.targets[0].id: n.value.value for n in tree.body
-              if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)}
+    values = {
+        n.targets[0].id: n.value.value
+        for n in tree.body
+        if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
+    }
     assert values["JOB_FILE"] == JOB
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "BashOperator"]
     assert len(calls) == 1

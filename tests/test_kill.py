@@ -40,8 +40,10 @@ LOG_LINE = re.compile(r" INFO clipsql\.")
 
 
 def release_rows(u):
-    return [dict(photo_row(u, 0), photo_id="gone", photo_image_url=f"{u}/missing/a.jpg"),
-            dict(photo_row(u, 0), photo_id="busy", photo_image_url=f"{u}/busy/a.jpg")]
+    return [
+        dict(photo_row(u, 0), photo_id="gone", photo_image_url=f"{u}/missing/a.jpg"),
+        dict(photo_row(u, 0), photo_id="busy", photo_image_url=f"{u}/busy/a.jpg"),
+    ]
 
 
 def backend_of(kind, folder):
@@ -64,19 +66,26 @@ def check_invariants(backend, finished=False):
         for table in ("photos", "download_status"):
             n = q(f"SELECT count() - count(DISTINCT photo_id) AS d FROM {table} FINAL")["d"].iloc[0]
             assert n == 0, f"{table} holds a key twice"
-        orphans = q("SELECT count() AS n FROM photo_embeddings FINAL "
-                    "WHERE photo_id NOT IN (SELECT photo_id FROM photos FINAL)")["n"].iloc[0]
+        orphans = q(
+            "SELECT count() AS n FROM photo_embeddings FINAL WHERE photo_id NOT IN (SELECT photo_id FROM photos FINAL)"
+        )["n"].iloc[0]
         assert orphans == 0, "a vector without its photo"
-        assert q("SELECT count() AS n FROM (SELECT model, photo_id FROM photo_embeddings FINAL "
-                 "GROUP BY model, photo_id HAVING count() > 1) AS d")["n"].iloc[0] == 0
+        assert (
+            q(
+                "SELECT count() AS n FROM (SELECT model, photo_id FROM photo_embeddings FINAL "
+                "GROUP BY model, photo_id HAVING count() > 1) AS d"
+            )["n"].iloc[0]
+            == 0
+        )
 
 
 class Run:
     """A refresh subprocess whose clipsql log lines are counted as they come."""
 
     def __init__(self, args):
-        self.proc = subprocess.Popen(cli_command(*args), env=subprocess_env(), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            cli_command(*args), env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         self.lines: queue.Queue = queue.Queue()
         self.tail: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -113,8 +122,13 @@ def test_refresh_killed_at_random_points_ends_like_a_clean_run(server, tmp_path,
     u = server.url
     release = tmp_path / "release"
     killed, clean = backend_of(kind, tmp_path / "killed"), backend_of(kind, tmp_path / "clean")
-    go = dict(model=str(tiny_clip), download=DownloadOptions(workers=4, retries=0), progress=False,
-              chunk_size=CHUNK, batch_size=CHUNK)
+    go = dict(
+        model=str(tiny_clip),
+        download=DownloadOptions(workers=4, retries=0),
+        progress=False,
+        chunk_size=CHUNK,
+        batch_size=CHUNK,
+    )
     write_release(release, u, range(10), extra_rows=release_rows(u))
     for backend in (killed, clean):  # the same first state (chdb stores cannot be copied: absolute links)
         refresh(release, **go, **backend)
@@ -126,9 +140,26 @@ def test_refresh_killed_at_random_points_ends_like_a_clean_run(server, tmp_path,
     lines_per_run = sum(r.name.startswith("clipsql.") and r.levelno == logging.INFO for r in caplog.records)
     assert lines_per_run > 3 * (40 // CHUNK)
 
-    second = ["refresh", "--source", str(release), "--model", str(tiny_clip), "--store", str(killed["store"]),
-              "--chunk-size", str(CHUNK), "--batch-size", str(CHUNK), "--workers", "4", "--retries", "0", "-q",
-              "--max-delete-fraction", "0.5"]
+    second = [
+        "refresh",
+        "--source",
+        str(release),
+        "--model",
+        str(tiny_clip),
+        "--store",
+        str(killed["store"]),
+        "--chunk-size",
+        str(CHUNK),
+        "--batch-size",
+        str(CHUNK),
+        "--workers",
+        "4",
+        "--retries",
+        "0",
+        "-q",
+        "--max-delete-fraction",
+        "0.5",
+    ]
     second += ["--duckdb", killed["duckdb"]] if killed["duckdb"] else []
     args = second + ["-v"]
     kills, runs, points, lock_checked = 0, 0, [], False
@@ -171,8 +202,9 @@ def test_refresh_killed_at_random_points_ends_like_a_clean_run(server, tmp_path,
     check_invariants(killed, finished=True)
     got, want = snapshot(killed), snapshot(clean)
     assert_same_tables(got, want)
-    assert sorted(p.name for p in (killed["store"] / "images").iterdir()) == \
-        sorted(p.name for p in (clean["store"] / "images").iterdir())
+    assert sorted(p.name for p in (killed["store"] / "images").iterdir()) == sorted(
+        p.name for p in (clean["store"] / "images").iterdir()
+    )
     statuses = got["runs"]["status"].tolist()
     assert statuses[-1] == "ok" and "running" not in statuses
     # Every run killed after its first log line had written its row (early kills may precede it):
@@ -187,8 +219,25 @@ def test_sigterm_ends_the_run_as_interrupted_and_the_next_run_completes_it(serve
     release = tmp_path / "release"
     write_release(release, u, range(40), extra_rows=release_rows(u))
     backend = backend_of("chdb", tmp_path / "store")
-    args = ["refresh", "--source", str(release), "--model", str(tiny_clip), "--store", str(backend["store"]),
-            "--chunk-size", str(CHUNK), "--batch-size", str(CHUNK), "--workers", "4", "--retries", "0", "-q", "-v"]
+    args = [
+        "refresh",
+        "--source",
+        str(release),
+        "--model",
+        str(tiny_clip),
+        "--store",
+        str(backend["store"]),
+        "--chunk-size",
+        str(CHUNK),
+        "--batch-size",
+        str(CHUNK),
+        "--workers",
+        "4",
+        "--retries",
+        "0",
+        "-q",
+        "-v",
+    ]
     run = Run(args)
     assert run.wait_for_line(6), "".join(run.tail)  # mid-pipeline: a few chunks in
     run.proc.send_signal(signal.SIGTERM)

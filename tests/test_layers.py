@@ -38,36 +38,36 @@ INIT = "__init__"
 #: The layers, lowest first; a module may import modules of its own layer or of a lower one.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "resources", "constants"),  # exceptions; where files live; constants several layers use
-    ("images", "cache", "sqlfiles"),       # image decoding; the image cache's layout; the SQL files' syntax
-    ("queries",),                          # the named-query registry (reads queries/, needs no engine)
-    ("dialect",),                          # ClickHouse query text -> DuckDB (and MyScale)
-    ("lock",),                             # the store's refresh lock
-    ("engines.base", "engines.busy"),      # the engine protocol; who holds a busy store
+    ("images", "cache", "sqlfiles"),  # image decoding; the image cache's layout; the SQL files' syntax
+    ("queries",),  # the named-query registry (reads queries/, needs no engine)
+    ("dialect",),  # ClickHouse query text -> DuckDB (and MyScale)
+    ("lock",),  # the store's refresh lock
+    ("engines.base", "engines.busy"),  # the engine protocol; who holds a busy store
     ("engines.clickhouse", "engines.duckdb"),  # the engines ...
-    ("engines.chdb",),                     # ... chdb is the ClickHouse engine in process
-    ("engines",),                          # the engine registry
-    ("db",),                               # stores: chdb, ClickHouse server, DuckDB
-    ("embed",),                            # the CLIP model
-    ("download",),                         # fetching images: the ETL's download stage, search's image URLs
-    ("snapshot",),                         # the search snapshot of a store
+    ("engines.chdb",),  # ... chdb is the ClickHouse engine in process
+    ("engines",),  # the engine registry
+    ("db",),  # stores: chdb, ClickHouse server, DuckDB
+    ("embed",),  # the CLIP model
+    ("download",),  # fetching images: the ETL's download stage, search's image URLs
+    ("snapshot",),  # the search snapshot of a store
     # the search package (clipsql/search/), one concern per module:
-    ("search.checks",),                    # value checks and limits
+    ("search.checks",),  # value checks and limits
     ("search.filters", "search.terms", "search.inputs", "search.vectors", "search.models"),
-    ("search.options",),                   # SearchOptions, FacetOptions, the keyword folding
-    ("search.sql",),                       # running the photo queries
-    ("search.rerank",),                    # exact and MMR re-ranking
-    ("search.kinds",),                     # the query kinds
-    ("search", "status", "render"),        # reading a store: search, its state, the notebooks' views
-    ("evaluate", "udf"),                   # built on search (combine_vectors, resolve_model)
-    ("sources",),                          # ETL stages only the refresh uses: reading sources ...
-    ("load",),                             # ... and loading rows
-    ("settings",),                         # the refresh's settings tree (job file and CLI map onto it)
-    ("refresh",),                          # the ETL job
-    ("jobs",),                             # job files -> refresh
-    (INIT,),                               # `clipsql`: refresh, RefreshSummary and search, loaded lazily
-    ("cli_common",),                       # the CLI's exit statuses
-    ("cli_search", "cli_eval"),            # CLI subcommands
-    ("cli",),                              # the `clipsql` command
+    ("search.options",),  # SearchOptions, FacetOptions, the keyword folding
+    ("search.sql",),  # running the photo queries
+    ("search.rerank",),  # exact and MMR re-ranking
+    ("search.kinds",),  # the query kinds
+    ("search", "status", "render"),  # reading a store: search, its state, the notebooks' views
+    ("evaluate", "udf"),  # built on search (combine_vectors, resolve_model)
+    ("sources",),  # ETL stages only the refresh uses: reading sources ...
+    ("load",),  # ... and loading rows
+    ("settings",),  # the refresh's settings tree (job file and CLI map onto it)
+    ("refresh",),  # the ETL job
+    ("jobs",),  # job files -> refresh
+    (INIT,),  # `clipsql`: refresh, RefreshSummary and search, loaded lazily
+    ("cli_common",),  # the CLI's exit statuses
+    ("cli_search", "cli_eval"),  # CLI subcommands
+    ("cli",),  # the `clipsql` command
 ]
 LAYER_OF = {module: number for number, layer in enumerate(LAYERS) for module in layer}
 #: Modules whose import must not load these (in a fresh interpreter).
@@ -110,12 +110,12 @@ class ModuleScan(ast.NodeVisitor):
         self.modules = modules
         self.package = package  # where `from . import` starts (see package_of)
         # `from . import x` inside the package __init__ and in a module resolve alike: the package.
-        self.imports: list[tuple[str, int]] = []          # (target module, line)
+        self.imports: list[tuple[str, int]] = []  # (target module, line)
         self.private_imports: list[tuple[str, str, int]] = []  # (module, name, line)
-        self.module_aliases: dict[str, str] = {}          # local name -> clipsql module it is bound to
-        self.defined_private: set[str] = set()            # private names this module defines
+        self.module_aliases: dict[str, str] = {}  # local name -> clipsql module it is bound to
+        self.defined_private: set[str] = set()  # private names this module defines
         self.attribute_uses: list[tuple[ast.AST, str, int]] = []  # (value, attr, line) for `value._attr`
-        self.classes: set[str] = set()                    # names of the classes this module defines
+        self.classes: set[str] = set()  # names of the classes this module defines
 
     # -- imports ---------------------------------------------------------------------------
     def _target(self, dotted: str) -> str | None:
@@ -124,7 +124,7 @@ class ModuleScan(ast.NodeVisitor):
         if dotted == PACKAGE:
             return INIT
         if dotted.startswith(PACKAGE + "."):
-            parts = dotted[len(PACKAGE) + 1:].split(".")
+            parts = dotted[len(PACKAGE) + 1 :].split(".")
             for end in range(len(parts), 0, -1):
                 name = ".".join(parts[:end])
                 if name in self.modules and name != INIT:
@@ -134,7 +134,7 @@ class ModuleScan(ast.NodeVisitor):
 
     def _module(self, dotted: str) -> str | None:
         """The short module name of `dotted` when it names a module itself, else None."""
-        name = dotted[len(PACKAGE) + 1:] if dotted.startswith(PACKAGE + ".") else None
+        name = dotted[len(PACKAGE) + 1 :] if dotted.startswith(PACKAGE + ".") else None
         return name if name in self.modules and name != INIT else None
 
     def _add(self, target: str | None, line: int) -> None:
@@ -175,9 +175,14 @@ class ModuleScan(ast.NodeVisitor):
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
         is_import_module = (isinstance(func, ast.Attribute) and func.attr == "import_module") or (
-            isinstance(func, ast.Name) and func.id == "import_module")
-        if is_import_module and node.args and isinstance(node.args[0], ast.Constant) \
-                and isinstance(node.args[0].value, str):
+            isinstance(func, ast.Name) and func.id == "import_module"
+        )
+        if (
+            is_import_module
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             name = node.args[0].value
             if name.startswith("."):  # import_module(".x", __package__)
                 name = PACKAGE + name if name != "." else PACKAGE
@@ -188,8 +193,12 @@ class ModuleScan(ast.NodeVisitor):
     def _define(self, target: ast.AST) -> None:
         if isinstance(target, ast.Name) and _is_private(target.id):
             self.defined_private.add(target.id)
-        elif isinstance(target, ast.Attribute) and _is_private(target.attr) and isinstance(target.value, ast.Name) \
-                and (target.value.id in ("self", "cls") or target.value.id in self.classes):
+        elif (
+            isinstance(target, ast.Attribute)
+            and _is_private(target.attr)
+            and isinstance(target.value, ast.Name)
+            and (target.value.id in ("self", "cls") or target.value.id in self.classes)
+        ):
             # self._x = ..., cls._x = ..., Store._x = ... (a class of this module); not db._x = ...,
             # which writes another object's field
             self.defined_private.add(target.attr)
@@ -260,7 +269,7 @@ def find_cycle(graph: dict[str, dict[str, int]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         stack.pop()
@@ -333,9 +342,11 @@ def test_every_import_points_to_the_same_or_a_lower_layer():
     for source, targets in sorted(graph.items()):
         for target, line in sorted(targets.items()):
             if source in LAYER_OF and target in LAYER_OF and LAYER_OF[target] > LAYER_OF[source]:
-                upward.append(f"{_where(source, line)}: {_label(source)} (layer {LAYER_OF[source]} "
-                              f"{LAYERS[LAYER_OF[source]]}) imports {_label(target)} (layer {LAYER_OF[target]} "
-                              f"{LAYERS[LAYER_OF[target]]})")
+                upward.append(
+                    f"{_where(source, line)}: {_label(source)} (layer {LAYER_OF[source]} "
+                    f"{LAYERS[LAYER_OF[source]]}) imports {_label(target)} (layer {LAYER_OF[target]} "
+                    f"{LAYERS[LAYER_OF[target]]})"
+                )
     assert not upward, "imports that point up the layers:\n" + "\n".join(upward)
 
 
@@ -355,8 +366,13 @@ def test_no_module_uses_another_modules_private_names():
                 if module != name:
                     found.append(f"{_where(name, line)}: uses {value.id}.{private} of {_label(module)}")
                 continue
-            if isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name) \
-                    and value.value.id == PACKAGE and value.attr in scans and value.attr != name:
+            if (
+                isinstance(value, ast.Attribute)
+                and isinstance(value.value, ast.Name)
+                and value.value.id == PACKAGE
+                and value.attr in scans
+                and value.attr != name
+            ):
                 found.append(f"{_where(name, line)}: uses {PACKAGE}.{value.attr}.{private}")
                 continue
             if isinstance(value, ast.Name) and value.id in ("self", "cls"):
@@ -365,15 +381,19 @@ def test_no_module_uses_another_modules_private_names():
                 continue
             others = owners.get(private, set()) - {name}
             if others and name not in owners.get(private, set()):
-                found.append(f"{_where(name, line)}: uses .{private}, a private name of "
-                             f"{', '.join(_label(o) for o in sorted(others))}")
+                found.append(
+                    f"{_where(name, line)}: uses .{private}, a private name of "
+                    f"{', '.join(_label(o) for o in sorted(others))}"
+                )
     assert not found, "private names used outside their module:\n" + "\n".join(found)
 
 
 @pytest.mark.parametrize("module", sorted(MUST_NOT_LOAD))
 def test_importing_does_not_load_the_etl(module):
-    code = (f"import sys, json; import {module}; "
-            f"print(json.dumps(sorted(m for m in sys.modules if m == {PACKAGE!r} or m.startswith({PACKAGE + '.'!r}))))")
+    code = (
+        f"import sys, json; import {module}; "
+        f"print(json.dumps(sorted(m for m in sys.modules if m == {PACKAGE!r} or m.startswith({PACKAGE + '.'!r}))))"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -385,11 +405,13 @@ def test_importing_does_not_load_the_etl(module):
 def test_the_lazy_package_still_offers_refresh_and_search():
     # `from clipsql import refresh, search` (README, notebooks): the function and the module,
     # whether or not clipsql.refresh was imported first (which binds the submodule on the package).
-    code = ("import json, types; import clipsql.refresh as first; from clipsql import refresh, search, RefreshSummary; "
-            "import clipsql; import clipsql.search; "
-            "print(json.dumps([callable(refresh) and not isinstance(refresh, types.ModuleType), "
-            "refresh is clipsql.refresh, search is clipsql.search, isinstance(search, types.ModuleType), "
-            "RefreshSummary.__name__, sorted(set(clipsql.__all__) - set(dir(clipsql)))]))")
+    code = (
+        "import json, types; import clipsql.refresh as first; from clipsql import refresh, search, RefreshSummary; "
+        "import clipsql; import clipsql.search; "
+        "print(json.dumps([callable(refresh) and not isinstance(refresh, types.ModuleType), "
+        "refresh is clipsql.refresh, search is clipsql.search, isinstance(search, types.ModuleType), "
+        "RefreshSummary.__name__, sorted(set(clipsql.__all__) - set(dir(clipsql)))]))"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
     for program in (code, code.replace("import clipsql.refresh as first; ", "")):
         result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=300)
@@ -399,7 +421,7 @@ def test_the_lazy_package_still_offers_refresh_and_search():
 
 def test_the_scan_sees_every_form_of_import():
     # The checks above are only as good as the scan: each form an import may take is an edge.
-    source = '''
+    source = """
 import os
 import clipsql
 import clipsql.search as s
@@ -415,18 +437,32 @@ def later():
     import importlib
     importlib.import_module(".jobs", __package__)
     return s._hidden, db.open_store, clipsql.status._state
-'''
+"""
     modules = set(module_files())
     scan = ModuleScan("render", modules)
     scan.visit(ast.parse(source))
-    assert {t for t, _ in scan.imports} == {INIT, "search", "db", "load", "cache", "sources", "refresh", "embed", "jobs"}
+    assert {t for t, _ in scan.imports} == {
+        INIT,
+        "search",
+        "db",
+        "load",
+        "cache",
+        "sources",
+        "refresh",
+        "embed",
+        "jobs",
+    }
     assert [(m, n) for m, n, _ in scan.private_imports] == [("sources", "_private_reader")]
     assert scan.module_aliases["s"] == "search" and scan.module_aliases["db"] == "db"
     assert {attr for _, attr, _ in scan.attribute_uses} == {"_hidden", "_state"}
     # A module of a subpackage: `.` is the subpackage, `..` the package.
     inner = ModuleScan("search.kinds", modules | {"search", "search.kinds", "search.checks"}, f"{PACKAGE}.search")
-    inner.visit(ast.parse("from ..db import Store\nfrom .checks import _limit, check_k\nfrom . import checks\n"
-                          "from .. import snapshot\nimport clipsql.search.checks as c\n"))
+    inner.visit(
+        ast.parse(
+            "from ..db import Store\nfrom .checks import _limit, check_k\nfrom . import checks\n"
+            "from .. import snapshot\nimport clipsql.search.checks as c\n"
+        )
+    )
     assert {t for t, _ in inner.imports} == {"db", "search.checks", "snapshot"}
     assert [(m, n) for m, n, _ in inner.private_imports] == [("search.checks", "_limit")]
     assert inner.module_aliases == {"checks": "search.checks", "snapshot": "snapshot", "c": "search.checks"}

@@ -15,16 +15,23 @@ from clipsql.lock import LOCK_NAME, StoreLock, StoreLocked
 from clipsql.refresh import refresh
 from etl_support import subprocess_env
 
-HOLD = ("import sys; from clipsql.lock import StoreLock; lock = StoreLock(sys.argv[1]).acquire(); "
-        "print('held', flush=True); sys.stdin.read()")
+HOLD = (
+    "import sys; from clipsql.lock import StoreLock; lock = StoreLock(sys.argv[1]).acquire(); "
+    "print('held', flush=True); sys.stdin.read()"
+)
 
 
 @pytest.fixture
 def holder(tmp_path):
     """A process holding the lock of tmp_path/'store' until its stdin closes."""
     store = tmp_path / "store"
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(store)], env=subprocess_env(),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(store)],
+        env=subprocess_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "held"
     yield store, proc
     if proc.poll() is None:
@@ -36,8 +43,9 @@ def test_a_second_refresh_exits_at_once_naming_the_holder(holder, tmp_path, caps
     store, proc = holder
     not_a_model = tmp_path / "not-a-model"
     not_a_model.mkdir()  # loading it would fail with exit status 2: 75 shows the lock came first
-    code = main(["refresh", "--source", str(tmp_path / "nothing"), "--model", str(not_a_model),
-                 "--store", str(store), "-q"])
+    code = main(
+        ["refresh", "--source", str(tmp_path / "nothing"), "--model", str(not_a_model), "--store", str(store), "-q"]
+    )
     assert code == EXIT_LOCKED == 75
     err = capsys.readouterr().err
     assert err.count("\n") == 1
@@ -77,7 +85,8 @@ def test_a_lock_file_naming_a_dead_pid_but_not_locked_is_free(tmp_path):
     store.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (store / LOCK_NAME).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
-                                               "started_at": "2025-01-01T03:17:00+00:00"}))
+    (store / LOCK_NAME).write_text(
+        json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started_at": "2025-01-01T03:17:00+00:00"})
+    )
     with StoreLock(store) as lock:
         assert lock.previous.pid == dead.pid and lock.previous.started_at.startswith("2025-01-01")

@@ -50,16 +50,25 @@ def write_release(folder: Path, base_url: str) -> Path:
     rows = []
     for i in range(N):
         make, model = CAMERAS[i % 3]
-        rows.append({
-            "photo_id": photo_id(i), "photo_url": f"https://unsplash.com/photos/{photo_id(i)}",
-            "photo_image_url": f"{base_url}/img/{22 if i == 23 else i}.jpg",
-            "photo_submitted_at": f"{2019 + i % 5}-0{1 + i % 9}-1{i % 10} 10:00:00",
-            "photo_featured": "t" if i % 3 == 0 else "f", "photo_width": 4000, "photo_height": 3000,
-            "photo_aspect_ratio": "1.33", "photo_description": TRICKY if i % 2 else f"test photo {i}",
-            "photographer_username": f"user{i % 5}", "exif_camera_make": make or "", "exif_camera_model": model or "",
-            "photo_location_country": COUNTRIES[i % 4] if i % 6 else "",
-            "stats_views": 100 * i, "stats_downloads": i,
-        })
+        rows.append(
+            {
+                "photo_id": photo_id(i),
+                "photo_url": f"https://unsplash.com/photos/{photo_id(i)}",
+                "photo_image_url": f"{base_url}/img/{22 if i == 23 else i}.jpg",
+                "photo_submitted_at": f"{2019 + i % 5}-0{1 + i % 9}-1{i % 10} 10:00:00",
+                "photo_featured": "t" if i % 3 == 0 else "f",
+                "photo_width": 4000,
+                "photo_height": 3000,
+                "photo_aspect_ratio": "1.33",
+                "photo_description": TRICKY if i % 2 else f"test photo {i}",
+                "photographer_username": f"user{i % 5}",
+                "exif_camera_make": make or "",
+                "exif_camera_model": model or "",
+                "photo_location_country": COUNTRIES[i % 4] if i % 6 else "",
+                "stats_views": 100 * i,
+                "stats_downloads": i,
+            }
+        )
     rows.append({"photo_id": "gone", "photo_image_url": f"{base_url}/missing.jpg"})
     rows.append({"photo_id": "broken", "photo_image_url": f"{base_url}/truncated.jpg"})
     write_photos_tsv(folder / "photos.tsv000", rows)
@@ -69,8 +78,10 @@ def write_release(folder: Path, base_url: str) -> Path:
     colors = ["photo_id\thex\tred\tgreen\tblue\tkeyword\tcoverage\tscore"]
     for i in range(N):
         dominant = ["teal", "orange", "black"][i % 3]
-        colors += [f"{photo_id(i)}\t#101010\t16\t16\t16\t{dominant}\t0.6\t0.5",
-                   f"{photo_id(i)}\t#f0f0f0\t240\t240\t240\twhite\t0.2\t0.1"]
+        colors += [
+            f"{photo_id(i)}\t#101010\t16\t16\t16\t{dominant}\t0.6\t0.5",
+            f"{photo_id(i)}\t#f0f0f0\t240\t240\t240\twhite\t0.2\t0.1",
+        ]
     (folder / "colors.tsv000").write_text("\n".join(colors) + "\n", encoding="utf-8")
     return folder
 
@@ -79,12 +90,28 @@ def write_bare_release(folder: Path, base_url: str) -> Path:
     """The same N photos (nb0023 a duplicate of nb0022, two failures) with no metadata at all:
     rows of photo_id, photo_url and photo_image_url only, and no keywords or colors file."""
     folder.mkdir(parents=True, exist_ok=True)
-    rows = [{"photo_id": photo_id(i), "photo_url": f"https://unsplash.com/photos/{photo_id(i)}",
-             "photo_image_url": f"{base_url}/img/{22 if i == 23 else i}.jpg"} for i in range(N)]
-    rows.append({"photo_id": "gone", "photo_url": "https://unsplash.com/photos/gone",
-                 "photo_image_url": f"{base_url}/missing.jpg"})
-    rows.append({"photo_id": "broken", "photo_url": "https://unsplash.com/photos/broken",
-                 "photo_image_url": f"{base_url}/truncated.jpg"})
+    rows = [
+        {
+            "photo_id": photo_id(i),
+            "photo_url": f"https://unsplash.com/photos/{photo_id(i)}",
+            "photo_image_url": f"{base_url}/img/{22 if i == 23 else i}.jpg",
+        }
+        for i in range(N)
+    ]
+    rows.append(
+        {
+            "photo_id": "gone",
+            "photo_url": "https://unsplash.com/photos/gone",
+            "photo_image_url": f"{base_url}/missing.jpg",
+        }
+    )
+    rows.append(
+        {
+            "photo_id": "broken",
+            "photo_url": "https://unsplash.com/photos/broken",
+            "photo_image_url": f"{base_url}/truncated.jpg",
+        }
+    )
     write_photos_tsv(folder / "photos.tsv000", rows)
     return folder
 
@@ -130,8 +157,9 @@ def executed(store, tmp_path_factory) -> dict[str, nbformat.NotebookNode | str]:
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         nb.cells.append(nbformat.v4.new_code_cell("import sys\nprint(sys.executable)"))
-        client = NotebookClient(nb, kernel_name="python3", timeout=180, startup_timeout=120,
-                                resources={"metadata": {"path": str(work)}})
+        client = NotebookClient(
+            nb, kernel_name="python3", timeout=180, startup_timeout=120, resources={"metadata": {"path": str(work)}}
+        )
         try:
             client.execute(env=env)
             results[path.stem] = nb
@@ -148,8 +176,11 @@ def cell(nb, cell_id: str):
 
 
 def html_of(nb, cell_id: str) -> str:
-    return "\n".join(o["data"]["text/html"] for o in cell(nb, cell_id).outputs
-                     if o.get("output_type") in ("execute_result", "display_data") and "text/html" in o.get("data", {}))
+    return "\n".join(
+        o["data"]["text/html"]
+        for o in cell(nb, cell_id).outputs
+        if o.get("output_type") in ("execute_result", "display_data") and "text/html" in o.get("data", {})
+    )
 
 
 def text_of(nb, cell_id: str) -> str:
@@ -169,8 +200,12 @@ def grid_ids(page: str) -> list[str]:
 
 
 def test_every_notebook_is_saved_without_outputs():
-    assert [p.name for p in NOTEBOOKS] == ["01_explore.ipynb", "02_search.ipynb", "03_embedding_map.ipynb",
-                                           "04_quality.ipynb"]
+    assert [p.name for p in NOTEBOOKS] == [
+        "01_explore.ipynb",
+        "02_search.ipynb",
+        "03_embedding_map.ipynb",
+        "04_quality.ipynb",
+    ]
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         nbformat.validate(nb)
@@ -211,8 +246,9 @@ def test_search_grids_show_the_photos_search_returns_with_escaped_descriptions(e
     with open_store(**store["backend"]) as db:
         found = search.text("a dog on a beach", 8, db=db, device="cpu")
         want = found["photo_id"].tolist()
-        japan = set(db.query_clickhouse("SELECT photo_id FROM photos FINAL WHERE photo_location_country = 'Japan'")
-                    ["photo_id"])
+        japan = set(
+            db.query_clickhouse("SELECT photo_id FROM photos FINAL WHERE photo_location_country = 'Japan'")["photo_id"]
+        )
     page = html_of(nb, "text-search")
     assert grid_ids(page) == want and len(want) == 8
     assert page.count("data:image/jpeg;base64,") == 8  # every result is cached: thumbnails, no URLs
@@ -276,8 +312,13 @@ NONE = "no photo of this store has {}: the source had none"
 def test_explore_says_in_words_that_the_photos_have_no_metadata(executed):
     nb = executed["01_explore"]
     assert not isinstance(nb, str), nb
-    for cell_id, words in (("by-country", "a country"), ("by-year", "a submission date"),
-                           ("by-camera", "a camera make or model"), ("keywords", "a keyword"), ("colors", "colors")):
+    for cell_id, words in (
+        ("by-country", "a country"),
+        ("by-year", "a submission date"),
+        ("by-camera", "a camera make or model"),
+        ("keywords", "a keyword"),
+        ("colors", "colors"),
+    ):
         assert NONE.format(words) in text_of(nb, cell_id), cell_id
         assert NONE.format(words) in text_of(nb, "coverage"), words
     assert f"{N + 2} photos" in text_of(nb, "coverage")
@@ -335,9 +376,20 @@ def test_metadata_coverage_counts_the_photos_with_each_field(store):
         assert coverage.counts == dict.fromkeys(render.FIELDS, 0)
         assert not coverage.has("country") and coverage.why_none("country") == NONE.format("a country")
     else:
-        assert coverage.counts == {"country": 20, "city": 0, "photographer": N, "camera_make": 16, "camera_model": 16,
-                                   "camera": 16, "year": N, "featured": N, "description": N, "caption": N,
-                                   "keyword": N, "color": N}
+        assert coverage.counts == {
+            "country": 20,
+            "city": 0,
+            "photographer": N,
+            "camera_make": 16,
+            "camera_model": 16,
+            "camera": 16,
+            "year": N,
+            "featured": N,
+            "description": N,
+            "caption": N,
+            "keyword": N,
+            "color": N,
+        }
         assert coverage.has("country") and coverage.why_none("country") is None
         assert coverage.skipped("country", "the country filter") is None
         skipped = str(coverage.skipped("city", "the city filter"))
@@ -366,19 +418,23 @@ def test_first_value_never_indexes_an_empty_result_and_no_match_says_which_filte
 def test_coverage_words_for_an_empty_store_and_for_facets_missing_from_the_top_photos():
     empty = render.Coverage(0, {})
     assert empty.why_none("country") == "this store has no photos yet: run clipsql refresh"
-    assert str(empty.skipped("country", "the country filter")) == \
-        "this store has no photos yet: run clipsql refresh, so the country filter is skipped"
+    assert (
+        str(empty.skipped("country", "the country filter"))
+        == "this store has no photos yet: run clipsql refresh, so the country filter is skipped"
+    )
     with pytest.raises(BadArgument):
         empty.has("shoe_size")
     coverage = render.Coverage(10, {"country": 4, "keyword": 3, "camera_make": 2, "photographer": 9, "color": 1})
     assert str(coverage.skipped("country", "x", otherwise="nothing left")) == "nothing left, so x is skipped"
-    facets = pd.DataFrame({"facet": ["color", "country", "photographer"], "value": ["teal", "Japan", "<b>u</b>"],
-                           "photos": [1, 4, 9]})
+    facets = pd.DataFrame(
+        {"facet": ["color", "country", "photographer"], "value": ["teal", "Japan", "<b>u</b>"], "photos": [1, 4, 9]}
+    )
     shown = render.explain_facets(facets, coverage, n=100)
     text = repr(shown)
     assert f"city: nothing to count ({NONE.format('a city')})" in text
-    assert ("keyword: nothing to count (none of the 100 nearest photos has a keyword; "
-            "3 photos of this store have one)") in text
+    assert (
+        "keyword: nothing to count (none of the 100 nearest photos has a keyword; 3 photos of this store have one)"
+    ) in text
     assert "camera_make: nothing to count (none of the 100 nearest photos has a camera make;" in text
     assert "country: nothing" not in text and "Japan" in text  # the table under the words
     assert "<b>u</b>" not in shown._repr_html_() and "&lt;b&gt;u&lt;/b&gt;" in shown._repr_html_()
@@ -394,8 +450,14 @@ def test_coverage_words_for_an_empty_store_and_for_facets_missing_from_the_top_p
 def test_embedding_map_of_a_column_without_values_is_one_color_and_says_so():
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(6, 8))
-    frame = pd.DataFrame({"photo_id": [f"p{i}" for i in range(6)], "country": [None] * 6,
-                          "year": [np.nan] * 6, "city": ["Lima", None, None, None, None, None]})
+    frame = pd.DataFrame(
+        {
+            "photo_id": [f"p{i}" for i in range(6)],
+            "country": [None] * 6,
+            "year": [np.nan] * 6,
+            "city": ["Lima", None, None, None, None, None],
+        }
+    )
     for column, words in (("country", "a country"), ("year", "a submission date")):
         page = render.embedding_map(vectors, frame, color_by=column, thumbnails=False).html
         assert f"no photo on this map has {words}, so the points are not colored by {column}" in page

@@ -37,22 +37,41 @@ def test_a_good_file_parses_and_binds(tmp_path):
         query.bind({"k": 1, "city": "Lima"})
 
 
-@pytest.mark.parametrize("text, line, message", [
-    ("SELECT 1\n", 1, "must start with a header line"),
-    ("-- name: other\n-- x\nSELECT 1\n", 1, "differs from the file name"),
-    ("-- name: q\nSELECT 1\n", 2, "needs a description"),
-    ("-- name: q\n-- Does a thing.\n-- Parameters:\n--   k  UInt32  how many\nSELECT {k:UInt32}, {j:UInt32}\n", 5,
-     "j is used but not declared"),
-    ("-- name: q\n-- Does a thing.\n-- Parameters:\n--   k  UInt32  how many\n--   j  UInt32  unused\nSELECT {k:UInt32}\n",
-     5, "j is declared but not used"),
-    ("-- name: q\n-- Does a thing.\n-- Parameters:\n--   k  UInt32  how many\nSELECT {k:UInt64}\n", 5,
-     "used as UInt64 but declared UInt32"),
-    ("-- name: q\n-- Does a thing.\n", 2, "no SQL"),
-    ("-- name: q\n-- Does a thing.\n-- Runs after: sql/clickhouse/session/nope.sql\nSELECT 1\n", 3,
-     "names sql/clickhouse/session/nope.sql, which does not exist"),
-    ("-- name: q\n-- Does a thing.\n-- Runs after: sql/clickhouse/session/build_search_snapshot.sql\n-- Parameters:\n"
-     "--   model  UInt32  wrong type\nSELECT {model:UInt32}\n", 3, "uses parameter model String"),
-])
+@pytest.mark.parametrize(
+    "text, line, message",
+    [
+        ("SELECT 1\n", 1, "must start with a header line"),
+        ("-- name: other\n-- x\nSELECT 1\n", 1, "differs from the file name"),
+        ("-- name: q\nSELECT 1\n", 2, "needs a description"),
+        (
+            "-- name: q\n-- Does a thing.\n-- Parameters:\n--   k  UInt32  how many\nSELECT {k:UInt32}, {j:UInt32}\n",
+            5,
+            "j is used but not declared",
+        ),
+        (
+            "-- name: q\n-- Does a thing.\n-- Parameters:\n--   k  UInt32  how many\n--   j  UInt32  unused\nSELECT {k:UInt32}\n",
+            5,
+            "j is declared but not used",
+        ),
+        (
+            "-- name: q\n-- Does a thing.\n-- Parameters:\n--   k  UInt32  how many\nSELECT {k:UInt64}\n",
+            5,
+            "used as UInt64 but declared UInt32",
+        ),
+        ("-- name: q\n-- Does a thing.\n", 2, "no SQL"),
+        (
+            "-- name: q\n-- Does a thing.\n-- Runs after: sql/clickhouse/session/nope.sql\nSELECT 1\n",
+            3,
+            "names sql/clickhouse/session/nope.sql, which does not exist",
+        ),
+        (
+            "-- name: q\n-- Does a thing.\n-- Runs after: sql/clickhouse/session/build_search_snapshot.sql\n-- Parameters:\n"
+            "--   model  UInt32  wrong type\nSELECT {model:UInt32}\n",
+            3,
+            "uses parameter model String",
+        ),
+    ],
+)
 def test_malformed_files_are_rejected_with_file_and_line(tmp_path, text, line, message):
     path = write(tmp_path, "q", text)
     with pytest.raises(QueryFileError, match=message) as info:
@@ -66,8 +85,10 @@ def test_a_query_that_fails_while_running_leaves_the_store_usable(tmp_path, back
     # query's error to the next one).
     from clipsql.db import open_store
 
-    failing = {"chdb": "SELECT throwIf(number = 5, 'boom') AS x FROM numbers(10)",
-               "duckdb": "SELECT error('boom') AS x FROM range(10)"}[backend]
+    failing = {
+        "chdb": "SELECT throwIf(number = 5, 'boom') AS x FROM numbers(10)",
+        "duckdb": "SELECT error('boom') AS x FROM range(10)",
+    }[backend]
     with open_store(tmp_path, duckdb=tmp_path / "s.duckdb" if backend == "duckdb" else None) as db:
         with pytest.raises(Exception, match="boom"):
             db.query_df(failing)
@@ -83,8 +104,17 @@ def _add_model(db, label: str, version: int) -> None:
 
     vectors = np.eye(2, 512, dtype=np.float32)
     db.upsert("photo_embeddings", embeddings_table(["p1", "p2"], vectors, label, version))
-    db.upsert("models", pa.table({"model": [label], "model_source": [f"/models/{label}"],
-                                  "dim": pa.array([512], pa.uint16()), "version": pa.array([version], pa.uint64())}))
+    db.upsert(
+        "models",
+        pa.table(
+            {
+                "model": [label],
+                "model_source": [f"/models/{label}"],
+                "dim": pa.array([512], pa.uint16()),
+                "version": pa.array([version], pa.uint64()),
+            }
+        ),
+    )
 
 
 @pytest.mark.parametrize("backend", ["chdb", "duckdb"])

@@ -64,7 +64,8 @@ def _anchors(path: Path) -> set[str]:
 def test_readme_stays_under_10_kb():
     size = len(README.read_bytes())
     assert size < README_MAX_BYTES, (
-        f"README.md is {size} bytes: keep it to the two commands, a first search and links; move the rest to docs/")
+        f"README.md is {size} bytes: keep it to the two commands, a first search and links; move the rest to docs/"
+    )
 
 
 def test_readme_links_every_docs_page_and_each_link_exists():

@@ -17,8 +17,10 @@ from clipsql.db import open_store
 from clipsql.download import DownloadOptions
 from conftest import SHARED_PHOTOS
 
-pytestmark = pytest.mark.skipif(not (SHARED_PHOTOS / "photos.tsv000").exists(),
-                                reason=f"real photos not found at {SHARED_PHOTOS} (../shared/data/unsplash-lite-7k)")
+pytestmark = pytest.mark.skipif(
+    not (SHARED_PHOTOS / "photos.tsv000").exists(),
+    reason=f"real photos not found at {SHARED_PHOTOS} (../shared/data/unsplash-lite-7k)",
+)
 TRUNCATED, GRAYSCALE = "iKCh4GZy-j0", "aGx7X1VmFIY"
 
 

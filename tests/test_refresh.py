@@ -25,12 +25,19 @@ def counts(backend):
         return {t: db.count(t) for t in TABLES}
 
 
-def test_refresh_loads_every_photo_or_its_failure_and_a_rerun_changes_nothing(image_server, tmp_path, tiny_clip, backend):
+def test_refresh_loads_every_photo_or_its_failure_and_a_rerun_changes_nothing(
+    image_server, tmp_path, tiny_clip, backend
+):
     u = image_server.url
-    release = make_release(tmp_path / "release", u, 12, extra_rows=[
-        {"photo_id": "broken", "photo_image_url": f"{u}/truncated.jpg"},
-        {"photo_id": "gone", "photo_image_url": f"{u}/missing.jpg"},
-    ])
+    release = make_release(
+        tmp_path / "release",
+        u,
+        12,
+        extra_rows=[
+            {"photo_id": "broken", "photo_image_url": f"{u}/truncated.jpg"},
+            {"photo_id": "gone", "photo_image_url": f"{u}/missing.jpg"},
+        ],
+    )
     summary = refresh(release / "photos.tsv000", model=str(tiny_clip), download=FAST, progress=False, **backend)
     assert summary.stage("download").ok == 12 and summary.stage("download").failed == 2
     assert summary.stage("embed").ok == 12
@@ -38,8 +45,10 @@ def test_refresh_loads_every_photo_or_its_failure_and_a_rerun_changes_nothing(im
     first = counts(backend)
     assert first == {"photos": 14, "photo_embeddings": 12, "download_status": 14, "models": 1}
     with open_store(**backend) as db:
-        status = db.query_clickhouse("SELECT photo_id, status, reason, http_status FROM download_status FINAL "
-                                     "WHERE status = 'failed' ORDER BY photo_id")
+        status = db.query_clickhouse(
+            "SELECT photo_id, status, reason, http_status FROM download_status FINAL "
+            "WHERE status = 'failed' ORDER BY photo_id"
+        )
         vectors = db.query_clickhouse("SELECT embedding FROM photo_embeddings FINAL")["embedding"]
     assert status.values.tolist() == [["broken", "failed", "undecodable", 200], ["gone", "failed", "http_4xx", 404]]
     norms = np.linalg.norm(np.stack([np.asarray(v, dtype=np.float32) for v in vectors]), axis=1)

@@ -27,9 +27,10 @@ FAST = DownloadOptions(workers=4, retries=0, read_timeout_s=2.0)
 
 
 def table_counts(backend) -> dict[str, int]:
-    return {t: int(rows(backend, f"SELECT count() AS n FROM {t} FINAL")["n"][0])
-            for t in ("photos", "download_status", "photo_embeddings", "keywords")} | {
-        "deleted": int(rows(backend, "SELECT count() AS n FROM photos FINAL WHERE is_deleted = 1")["n"][0])}
+    return {
+        t: int(rows(backend, f"SELECT count() AS n FROM {t} FINAL")["n"][0])
+        for t in ("photos", "download_status", "photo_embeddings", "keywords")
+    } | {"deleted": int(rows(backend, "SELECT count() AS n FROM photos FINAL WHERE is_deleted = 1")["n"][0])}
 
 
 def _encoded(image: Image.Image, fmt: str, **save) -> bytes:
@@ -45,24 +46,37 @@ def test_no_image_ends_the_run_and_every_mode_is_embedded_faithfully(server, tmp
     gray16 = np.full((64, 96), 20_000, dtype=np.uint16)  # 20000/65535 of full scale: 78 of 255
     avif = _encoded(Image.fromarray(np.full((32, 32, 3), 90, np.uint8)), "AVIF")
     payload = avif.index(b"mdat") + 4
-    server.files.update({
-        "/hostile/avif": avif[:payload] + bytes(b ^ 0xFF for b in avif[payload:payload + 16]) + avif[payload + 16:],
-        "/hostile/truncated": jpeg_bytes(1, (400, 300))[:1500],
-        "/hostile/html": b"<!DOCTYPE html><html><body>rate limited</body></html>",
-        "/hostile/gray16": _encoded(Image.fromarray(gray16), "PNG"),
-    })
-    hostile = [dict(photo_row(server.url, 0), photo_id=name, photo_image_url=f"{server.url}/hostile/{name}")
-               for name in ("avif", "truncated", "html", "gray16")]
+    server.files.update(
+        {
+            "/hostile/avif": avif[:payload]
+            + bytes(b ^ 0xFF for b in avif[payload : payload + 16])
+            + avif[payload + 16 :],
+            "/hostile/truncated": jpeg_bytes(1, (400, 300))[:1500],
+            "/hostile/html": b"<!DOCTYPE html><html><body>rate limited</body></html>",
+            "/hostile/gray16": _encoded(Image.fromarray(gray16), "PNG"),
+        }
+    )
+    hostile = [
+        dict(photo_row(server.url, 0), photo_id=name, photo_image_url=f"{server.url}/hostile/{name}")
+        for name in ("avif", "truncated", "html", "gray16")
+    ]
     release = write_release(tmp_path / "release", server.url, range(3), extra_rows=hostile, keywords=False)
     store = tmp_path / "store"
-    done = run_cli("refresh", "--source", str(release), "--model", str(tiny_clip), "--store", str(store),
-                   "--retries", "0", "-q")
+    done = run_cli(
+        "refresh", "--source", str(release), "--model", str(tiny_clip), "--store", str(store), "--retries", "0", "-q"
+    )
     assert done.returncode == 0, done.stderr
     status_rows = rows(dict(store=store), "SELECT photo_id, status, reason, permanent FROM download_status FINAL")
     got = {r.photo_id: (r.status, r.reason if isinstance(r.reason, str) else None) for r in status_rows.itertuples()}
-    assert got == {"photo0000": ("ok", None), "photo0001": ("ok", None), "photo0002": ("ok", None),
-                   "gray16": ("ok", None), "avif": ("failed", "undecodable"),
-                   "truncated": ("failed", "undecodable"), "html": ("failed", "not_an_image")}
+    assert got == {
+        "photo0000": ("ok", None),
+        "photo0001": ("ok", None),
+        "photo0002": ("ok", None),
+        "gray16": ("ok", None),
+        "avif": ("failed", "undecodable"),
+        "truncated": ("failed", "undecodable"),
+        "html": ("failed", "not_an_image"),
+    }
     assert set(status_rows[status_rows.status == "failed"]["permanent"]) == {1}
     assert int(rows(dict(store=store), "SELECT count() AS n FROM photo_embeddings FINAL")["n"][0]) == 4
     with Image.open(image_path(store / "images", "gray16")) as cached:
@@ -97,8 +111,11 @@ def test_a_truncated_release_is_refused_before_any_write_unless_allowed(server, 
     assert table_counts(backend) == dict(before, deleted=20)
 
 
-@pytest.mark.parametrize("content", ["", "\t".join(PHOTOS_HEADER) + "\n", "\ufeff" + "\t".join(PHOTOS_HEADER) + "\n"],
-                         ids=["zero-bytes", "header-only", "bom-header-only"])
+@pytest.mark.parametrize(
+    "content",
+    ["", "\t".join(PHOTOS_HEADER) + "\n", "\ufeff" + "\t".join(PHOTOS_HEADER) + "\n"],
+    ids=["zero-bytes", "header-only", "bom-header-only"],
+)
 def test_an_empty_photos_file_is_an_error_on_a_new_store(tmp_path, tiny_clip, content):
     source = tmp_path / "photos.tsv000"
     source.write_text(content, encoding="utf-8")
@@ -139,15 +156,19 @@ def test_a_lost_image_cache_is_fetched_again_without_embedding_again(server, tmp
 def test_a_release_naming_local_files_reads_none_of_them(server, tmp_path, tiny_clip):
     secret = tmp_path / "secret.jpg"
     secret.write_bytes(jpeg_bytes(5))
-    local = [dict(photo_row(server.url, 90), photo_id="abs", photo_image_url=str(secret)),
-             dict(photo_row(server.url, 91), photo_id="uri", photo_image_url=secret.as_uri()),
-             dict(photo_row(server.url, 92), photo_id="passwd", photo_image_url="/etc/passwd")]
+    local = [
+        dict(photo_row(server.url, 90), photo_id="abs", photo_image_url=str(secret)),
+        dict(photo_row(server.url, 91), photo_id="uri", photo_image_url=secret.as_uri()),
+        dict(photo_row(server.url, 92), photo_id="passwd", photo_image_url="/etc/passwd"),
+    ]
     release = write_release(tmp_path / "release", server.url, range(2), extra_rows=local, keywords=False)
     store = tmp_path / "store"
     summary = refresh(release, model=str(tiny_clip), store=store, download=FAST, progress=False)
     assert summary.stage("embed").ok == 2 and summary.failures_by_reason == {"bad_url": 3}
-    failed = rows(dict(store=store), "SELECT photo_id, permanent FROM download_status FINAL "
-                                     "WHERE reason = 'bad_url' ORDER BY photo_id")
+    failed = rows(
+        dict(store=store),
+        "SELECT photo_id, permanent FROM download_status FINAL WHERE reason = 'bad_url' ORDER BY photo_id",
+    )
     assert failed["photo_id"].tolist() == ["abs", "passwd", "uri"] and set(failed["permanent"]) == {1}
     assert sorted(p.name for p in (store / "images").iterdir()) == ["photo0000.jpg", "photo0001.jpg"]
 
@@ -157,17 +178,20 @@ def test_image_folders_index_every_file_and_report_what_they_skip(tmp_path, tiny
     for sub, seed in (("2023", 1), ("2024", 2), ("", 3)):
         (folder / sub).mkdir(parents=True, exist_ok=True)
         (folder / sub / "beach.jpg").write_bytes(jpeg_bytes(seed))
-    (folder / "album.jpg").mkdir()            # a directory named like an image
-    os.mkfifo(folder / "pipe.jpg")            # reading a FIFO would block the run
+    (folder / "album.jpg").mkdir()  # a directory named like an image
+    os.mkfifo(folder / "pipe.jpg")  # reading a FIFO would block the run
     os.symlink("loop-b.jpg", folder / "loop-a.jpg")
     os.symlink("loop-a.jpg", folder / "loop-b.jpg")
     go = dict(model=str(tiny_clip), progress=False, **backend)
     summary = refresh(folder, **go)
     ids = rows(backend, "SELECT photo_id FROM photo_embeddings FINAL ORDER BY photo_id")["photo_id"].tolist()
     assert ids == ["2023/beach.jpg", "2024/beach.jpg", "beach.jpg"]
-    assert summary.skipped_entries == ["album.jpg: a directory, not an image file",
-                                       "loop-a.jpg: a symlink loop", "loop-b.jpg: a symlink loop",
-                                       "pipe.jpg: a FIFO, not a regular file"]
+    assert summary.skipped_entries == [
+        "album.jpg: a directory, not an image file",
+        "loop-a.jpg: a symlink loop",
+        "loop-b.jpg: a symlink loop",
+        "pipe.jpg: a FIFO, not a regular file",
+    ]
     assert "folder entries skipped: 4" in summary.format() and "pipe.jpg" in summary.format()
     # Ids with a path separator get a cache file of their own inside the cache.
     cached = [image_path(backend["store"] / "images", i) for i in ids]
@@ -196,8 +220,10 @@ def test_a_store_indexed_with_file_stem_ids_keeps_its_photos_and_vectors(tmp_pat
     after = rows(backend, "SELECT photo_id, embedding FROM photo_embeddings FINAL ORDER BY photo_id")
     assert after["photo_id"].tolist() == ["beach.jpg", "trip/forest.png"]
     np.testing.assert_array_equal(np.stack(after["embedding"]), np.stack(vectors["embedding"]))
-    assert rows(backend, "SELECT photo_id FROM photos FINAL ORDER BY photo_id")["photo_id"].tolist() == \
-        ["beach.jpg", "trip/forest.png"]
+    assert rows(backend, "SELECT photo_id FROM photos FINAL ORDER BY photo_id")["photo_id"].tolist() == [
+        "beach.jpg",
+        "trip/forest.png",
+    ]
     assert image_path(images, "trip/forest.png").is_file() and not image_path(images, "forest").exists()
 
 
@@ -223,9 +249,29 @@ def test_an_interrupt_mid_chunk_keeps_the_stored_batches_and_logs_only_them(serv
     # One chunk of 40 photos, embedded 2 at a time; the run is paused after its third stored
     # batch, then stopped the way systemd and Airflow stop it.
     process = subprocess.Popen(
-        cli_command("refresh", "--source", str(release), "--model", str(tiny_clip), "--store", str(store),
-                    "--chunk-size", "64", "--batch-size", "2", "--workers", "4", "--retries", "0", "-q", "-vv"),
-        env=subprocess_env(), stderr=subprocess.PIPE, text=True)
+        cli_command(
+            "refresh",
+            "--source",
+            str(release),
+            "--model",
+            str(tiny_clip),
+            "--store",
+            str(store),
+            "--chunk-size",
+            "64",
+            "--batch-size",
+            "2",
+            "--workers",
+            "4",
+            "--retries",
+            "0",
+            "-q",
+            "-vv",
+        ),
+        env=subprocess_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     stored = 0
     try:
         for line in process.stderr:

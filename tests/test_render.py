@@ -30,10 +30,15 @@ def image_dir(tmp_path):
 
 
 def results(ids, **columns) -> pd.DataFrame:
-    frame = pd.DataFrame({"photo_id": ids, "distance": np.linspace(0.1, 0.5, len(ids)),
-                          "description": [f"photo {p}" for p in ids],
-                          "photo_url": [f"https://unsplash.com/photos/{p}" for p in ids],
-                          "photo_image_url": [f"https://images.example/{p}.jpg" for p in ids]})
+    frame = pd.DataFrame(
+        {
+            "photo_id": ids,
+            "distance": np.linspace(0.1, 0.5, len(ids)),
+            "description": [f"photo {p}" for p in ids],
+            "photo_url": [f"https://unsplash.com/photos/{p}" for p in ids],
+            "photo_image_url": [f"https://images.example/{p}.jpg" for p in ids],
+        }
+    )
     return frame.assign(**columns)
 
 
@@ -70,9 +75,18 @@ def test_grid_without_an_image_cache_uses_urls(image_dir):
 
 
 def test_every_text_is_escaped_and_only_http_links_survive(tmp_path):
-    frame = pd.DataFrame([{"photo_id": "<b>x</b>", "distance": 0.5, "description": '<script>alert("1")</script> & co',
-                           "photo_url": "javascript:alert(1)", "photo_image_url": 'https://x.example/"onerror="1.jpg',
-                           "city": "<i>Reykjavík</i>"}])
+    frame = pd.DataFrame(
+        [
+            {
+                "photo_id": "<b>x</b>",
+                "distance": 0.5,
+                "description": '<script>alert("1")</script> & co',
+                "photo_url": "javascript:alert(1)",
+                "photo_image_url": 'https://x.example/"onerror="1.jpg',
+                "city": "<i>Reykjavík</i>",
+            }
+        ]
+    )
     page = render.image_grid(frame, tmp_path, title="<title>", caption_columns=["distance", "description", "city"]).html
     assert "<script>" not in page and "&lt;script&gt;alert(&quot;1&quot;)&lt;/script&gt; &amp; co" in page
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
@@ -151,12 +165,15 @@ def test_pca_of_degenerate_inputs_gives_zeros_not_errors():
     assert np.all(coords[:, 1] == 0) and coords[0, 0] < coords[-1, 0]
 
 
-@pytest.mark.parametrize("vectors, message", [
-    (np.zeros(512), "shape .n, d."),
-    (np.zeros((0, 512)), "shape .n, d."),
-    (np.array([[1.0, np.nan]]), "NaN or infinite"),
-    ([["x", "y"]], "array of numbers"),
-])
+@pytest.mark.parametrize(
+    "vectors, message",
+    [
+        (np.zeros(512), "shape .n, d."),
+        (np.zeros((0, 512)), "shape .n, d."),
+        (np.array([[1.0, np.nan]]), "NaN or infinite"),
+        ([["x", "y"]], "array of numbers"),
+    ],
+)
 def test_projection_rejects_bad_vectors(vectors, message):
     with pytest.raises(BadArgument, match=message):
         render.project_2d(vectors)
@@ -178,19 +195,27 @@ def test_projection_methods():
 
 def map_frame(n: int) -> pd.DataFrame:
     countries = ["Iceland", "Japan", "<Peru>", None]
-    return pd.DataFrame({"photo_id": [f"p{i:03d}" for i in range(n)],
-                         "description": [f'"{i}" & <b>' for i in range(n)],
-                         "country": [countries[i % 4] for i in range(n)],
-                         "views": np.arange(n) * 1000.0,
-                         "year": [2019 + i % 3 for i in range(n)],
-                         "photo_image_url": [f"https://images.example/p{i:03d}.jpg" if i % 2 else None
-                                             for i in range(n)]})
+    return pd.DataFrame(
+        {
+            "photo_id": [f"p{i:03d}" for i in range(n)],
+            "description": [f'"{i}" & <b>' for i in range(n)],
+            "country": [countries[i % 4] for i in range(n)],
+            "views": np.arange(n) * 1000.0,
+            "year": [2019 + i % 3 for i in range(n)],
+            "photo_image_url": [f"https://images.example/p{i:03d}.jpg" if i % 2 else None for i in range(n)],
+        }
+    )
 
 
 def circles(page: str) -> list[tuple[float, float, str, str]]:
-    return [(float(x), float(y), color, tip) for x, y, color, tip in
-            re.findall(r'<circle cx="([\d.]+)" cy="([\d.]+)" r="[\d.]+" fill="(#[0-9a-f]{6})"[^>]*>'
-                       r"<title>([^<]*)</title>", page)]
+    return [
+        (float(x), float(y), color, tip)
+        for x, y, color, tip in re.findall(
+            r'<circle cx="([\d.]+)" cy="([\d.]+)" r="[\d.]+" fill="(#[0-9a-f]{6})"[^>]*>'
+            r"<title>([^<]*)</title>",
+            page,
+        )
+    ]
 
 
 def test_map_colors_points_by_a_column_with_a_legend_and_thumbnails(tmp_path):
@@ -232,8 +257,9 @@ def test_map_numeric_columns_get_a_gradient_or_ordered_categories():
     colors = [c for _, _, c, _ in circles(page)]
     assert colors[0] == render.GRADIENT[0] and colors[-1] == render.GRADIENT[-1]
     assert len(set(colors)) > 30 and ">0</text>" in page and ">59000</text>" in page
-    page = render.embedding_map(vectors, frame.assign(year=frame["year"].astype(float)), color_by="year",
-                                thumbnails=False).html
+    page = render.embedding_map(
+        vectors, frame.assign(year=frame["year"].astype(float)), color_by="year", thumbnails=False
+    ).html
     assert re.findall(r">(\d{4}) \(20\)</text>", page) == ["2019", "2020", "2021"]
 
 
@@ -242,8 +268,11 @@ def test_map_without_color_column_and_with_unknown_ones():
     frame = map_frame(15)
     page = render.embedding_map(vectors, frame, thumbnails=False).html
     assert {c for _, _, c, _ in circles(page)} == {render.PALETTE[0]}
-    with pytest.raises(BadArgument, match=r"color_by column 'continent' is not in the frame; "
-                                          r"its columns are photo_id, description, country"):
+    with pytest.raises(
+        BadArgument,
+        match=r"color_by column 'continent' is not in the frame; "
+        r"its columns are photo_id, description, country",
+    ):
         render.embedding_map(vectors, frame, color_by="continent")
     with pytest.raises(BadArgument, match="vectors have 15 rows but the frame has 14"):
         render.embedding_map(vectors, frame.iloc[:14])

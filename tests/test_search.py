@@ -70,7 +70,7 @@ def expected(vectors, meta, query, k, mask=None, offset=0, exclude=None, max_dis
     if max_distance is not None:
         keep &= distance <= max_distance
     order = sorted(np.flatnonzero(keep), key=lambda i: (distance[i], meta["photo_id"][i]))
-    page = order[offset:offset + k]
+    page = order[offset : offset + k]
     return [meta["photo_id"][i] for i in page], distance[page]
 
 
@@ -103,8 +103,10 @@ FILTER_CASES = [
     ({"country": "Iceland"}, lambda m: m["photo_location_country"] == "Iceland"),
     ({"city": "city3"}, lambda m: m["photo_location_city"] == "city3"),
     ({"photographer": "user4"}, lambda m: m["photographer_username"] == "user4"),
-    ({"submitted_from": "2020-03-01", "submitted_to": dt.date(2020, 3, 20)},
-     lambda m: m["photo_submitted_at"].map(lambda t: dt.date(2020, 3, 1) <= t.date() <= dt.date(2020, 3, 20))),
+    (
+        {"submitted_from": "2020-03-01", "submitted_to": dt.date(2020, 3, 20)},
+        lambda m: m["photo_submitted_at"].map(lambda t: dt.date(2020, 3, 1) <= t.date() <= dt.date(2020, 3, 20)),
+    ),
     ({"orientation": "landscape"}, lambda m: m["photo_width"] > m["photo_height"]),
     ({"orientation": "portrait"}, lambda m: m["photo_width"] < m["photo_height"]),
     ({"orientation": "square"}, lambda m: m["photo_width"] == m["photo_height"]),
@@ -122,9 +124,15 @@ FILTER_CASES = [
     ({"color": "white"}, lambda m: m["color"] == "white"),
     ({"has_description": True}, lambda m: m["photo_description"].fillna("") != ""),
     ({"has_description": False}, lambda m: m["photo_description"].fillna("") == ""),
-    ({"country": "Japan", "orientation": "landscape", "color": "black", "min_views": 100_000},
-     lambda m: (m["photo_location_country"] == "Japan") & (m["photo_width"] > m["photo_height"])
-     & (m["color"] == "black") & (m["stats_views"] >= 100_000)),
+    (
+        {"country": "Japan", "orientation": "landscape", "color": "black", "min_views": 100_000},
+        lambda m: (
+            (m["photo_location_country"] == "Japan")
+            & (m["photo_width"] > m["photo_height"])
+            & (m["color"] == "black")
+            & (m["stats_views"] >= 100_000)
+        ),
+    ),
     ({"country": "Atlantis"}, lambda m: m["photo_id"] == ""),
 ]
 
@@ -144,8 +152,10 @@ def test_a_one_percent_filter_still_returns_k_rows(db, vectors, meta):
         frame = search.nearest(db, q, model=searchdata.MODEL, k=10, country="Iceland", rerank=rerank)
         assert len(frame) == 10, rerank
         assert set(frame["photo_id"]) <= set(meta["photo_id"][iceland])
-    check(search.nearest(db, q, model=searchdata.MODEL, k=10, country="Iceland"),
-          *expected(vectors, meta, q, 10, mask=iceland))
+    check(
+        search.nearest(db, q, model=searchdata.MODEL, k=10, country="Iceland"),
+        *expected(vectors, meta, q, 10, mask=iceland),
+    )
 
 
 def test_max_distance_bounds_the_results(db, vectors, meta):
@@ -201,13 +211,16 @@ def test_image_search_by_file_and_by_url(db, vectors, meta, embedder, tmp_path, 
         search.image(f"{image_server.url}/missing.jpg", db=db)
 
 
-@pytest.mark.parametrize("text, terms", [
-    ("beach -people", [("beach", 1.0), ("people", -1.0)]),
-    ("2:sunset", [("sunset", 2.0)]),
-    ("a dog on a beach -people 0.5:sunset", [("a dog on a beach", 1.0), ("people", -1.0), ("sunset", 0.5)]),
-    ('-"city lights" 2:"golden hour" sea', [("city lights", -1.0), ("golden hour", 2.0), ("sea", 1.0)]),
-    ("-2:fog", [("fog", -2.0)]),
-])
+@pytest.mark.parametrize(
+    "text, terms",
+    [
+        ("beach -people", [("beach", 1.0), ("people", -1.0)]),
+        ("2:sunset", [("sunset", 2.0)]),
+        ("a dog on a beach -people 0.5:sunset", [("a dog on a beach", 1.0), ("people", -1.0), ("sunset", 0.5)]),
+        ('-"city lights" 2:"golden hour" sea', [("city lights", -1.0), ("golden hour", 2.0), ("sea", 1.0)]),
+        ("-2:fog", [("fog", -2.0)]),
+    ],
+)
 def test_combined_terms_parse(text, terms):
     assert search.parse_terms(text) == terms
 
@@ -268,11 +281,16 @@ def test_near_duplicates_are_the_close_pairs(db, vectors, meta):
     assert pairs["photo_id_a"].tolist() == ["p1996", "p1998"] and pairs["photo_id_b"].tolist() == ["p1997", "p1999"]
     np.testing.assert_allclose(pairs["distance"], [0.0, 1 - float(vectors[1998] @ vectors[1999])], atol=2e-5)
     # Filtered to a small pool, all pairs under a loose threshold, against numpy.
-    pool = meta.index[(meta["photographer_username"] == "user1") & (meta["photo_location_city"] == "city2")
-                      & ~meta["deleted"]].to_numpy()
+    pool = meta.index[
+        (meta["photographer_username"] == "user1") & (meta["photo_location_city"] == "city2") & ~meta["deleted"]
+    ].to_numpy()
     d = 1 - vectors[pool] @ vectors[pool].T
-    want = sorted((d[a, b], meta["photo_id"][pool[a]], meta["photo_id"][pool[b]])
-                  for a in range(len(pool)) for b in range(a + 1, len(pool)) if d[a, b] <= 0.97)
+    want = sorted(
+        (d[a, b], meta["photo_id"][pool[a]], meta["photo_id"][pool[b]])
+        for a in range(len(pool))
+        for b in range(a + 1, len(pool))
+        if d[a, b] <= 0.97
+    )
     got = search.duplicates(0.97, 100, db=db, photographer="user1", city="city2")
     assert list(zip(got["photo_id_a"], got["photo_id_b"])) == [(a, b) for _, a, b in want][:100]
     assert len(got) == min(len(want), 100) > 0
@@ -345,14 +363,17 @@ class NoSQL:
         raise AssertionError(f"SQL ran ({name})")
 
 
-@pytest.mark.parametrize("vector, message", [
-    ([float("nan")] * 512, "NaN or infinite"),
-    ([1.0] * 511 + [float("inf")], "NaN or infinite"),
-    ([1.0] * 511, r"shape \(512,\)"),
-    ([[1.0] * 512], r"shape \(512,\)"),
-    ([0.0] * 512, "all zeros"),
-    (["x"] * 512, "sequence of 512 numbers"),
-])
+@pytest.mark.parametrize(
+    "vector, message",
+    [
+        ([float("nan")] * 512, "NaN or infinite"),
+        ([1.0] * 511 + [float("inf")], "NaN or infinite"),
+        ([1.0] * 511, r"shape \(512,\)"),
+        ([[1.0] * 512], r"shape \(512,\)"),
+        ([0.0] * 512, "all zeros"),
+        (["x"] * 512, "sequence of 512 numbers"),
+    ],
+)
 def test_bad_query_vectors_are_rejected_before_any_sql(vector, message):
     with pytest.raises(BadArgument, match=message):
         search.nearest(NoSQL(), vector, model="m")
@@ -360,31 +381,53 @@ def test_bad_query_vectors_are_rejected_before_any_sql(vector, message):
         search.facets(query_vec=vector, db=NoSQL())
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(k=0), "k must be"), (dict(k=10_001), "k must be"), (dict(k=2.5), "k must be"),
-    (dict(offset=-1), "offset must be"), (dict(max_distance=float("nan")), "max_distance"),
-    (dict(max_distance=3), "max_distance"), (dict(orientation="diagonal"), "orientation must be"),
-    (dict(colour="red"), "unknown filter colour"), (dict(min_width=-1), "min_width"),
-    (dict(submitted_from="yesterday"), "date"), (dict(submitted_from="2021-02-01", submitted_to="2021-01-01"), "after"),
-    (dict(min_aspect_ratio=2, max_aspect_ratio=1), "larger"), (dict(featured="yes"), "featured"),
-    (dict(keywords_any=[1]), "keywords_any must be a string"), (dict(country="a\x00b"), "NUL"),
-    (dict(rerank="fast"), "rerank must be"), (dict(mmr_lambda=2), "mmr_lambda"), (dict(overfetch=0), "overfetch"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(k=0), "k must be"),
+        (dict(k=10_001), "k must be"),
+        (dict(k=2.5), "k must be"),
+        (dict(offset=-1), "offset must be"),
+        (dict(max_distance=float("nan")), "max_distance"),
+        (dict(max_distance=3), "max_distance"),
+        (dict(orientation="diagonal"), "orientation must be"),
+        (dict(colour="red"), "unknown filter colour"),
+        (dict(min_width=-1), "min_width"),
+        (dict(submitted_from="yesterday"), "date"),
+        (dict(submitted_from="2021-02-01", submitted_to="2021-01-01"), "after"),
+        (dict(min_aspect_ratio=2, max_aspect_ratio=1), "larger"),
+        (dict(featured="yes"), "featured"),
+        (dict(keywords_any=[1]), "keywords_any must be a string"),
+        (dict(country="a\x00b"), "NUL"),
+        (dict(rerank="fast"), "rerank must be"),
+        (dict(mmr_lambda=2), "mmr_lambda"),
+        (dict(overfetch=0), "overfetch"),
+    ],
+)
 def test_bad_arguments_are_rejected_before_any_sql(kwargs, message):
     with pytest.raises(BadArgument, match=message):
         search.nearest(NoSQL(), [1.0] * 512, model="m", **kwargs)
 
 
 def test_options_are_checked_when_made_with_the_keywords_messages():
-    for kwargs, message in [(dict(k=0), "k must be"), (dict(offset=-1), "offset must be"),
-                            (dict(max_distance=3), "max_distance"), (dict(rerank="fast"), "rerank must be"),
-                            (dict(mmr_lambda=2), "mmr_lambda"), (dict(overfetch=0), "overfetch")]:
+    for kwargs, message in [
+        (dict(k=0), "k must be"),
+        (dict(offset=-1), "offset must be"),
+        (dict(max_distance=3), "max_distance"),
+        (dict(rerank="fast"), "rerank must be"),
+        (dict(mmr_lambda=2), "mmr_lambda"),
+        (dict(overfetch=0), "overfetch"),
+    ]:
         with pytest.raises(BadArgument, match=message):
             search.SearchOptions(**kwargs)
     options = search.SearchOptions(k=np.int64(5), max_distance=1)
     assert (options.k, options.max_distance) == (5, 1.0) and type(options.k) is int
-    for kwargs, message in [(dict(n=0), "n must be"), (dict(per_facet=10_001), "per_facet must be"),
-                            (dict(by=["nope"]), "facets must be among"), (dict(by=[]), "facets must be among")]:
+    for kwargs, message in [
+        (dict(n=0), "n must be"),
+        (dict(per_facet=10_001), "per_facet must be"),
+        (dict(by=["nope"]), "facets must be among"),
+        (dict(by=[]), "facets must be among"),
+    ]:
         with pytest.raises(BadArgument, match=message):
             search.FacetOptions(**kwargs)
     assert search.FacetOptions(by="city").by == ("city",)
@@ -395,10 +438,12 @@ def test_options_values_and_keywords_give_the_same_search_and_a_keyword_wins(db,
     q = vectors[5]
     featured = search.Filters(featured=True)
     by_keywords = search.nearest(db, q, model=searchdata.MODEL, k=3, offset=2, featured=True)
-    by_values = search.nearest(db, q, model=searchdata.MODEL, options=search.SearchOptions(k=3, offset=2),
-                               filters=featured)
-    mixed = search.nearest(db, q, model=searchdata.MODEL, options=search.SearchOptions(k=3, offset=9), offset=2,
-                           filters=featured)
+    by_values = search.nearest(
+        db, q, model=searchdata.MODEL, options=search.SearchOptions(k=3, offset=2), filters=featured
+    )
+    mixed = search.nearest(
+        db, q, model=searchdata.MODEL, options=search.SearchOptions(k=3, offset=9), offset=2, filters=featured
+    )
     pd.testing.assert_frame_equal(by_values, by_keywords)
     pd.testing.assert_frame_equal(mixed, by_keywords)
     assert len(search.nearest(db, q, model=searchdata.MODEL, k=2, options=search.SearchOptions(k=7))) == 2
@@ -414,10 +459,12 @@ def test_wrong_values_and_unknown_keywords_are_refused_before_any_sql():
     with pytest.raises(BadArgument, match="filters must be a clipsql.search.Filters, got dict"):
         search.text("x", filters={"country": "Iceland"}, db=NoSQL())
     # A keyword a kind does not take is taken for a filter, as the wide signatures did.
-    for call, name in [(lambda: search.nearest(NoSQL(), vector, model="m", duckdb="x.duckdb"), "duckdb"),
-                       (lambda: search.similar("p0001", device="cpu", db=NoSQL()), "device"),
-                       (lambda: search.duplicates(rerank="mmr", db=NoSQL()), "rerank"),
-                       (lambda: search.facets(query_vec=vector, offset=5, db=NoSQL()), "offset")]:
+    for call, name in [
+        (lambda: search.nearest(NoSQL(), vector, model="m", duckdb="x.duckdb"), "duckdb"),
+        (lambda: search.similar("p0001", device="cpu", db=NoSQL()), "device"),
+        (lambda: search.duplicates(rerank="mmr", db=NoSQL()), "rerank"),
+        (lambda: search.facets(query_vec=vector, offset=5, db=NoSQL()), "offset"),
+    ]:
         with pytest.raises(BadArgument, match=f"unknown filter {name}; filters are "):
             call()
 

@@ -59,16 +59,43 @@ def test_text_search_formats_match_the_api(stores, capsys):
 
 def test_filters_paging_and_rerank_options_reach_the_query(stores, capsys):
     root, opts = stores["duckdb"]
-    argv = ["search", "similar", "p0010", "-k", 3, "--offset", 1, "--orientation", "landscape", "--featured",
-            "--keyword", "k2", "--keyword", "k4", "--no-has-description", "--format", "json", *opts]
+    argv = [
+        "search",
+        "similar",
+        "p0010",
+        "-k",
+        3,
+        "--offset",
+        1,
+        "--orientation",
+        "landscape",
+        "--featured",
+        "--keyword",
+        "k2",
+        "--keyword",
+        "k4",
+        "--no-has-description",
+        "--format",
+        "json",
+        *opts,
+    ]
     code, out, err = run(capsys, *argv)
     assert code == 0, err
     with open_store(root, duckdb=str(root / "s.duckdb")) as db:
-        api = search.similar("p0010", 3, offset=1, orientation="landscape", featured=True, keywords_any=["k2", "k4"],
-                             has_description=False, db=db)
+        api = search.similar(
+            "p0010",
+            3,
+            offset=1,
+            orientation="landscape",
+            featured=True,
+            keywords_any=["k2", "k4"],
+            has_description=False,
+            db=db,
+        )
     assert [r["photo_id"] for r in json.loads(out)] == api["photo_id"].tolist() and len(api) == 3
-    code, out, err = run(capsys, "search", "similar", "p0010", "-k", 3, "--rerank", "mmr", "--mmr-lambda", 0.2,
-                         "--format", "json", *opts)
+    code, out, err = run(
+        capsys, "search", "similar", "p0010", "-k", 3, "--rerank", "mmr", "--mmr-lambda", 0.2, "--format", "json", *opts
+    )
     assert code == 0 and len(json.loads(out)) == 3, err
 
 
@@ -82,7 +109,10 @@ def test_every_kind_runs_from_the_cli(stores, capsys, tmp_path):
         (["search", "crop", picture, "--box", "0.1,0.1,0.6,0.6", "-k", 2], 2),
         (["search", "crop", "--photo-id", "p0001", "--box", "0,0,60,40", "-k", 2], 2),
         (["search", "duplicates", "--max-distance", 0.9, "-k", 2, "--country", "Japan"], 2),
-        (["search", "facets", "a red car", "-k", 50, "--facet", "country", "--facet", "color"], 6),  # 2 colors, 4 countries
+        (
+            ["search", "facets", "a red car", "-k", 50, "--facet", "country", "--facet", "color"],
+            6,
+        ),  # 2 colors, 4 countries
     ]:
         code, out, err = run(capsys, *argv, "--format", "json", *opts)
         assert code == 0, (argv, err)
@@ -104,20 +134,32 @@ def test_html_grid_shows_cached_thumbnails_distance_and_escaped_description(stor
 
     from clipsql.render import write_html_grid
 
-    frame = pd.DataFrame([{"photo_id": "<b>x</b>", "distance": 0.5, "description": "<script>alert(1)</script>",
-                           "photo_url": "javascript:alert(1)", "photo_image_url": None}])
+    frame = pd.DataFrame(
+        [
+            {
+                "photo_id": "<b>x</b>",
+                "distance": 0.5,
+                "description": "<script>alert(1)</script>",
+                "photo_url": "javascript:alert(1)",
+                "photo_image_url": None,
+            }
+        ]
+    )
     text = write_html_grid(frame, tmp_path / "x.html", tmp_path).read_text(encoding="utf-8")
     assert "<script>" not in text and "&lt;script&gt;" in text and "javascript:" not in text
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["search", "similar", "no-such-photo"], "photo_id 'no-such-photo' has no vector"),
-    (["search", "text", "x", "-k", 0], "k must be an integer"),
-    (["search", "text", "x", "--submitted-from", "last week"], "submitted_from must be a date"),
-    (["search", "crop", "--box", "1,2,3"], "box must be"),
-    (["search", "image", "/no/such/file.jpg"], "does not exist"),
-    (["search", "text", "x", "--model", "'; DROP TABLE photos; --"], "has no vectors"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["search", "similar", "no-such-photo"], "photo_id 'no-such-photo' has no vector"),
+        (["search", "text", "x", "-k", 0], "k must be an integer"),
+        (["search", "text", "x", "--submitted-from", "last week"], "submitted_from must be a date"),
+        (["search", "crop", "--box", "1,2,3"], "box must be"),
+        (["search", "image", "/no/such/file.jpg"], "does not exist"),
+        (["search", "text", "x", "--model", "'; DROP TABLE photos; --"], "has no vectors"),
+    ],
+)
 def test_errors_are_one_line_on_stderr(stores, capsys, argv, message):
     _, opts = stores["duckdb"]
     code, out, err = run(capsys, *argv, *opts)
@@ -127,9 +169,14 @@ def test_errors_are_one_line_on_stderr(stores, capsys, argv, message):
 
 def test_hostile_filter_values_from_the_command_line(stores, capsys):
     root, opts = stores["chdb"]
-    code, out, err = run(capsys, "search", "text", "x", "--country", "'; DROP TABLE photos; --", "--camera-make", "`x`",
-                         *opts)
-    assert (code, out.strip(), err) == (0, "no photos match: country=\"'; DROP TABLE photos; --\", camera-make='`x`'; "
-                                           "`clipsql search facets` lists the values the store has", "")
+    code, out, err = run(
+        capsys, "search", "text", "x", "--country", "'; DROP TABLE photos; --", "--camera-make", "`x`", *opts
+    )
+    assert (code, out.strip(), err) == (
+        0,
+        "no photos match: country=\"'; DROP TABLE photos; --\", camera-make='`x`'; "
+        "`clipsql search facets` lists the values the store has",
+        "",
+    )
     with open_store(root) as db:
         assert db.count("photos") == N

@@ -29,41 +29,74 @@ FILTER_SETS = [
     {"country": "Iceland"},
     {"orientation": "portrait", "featured": False, "min_views": 200_000},
     {"keywords_any": ["k1", "k2"], "keywords_all": ["j3"], "color": "black"},
-    {"submitted_from": dt.date(2020, 2, 1), "submitted_to": dt.date(2021, 6, 30), "has_description": True,
-     "camera_make": "Canon", "min_aspect_ratio": 0.5, "max_aspect_ratio": 0.8},
-    {"city": "city1", "photographer": "user2", "min_width": 3000, "min_height": 3000, "min_downloads": 100,
-     "camera_model": "M1"},
+    {
+        "submitted_from": dt.date(2020, 2, 1),
+        "submitted_to": dt.date(2021, 6, 30),
+        "has_description": True,
+        "camera_make": "Canon",
+        "min_aspect_ratio": 0.5,
+        "max_aspect_ratio": 0.8,
+    },
+    {
+        "city": "city1",
+        "photographer": "user2",
+        "min_width": 3000,
+        "min_height": 3000,
+        "min_downloads": 100,
+        "camera_model": "M1",
+    },
 ]
 
 #: Parameter sets per query file (the others get defaults by type, see `default_value`).
 PARAMS = {
-    "search_photos": [dict(query_vec=_query_vector(1), model="tiny", k=10, offset=0, max_distance=None, **f)
-                      for f in FILTER_SETS]
+    "search_photos": [
+        dict(query_vec=_query_vector(1), model="tiny", k=10, offset=0, max_distance=None, **f) for f in FILTER_SETS
+    ]
     + [dict(query_vec=_query_vector(2), model="tiny", k=7, offset=5, max_distance=1.0, country="Japan")],
-    "similar_photos": [dict(photo_id="p0037", model="tiny", k=10, offset=0, max_distance=None, **f) for f in FILTER_SETS]
+    "similar_photos": [
+        dict(photo_id="p0037", model="tiny", k=10, offset=0, max_distance=None, **f) for f in FILTER_SETS
+    ]
     + [dict(photo_id="p1996", model="tiny", k=3, offset=0, max_distance=None)],
-    "facets": [dict(query_vec=_query_vector(3), model="tiny", n=200, per_facet=5, max_distance=None, **f)
-               for f in FILTER_SETS[:4]],
-    "near_duplicates": [dict(model="tiny", max_distance=0.01, k=10, offset=0),
-                        dict(model="tiny", max_distance=0.97, k=20, offset=3, photographer="user1", city="city2")],
+    "facets": [
+        dict(query_vec=_query_vector(3), model="tiny", n=200, per_facet=5, max_distance=None, **f)
+        for f in FILTER_SETS[:4]
+    ],
+    "near_duplicates": [
+        dict(model="tiny", max_distance=0.01, k=10, offset=0),
+        dict(model="tiny", max_distance=0.97, k=20, offset=3, photographer="user1", city="city2"),
+    ],
     "nearest_photos": [dict(query_vec=_query_vector(4), model="tiny", k=10)],
-    "search_photos_unfiltered": [dict(query_vec=_query_vector(6), model="tiny", k=10, offset=0, max_distance=None),
-                                 dict(query_vec=_query_vector(6), model="tiny", k=10, offset=990, max_distance=None)],
+    "search_photos_unfiltered": [
+        dict(query_vec=_query_vector(6), model="tiny", k=10, offset=0, max_distance=None),
+        dict(query_vec=_query_vector(6), model="tiny", k=10, offset=990, max_distance=None),
+    ],
     "model_lookup": [dict(model="tiny"), dict(model="tiny-model"), dict(model="nope")],
-    "search_photos_ann": [dict(query_vec=_query_vector(5), model="tiny", candidates=2000, k=10, offset=0,
-                               max_distance=None)],
+    "search_photos_ann": [
+        dict(query_vec=_query_vector(5), model="tiny", candidates=2000, k=10, offset=0, max_distance=None)
+    ],
     "photo_vectors": [dict(model="tiny", photo_ids=["p0001", "p0002", "p0005", "nope"])],
     # Needs clip_text_embedding (registered in `stores`); the tiny CLIP embeds the text.
-    "search_text_sql": [dict(query="a dog on a beach", model="tiny", k=10),
-                        dict(query="ünïcode café 🏄", model="tiny", k=3)],
+    "search_text_sql": [
+        dict(query="a dog on a beach", model="tiny", k=10),
+        dict(query="ünïcode café 🏄", model="tiny", k=3),
+    ],
 }
 #: The search snapshot's twins (clipsql.snapshot) take their base file's parameter sets.
-SNAPSHOT_TWINS = {"search_photos_snapshot": "search_photos",
-                  "search_photos_unfiltered_snapshot": "search_photos_unfiltered"}
+SNAPSHOT_TWINS = {
+    "search_photos_snapshot": "search_photos",
+    "search_photos_unfiltered_snapshot": "search_photos_unfiltered",
+}
 PARAMS.update({twin: PARAMS[base] for twin, base in SNAPSHOT_TWINS.items()})
 #: Query files whose rows are ranked photos: compare the photo_id order and distances.
-RANKED = {"search_photos", "search_photos_unfiltered", "similar_photos", "nearest_photos", "search_photos_ann",
-          "search_text_sql", *SNAPSHOT_TWINS}
+RANKED = {
+    "search_photos",
+    "search_photos_unfiltered",
+    "similar_photos",
+    "nearest_photos",
+    "search_photos_ann",
+    "search_text_sql",
+    *SNAPSHOT_TWINS,
+}
 
 
 def default_value(name: str, ptype: str):

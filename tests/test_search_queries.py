@@ -16,9 +16,27 @@ from clipsql.queries import get_query, load_queries
 
 GOLDEN = Path(__file__).parent / "golden"
 FILTERED = ("search_photos", "similar_photos", "facets", "near_duplicates")
-FILTERS = ("country", "city", "photographer", "submitted_from", "submitted_to", "orientation", "min_aspect_ratio",
-           "max_aspect_ratio", "min_width", "min_height", "min_views", "min_downloads", "featured", "camera_make",
-           "camera_model", "keywords_any", "keywords_all", "color", "has_description")
+FILTERS = (
+    "country",
+    "city",
+    "photographer",
+    "submitted_from",
+    "submitted_to",
+    "orientation",
+    "min_aspect_ratio",
+    "max_aspect_ratio",
+    "min_width",
+    "min_height",
+    "min_views",
+    "min_downloads",
+    "featured",
+    "camera_make",
+    "camera_model",
+    "keywords_any",
+    "keywords_all",
+    "color",
+    "has_description",
+)
 
 
 def filter_block(name: str) -> str:
@@ -34,9 +52,10 @@ def test_every_filtered_query_holds_the_same_filter_block_and_declares_it_alike(
     for name in FILTERED:
         params = get_query(name).parameters
         assert set(FILTERS) <= set(params)
-        assert {f: (params[f].type, params[f].meaning) for f in FILTERS} == \
-               {f: (get_query("search_photos").parameters[f].type, get_query("search_photos").parameters[f].meaning)
-                for f in FILTERS}
+        assert {f: (params[f].type, params[f].meaning) for f in FILTERS} == {
+            f: (get_query("search_photos").parameters[f].type, get_query("search_photos").parameters[f].meaning)
+            for f in FILTERS
+        }
 
 
 def test_the_unfiltered_search_is_search_photos_without_its_filters():
@@ -47,16 +66,21 @@ def test_the_unfiltered_search_is_search_photos_without_its_filters():
     assert body("search_photos_unfiltered") == full
     lean = get_query("search_photos_unfiltered").parameters
     for name, param in lean.items():
-        assert (param.type, param.meaning) == (get_query("search_photos").parameters[name].type,
-                                               get_query("search_photos").parameters[name].meaning)
+        assert (param.type, param.meaning) == (
+            get_query("search_photos").parameters[name].type,
+            get_query("search_photos").parameters[name].meaning,
+        )
     assert set(lean) == set(get_query("search_photos").parameters) - set(FILTERS)
 
 
 def _photo_conditions(name: str) -> str:
     """The photos-column conditions of a query's filter block, whitespace-normalized."""
     text = get_query(name).sql
-    m = re.search(r"(WHERE|AND) (\(\{country:Nullable\(String\)\} IS NULL.*?\{has_description:Nullable\(Bool\)\}\))\n",
-                  text, re.DOTALL)
+    m = re.search(
+        r"(WHERE|AND) (\(\{country:Nullable\(String\)\} IS NULL.*?\{has_description:Nullable\(Bool\)\}\))\n",
+        text,
+        re.DOTALL,
+    )
     assert m, f"{name} has no photo conditions"
     return " ".join(m.group(2).split())
 
@@ -70,10 +94,13 @@ def test_the_snapshot_queries_filter_like_search_photos():
     assert "hasAny(keywords, {keywords_any:Array(String)})" in snap
     assert "hasAll(keywords, {keywords_all:Array(String)})" in snap
     assert "dominant_color = {color:Nullable(String)}" in snap
-    for twin, base in (("search_photos_snapshot", "search_photos"),
-                       ("search_photos_unfiltered_snapshot", "search_photos_unfiltered")):
-        assert {n: (p.type, p.meaning) for n, p in get_query(twin).parameters.items()} == \
-               {n: (p.type, p.meaning) for n, p in get_query(base).parameters.items()}
+    for twin, base in (
+        ("search_photos_snapshot", "search_photos"),
+        ("search_photos_unfiltered_snapshot", "search_photos_unfiltered"),
+    ):
+        assert {n: (p.type, p.meaning) for n, p in get_query(twin).parameters.items()} == {
+            n: (p.type, p.meaning) for n, p in get_query(base).parameters.items()
+        }
 
 
 def test_the_unfiltered_snapshot_query_is_the_snapshot_query_without_its_filters():
@@ -86,8 +113,13 @@ def test_the_unfiltered_snapshot_query_is_the_snapshot_query_without_its_filters
 
 def test_every_search_query_file_loads_and_says_what_it_does():
     queries = load_queries()
-    for name in FILTERED + ("search_photos_unfiltered", "search_photos_ann", "photo_vectors", "model_lookup",
-                            "nearest_photos"):
+    for name in FILTERED + (
+        "search_photos_unfiltered",
+        "search_photos_ann",
+        "photo_vectors",
+        "model_lookup",
+        "nearest_photos",
+    ):
         assert queries[name].description, name
         assert all(p.meaning for p in queries[name].parameters.values())
 
@@ -106,7 +138,8 @@ def test_myscale_ddl_and_query_form_match_the_golden_files():
     assert sql_text("myscale") == (GOLDEN / "myscale_mstg.sql").read_text(encoding="utf-8")
     scann = sql_text("myscale", index_type="SCANN")
     assert scann == (GOLDEN / "myscale_mstg.sql").read_text(encoding="utf-8").replace(
-        "TYPE MSTG('metric_type=Cosine')", "TYPE SCANN('metric_type=Cosine')")
+        "TYPE MSTG('metric_type=Cosine')", "TYPE SCANN('metric_type=Cosine')"
+    )
     assert "VECTOR INDEX embedding_vector_index embedding TYPE SCANN('metric_type=Cosine')" in scann
     assert "CONSTRAINT embedding_length CHECK length(embedding) = 512" in scann
     form = sql_text("myscale", query="search_photos")
@@ -139,13 +172,31 @@ def test_a_query_file_runs_verbatim_with_string_parameters_as_clickhouse_client_
 
     with open_store(tmp_path) as db:
         vectors = searchdata.load(db, 300)
-        expected = get_query("search_photos").run(
-            db, query_vec=vectors[7].tolist(), model="tiny", k=5, offset=0, max_distance=None, keywords_any=[],
-            keywords_all=["j0"], country="Japan")["photo_id"].tolist()
+        expected = (
+            get_query("search_photos")
+            .run(
+                db,
+                query_vec=vectors[7].tolist(),
+                model="tiny",
+                k=5,
+                offset=0,
+                max_distance=None,
+                keywords_any=[],
+                keywords_all=["j0"],
+                country="Japan",
+            )["photo_id"]
+            .tolist()
+        )
     query = get_query("search_photos")
     params = {p: "\\N" if param.nullable else "[]" for p, param in query.parameters.items()}
-    params.update(query_vec=json.dumps(vectors[7].tolist()), model="tiny", k="5", offset="0", country="Japan",
-                  keywords_all="['j0']")
+    params.update(
+        query_vec=json.dumps(vectors[7].tolist()),
+        model="tiny",
+        k="5",
+        offset="0",
+        country="Japan",
+        keywords_all="['j0']",
+    )
     chdb_session = session.Session(str(tmp_path / "chdb"))
     try:
         out = str(chdb_session.query(query.sql, "CSV", params=params))

@@ -53,6 +53,11 @@ def _has_table(db, table: str) -> bool:
         return False
 
 
+def _filter_call(name: str):
+    """A search with the filter `name` set to the value under test."""
+    return lambda db, v: search.nearest(db, searchdata.vectors(N)[1], model=searchdata.MODEL, k=3, **{name: v})
+
+
 #: Every text parameter of the search API: a call that puts `value` into it.
 CALLS = {
     "text.query": lambda db, v: search.text(v, 3, db=db, device="cpu"),
@@ -63,12 +68,22 @@ CALLS = {
     "crop.photo_id": lambda db, v: search.crop(box=(0, 0, 1, 1), photo_id=v, db=db, device="cpu"),
     "image.source": lambda db, v: search.image(v, 3, db=db, device="cpu"),
     "model": lambda db, v: search.similar("p0001", 3, model=v, db=db),
-    **{f"filter.{name}": (lambda name: lambda db, v: search.nearest(
-        db, searchdata.vectors(N)[1], model=searchdata.MODEL, k=3, **{name: v}))(name)  # noqa: B023 - bound by the call
-       for name in ("country", "city", "photographer", "orientation", "camera_make", "camera_model", "color",
-                    "submitted_from")},
-    "filter.keywords_any": lambda db, v: search.nearest(db, searchdata.vectors(N)[1], model=searchdata.MODEL, k=3,
-                                                        keywords_any=[v, "k1"]),
+    **{
+        f"filter.{name}": _filter_call(name)
+        for name in (
+            "country",
+            "city",
+            "photographer",
+            "orientation",
+            "camera_make",
+            "camera_model",
+            "color",
+            "submitted_from",
+        )
+    },
+    "filter.keywords_any": lambda db, v: search.nearest(
+        db, searchdata.vectors(N)[1], model=searchdata.MODEL, k=3, keywords_any=[v, "k1"]
+    ),
     "filter.keywords_all": lambda db, v: search.similar("p0002", 3, db=db, keywords_all=[v]),
     "duplicates.country": lambda db, v: search.duplicates(0.5, 3, db=db, country=v),
 }

@@ -17,8 +17,19 @@ from clipsql.download import DownloadOptions
 from clipsql.embed import DEFAULT_BATCH_SIZE
 from clipsql.errors import BadArgument
 from clipsql.refresh import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_DELETE_FRACTION, DEFAULT_RETRY_BACKOFF_S, refresh
-from clipsql.settings import (LEAVES, TABLES, DownloadSettings, ModelSettings, RefreshSettings, Settings,
-                              SourceSettings, StoreSettings, leaves, read_job_file, setting)
+from clipsql.settings import (
+    LEAVES,
+    TABLES,
+    DownloadSettings,
+    ModelSettings,
+    RefreshSettings,
+    Settings,
+    SourceSettings,
+    StoreSettings,
+    leaves,
+    read_job_file,
+    setting,
+)
 from clipsql.sources import DEFAULT_SOURCE
 
 
@@ -30,8 +41,9 @@ def other_value(leaf):
         return (leaf.default or 0) + 7
     if leaf.kind is float:
         return (leaf.default or 0.0) + 0.25
-    return {"location": "photos.tsv000", "name": "../models/clip", "path": "store",
-            "duckdb": "data/x.duckdb"}.get(leaf.key, f"{leaf.key}-value")
+    return {"location": "photos.tsv000", "name": "../models/clip", "path": "store", "duckdb": "data/x.duckdb"}.get(
+        leaf.key, f"{leaf.key}-value"
+    )
 
 
 def toml(value) -> str:
@@ -57,14 +69,46 @@ def test_the_tree_mirrors_the_job_file_tables():
         "source": ["location", "limit"],
         "model": ["name", "label", "device", "batch_size"],
         "store": ["path", "clickhouse_url", "duckdb"],
-        "download": ["workers", "width", "timeout_s", "retries", "max_bytes", "max_retry_after_s",
-                     "connect_timeout_s", "total_timeout_s", "backoff_s", "max_pixels"],
-        "refresh": ["chunk_size", "retry_failed", "retry_backoff_s", "purge", "max_delete_fraction"]}
+        "download": [
+            "workers",
+            "width",
+            "timeout_s",
+            "retries",
+            "max_bytes",
+            "max_retry_after_s",
+            "connect_timeout_s",
+            "total_timeout_s",
+            "backoff_s",
+            "max_pixels",
+        ],
+        "refresh": ["chunk_size", "retry_failed", "retry_backoff_s", "purge", "max_delete_fraction"],
+    }
     assert [leaf.option for leaf in LEAVES] == [
-        "--source", "--limit", "--model", "--model-name", "--device", "--batch-size", "--store",
-        "--clickhouse-url", "--duckdb", "--workers", "--width", "--timeout", "--retries", "--max-bytes",
-        "--max-retry-after", "--connect-timeout", "--total-timeout", "--backoff", "--max-pixels", "--chunk-size",
-        "--retry-failed", "--retry-backoff", "--purge", "--max-delete-fraction"]
+        "--source",
+        "--limit",
+        "--model",
+        "--model-name",
+        "--device",
+        "--batch-size",
+        "--store",
+        "--clickhouse-url",
+        "--duckdb",
+        "--workers",
+        "--width",
+        "--timeout",
+        "--retries",
+        "--max-bytes",
+        "--max-retry-after",
+        "--connect-timeout",
+        "--total-timeout",
+        "--backoff",
+        "--max-pixels",
+        "--chunk-size",
+        "--retry-failed",
+        "--retry-backoff",
+        "--purge",
+        "--max-delete-fraction",
+    ]
     tree = Settings()
     with pytest.raises(dataclasses.FrozenInstanceError):
         tree.download.workers = 3  # type: ignore[misc]
@@ -76,8 +120,11 @@ def test_defaults_come_from_the_modules_that_own_them():
     assert Settings().download_options() == d
     assert ModelSettings().batch_size == DEFAULT_BATCH_SIZE and ModelSettings().name == DEFAULT_MODEL
     assert SourceSettings().location == DEFAULT_SOURCE
-    assert RefreshSettings() == RefreshSettings(chunk_size=DEFAULT_CHUNK_SIZE, retry_backoff_s=DEFAULT_RETRY_BACKOFF_S,
-                                                max_delete_fraction=DEFAULT_MAX_DELETE_FRACTION)
+    assert RefreshSettings() == RefreshSettings(
+        chunk_size=DEFAULT_CHUNK_SIZE,
+        retry_backoff_s=DEFAULT_RETRY_BACKOFF_S,
+        max_delete_fraction=DEFAULT_MAX_DELETE_FRACTION,
+    )
     assert StoreSettings() == StoreSettings(path=None, clickhouse_url=None, duckdb=None)
     # The default tree is refresh()'s own defaults, keyword by keyword: one name, one default.
     parameters = inspect.signature(refresh).parameters
@@ -103,8 +150,12 @@ def test_every_setting_is_reachable_from_a_job_file(tmp_path):
     job.write_text(job_text(values), encoding="utf-8")
     tree = Settings.from_toml(job)
     base = job.resolve().parent  # relative paths are relative to the job file's folder
-    resolved = {"location": str(base / "photos.tsv000"), "name": str(base.parent / "models" / "clip"),
-                "path": str(base / "store"), "duckdb": str(base / "data" / "x.duckdb")}
+    resolved = {
+        "location": str(base / "photos.tsv000"),
+        "name": str(base.parent / "models" / "clip"),
+        "path": str(base / "store"),
+        "duckdb": str(base / "data" / "x.duckdb"),
+    }
     for leaf, value in values.items():
         assert tree.value(leaf) == resolved.get(leaf.key, value), leaf.name
         assert type(tree.value(leaf)) is leaf.kind, leaf.name
@@ -157,9 +208,9 @@ def test_defaults_then_the_job_file_then_the_command_line(tmp_path):
     job = tmp_path / "job.toml"
     job.write_text("[source]\nlimit = 5\n[download]\nworkers = 4\nretries = 1\n[store]\nduckdb = 'x.duckdb'\n")
     tree = Settings.load(job, limit=2, retries=None, clickhouse_url="http://h:8123/db")
-    assert tree.source.limit == 2                               # the command line wins
+    assert tree.source.limit == 2  # the command line wins
     assert (tree.download.workers, tree.download.retries) == (4, 1)  # the file's; None is "not given"
-    assert tree.download.width == DownloadOptions().width       # the default
+    assert tree.download.width == DownloadOptions().width  # the default
     # a backend on the command line replaces the file's
     assert (tree.store.clickhouse_url, tree.store.duckdb) == ("http://h:8123/db", None)
     assert Settings.load(job).store.duckdb == os.path.normpath(tmp_path / "x.duckdb")
@@ -179,13 +230,21 @@ def test_a_value_of_the_wrong_type_names_the_file_and_the_key(tmp_path, leaf):
     assert str(path) in message and f"[{leaf.table}] {leaf.key} must be {leaf.kind.__name__}" in message
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[download]\ntimeout = 5.0\n", r"unknown key 'timeout' in \[download\]; expected one of workers, width, timeout_s"),
-    ("[downloads]\nworkers = 3\n", r"unknown table \[downloads\]; expected one of \[download\]"),
-    ("limit = 3\n", r"unknown table \[limit\]"),
-    ("[store]\nclickhouse_url = 'http://h:8123/db'\nduckdb = 'x.duckdb'\n",
-     r"\[store\] sets both clickhouse_url and duckdb; choose one backend"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "[download]\ntimeout = 5.0\n",
+            r"unknown key 'timeout' in \[download\]; expected one of workers, width, timeout_s",
+        ),
+        ("[downloads]\nworkers = 3\n", r"unknown table \[downloads\]; expected one of \[download\]"),
+        ("limit = 3\n", r"unknown table \[limit\]"),
+        (
+            "[store]\nclickhouse_url = 'http://h:8123/db'\nduckdb = 'x.duckdb'\n",
+            r"\[store\] sets both clickhouse_url and duckdb; choose one backend",
+        ),
+    ],
+)
 def test_unknown_tables_and_keys_and_two_backends_are_refused(tmp_path, text, message):
     path = tmp_path / "job.toml"
     path.write_text(text, encoding="utf-8")

@@ -27,7 +27,9 @@ def chdb_store(tmp_path):
 
 
 def has_snapshot_table(db) -> bool:
-    return bool(db.query_rows("SELECT count() FROM system.tables WHERE is_temporary AND name = 'search_snapshot'")[0][0])
+    return bool(
+        db.query_rows("SELECT count() FROM system.tables WHERE is_temporary AND name = 'search_snapshot'")[0][0]
+    )
 
 
 def from_tables(db, query, **kwargs):
@@ -53,8 +55,16 @@ def query_near(vecs, i, seed=3):
     return v / np.linalg.norm(v)
 
 
-@pytest.mark.parametrize("filters", [{}, {"country": "Iceland"}, {"keywords_all": ["k7", "j0"]}, {"color": "white"},
-                                     {"orientation": "square", "has_description": True, "max_distance": 1.05}])
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {},
+        {"country": "Iceland"},
+        {"keywords_all": ["k7", "j0"]},
+        {"color": "white"},
+        {"orientation": "square", "has_description": True, "max_distance": 1.05},
+    ],
+)
 def test_chdb_searches_the_snapshot_and_gets_what_the_tables_give(chdb_store, filters):
     db, vecs = chdb_store
     assert db.search_snapshot_max_bytes == SEARCH_SNAPSHOT_MAX_BYTES
@@ -87,13 +97,17 @@ def test_a_write_by_hand_in_sql_is_seen_by_the_next_search(chdb_store):
     q = query_near(vecs, 42)
     assert search.nearest(db, q, model=searchdata.MODEL, k=5)["photo_id"].iloc[0] == "p0042"
     # Straight through the client, not through a Store method: nothing in Python knows of it.
-    db.client.command("INSERT INTO photos SELECT * REPLACE (toUInt8(1) AS is_deleted, toUInt64(9) AS version) "
-                      "FROM photos FINAL WHERE photo_id = 'p0042'")
+    db.client.command(
+        "INSERT INTO photos SELECT * REPLACE (toUInt8(1) AS is_deleted, toUInt64(9) AS version) "
+        "FROM photos FINAL WHERE photo_id = 'p0042'"
+    )
     after = search.nearest(db, q, model=searchdata.MODEL, k=5)
     assert "p0042" not in after["photo_id"].tolist()
     assert after["photo_id"].tolist() == from_tables(db, q, k=5)["photo_id"].tolist()
-    db.client.command("ALTER TABLE photos UPDATE photo_description = 'renamed' WHERE photo_id = %(id)s "
-                      "SETTINGS mutations_sync = 1", parameters={"id": after["photo_id"].iloc[0]})
+    db.client.command(
+        "ALTER TABLE photos UPDATE photo_description = 'renamed' WHERE photo_id = %(id)s SETTINGS mutations_sync = 1",
+        parameters={"id": after["photo_id"].iloc[0]},
+    )
     assert search.nearest(db, q, model=searchdata.MODEL, k=5)["description"].iloc[0] == "renamed"
 
 
@@ -116,8 +130,17 @@ def test_another_model_gets_its_own_snapshot(chdb_store):
     other = np.roll(vecs, 1, axis=0)  # photo i gets photo i-1's vector under the second model
     ids = [searchdata.photo_id(i) for i in range(N)]
     db.upsert("photo_embeddings", embeddings_table(ids, other, "second", 1))
-    db.upsert("models", pa.table({"model": ["second"], "model_source": ["second-source"],
-                                  "dim": pa.array([512], pa.uint16()), "version": pa.array([1], pa.uint64())}))
+    db.upsert(
+        "models",
+        pa.table(
+            {
+                "model": ["second"],
+                "model_source": ["second-source"],
+                "dim": pa.array([512], pa.uint16()),
+                "version": pa.array([1], pa.uint64()),
+            }
+        ),
+    )
     q = vecs[42]
     assert search.nearest(db, q, model=searchdata.MODEL, k=1)["photo_id"].tolist() == ["p0042"]
     assert search.nearest(db, q, model="second", k=1)["photo_id"].tolist() == ["p0043"]

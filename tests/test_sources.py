@@ -9,11 +9,21 @@ from conftest import PHOTOS_HEADER, jpeg_bytes, write_photos_tsv
 
 
 def test_photos_tsv_is_typed_and_empty_fields_are_null(tmp_path):
-    write_photos_tsv(tmp_path / "photos.tsv000", [
-        {"photo_id": "-abc_123XYZ", "photo_submitted_at": "2020-04-16 20:13:01.617", "photo_featured": "t",
-         "photo_width": "6000", "photo_aspect_ratio": "1.5", "stats_views": "123456", "photo_location_latitude": "64.1"},
-        {"photo_id": "second", "photo_featured": "f"},
-    ])
+    write_photos_tsv(
+        tmp_path / "photos.tsv000",
+        [
+            {
+                "photo_id": "-abc_123XYZ",
+                "photo_submitted_at": "2020-04-16 20:13:01.617",
+                "photo_featured": "t",
+                "photo_width": "6000",
+                "photo_aspect_ratio": "1.5",
+                "stats_views": "123456",
+                "photo_location_latitude": "64.1",
+            },
+            {"photo_id": "second", "photo_featured": "f"},
+        ],
+    )
     data = read_source(tmp_path)
     rows = data.photos.to_pylist()
     assert data.kind == "unsplash" and data.malformed == []
@@ -27,15 +37,18 @@ def test_photos_tsv_is_typed_and_empty_fields_are_null(tmp_path):
 
 
 def test_malformed_rows_are_skipped_and_reported_with_line_numbers(tmp_path):
-    path = write_photos_tsv(tmp_path / "photos.tsv000", [
-        {"photo_id": "good1"},
-        {"photo_id": "badint", "photo_width": "wide"},
-        {"photo_id": "badbool", "photo_featured": "maybe"},
-        {"photo_id": "badtime", "photo_submitted_at": "yesterday"},
-        {"photo_id": "good1"},  # duplicate of line 2
-        {"photo_id": ""},
-        {"photo_id": "good2", "exif_iso": "100"},
-    ])
+    path = write_photos_tsv(
+        tmp_path / "photos.tsv000",
+        [
+            {"photo_id": "good1"},
+            {"photo_id": "badint", "photo_width": "wide"},
+            {"photo_id": "badbool", "photo_featured": "maybe"},
+            {"photo_id": "badtime", "photo_submitted_at": "yesterday"},
+            {"photo_id": "good1"},  # duplicate of line 2
+            {"photo_id": ""},
+            {"photo_id": "good2", "exif_iso": "100"},
+        ],
+    )
     with open(path, "a", encoding="utf-8") as f:
         f.write("short\trow\n")
     data = read_source(path)
@@ -55,12 +68,20 @@ def test_limit_takes_the_first_photos_and_filters_extras(tmp_path):
     write_photos_tsv(tmp_path / "photos.tsv000", [{"photo_id": f"p{i}"} for i in range(10)])
     (tmp_path / "keywords.tsv000").write_text(
         "photo_id\tkeyword\tai_service_1_confidence\tai_service_2_confidence\tsuggested_by_user\n"
-        "p0\tdog\t45.5\t\tt\np7\tcat\t\t12\tf\n", encoding="utf-8")
+        "p0\tdog\t45.5\t\tt\np7\tcat\t\t12\tf\n",
+        encoding="utf-8",
+    )
     data = read_source(tmp_path, limit=3)
     assert data.photos["photo_id"].to_pylist() == ["p0", "p1", "p2"]
     assert data.extras["keywords"].to_pylist() == [
-        {"photo_id": "p0", "keyword": "dog", "ai_service_1_confidence": 45.5,
-         "ai_service_2_confidence": None, "suggested_by_user": True}]
+        {
+            "photo_id": "p0",
+            "keyword": "dog",
+            "ai_service_1_confidence": 45.5,
+            "ai_service_2_confidence": None,
+            "suggested_by_user": True,
+        }
+    ]
     with pytest.raises(BadArgument, match="limit"):
         read_source(tmp_path, limit=0)
 
@@ -71,8 +92,10 @@ def test_zip_with_numbered_parts_in_a_subfolder(tmp_path):
     with zipfile.ZipFile(tmp_path / "lite.zip", "w") as z:
         z.writestr("unsplash-research-dataset-lite-latest/photos.tsv000", f"{header}\na{empty}\nb{empty}\n")
         z.writestr("unsplash-research-dataset-lite-latest/photos.tsv001", f"{header}\nc{empty}\n")
-        z.writestr("unsplash-research-dataset-lite-latest/colors.tsv000",
-                   "photo_id\thex\tred\tgreen\tblue\tkeyword\tcoverage\tscore\nc\t#0a0b0c\t10\t11\t12\tblack\t55.5\t0.9\n")
+        z.writestr(
+            "unsplash-research-dataset-lite-latest/colors.tsv000",
+            "photo_id\thex\tred\tgreen\tblue\tkeyword\tcoverage\tscore\nc\t#0a0b0c\t10\t11\t12\tblack\t55.5\t0.9\n",
+        )
     data = read_source(tmp_path / "lite.zip")
     assert data.photos["photo_id"].to_pylist() == ["a", "b", "c"]
     assert data.extras["colors"].to_pylist()[0]["red"] == 10

@@ -25,8 +25,12 @@ from clipsql.errors import ModelError, NotFound
 from clipsql.queries import get_query
 
 N = 600
-TEXTS = ["surfing", "a dog on a beach", "ünïcode café 🏄 — 東京の夜景",
-         "a long text " + " ".join(f"word{i}" for i in range(200))]  # past CLIP's 77 tokens
+TEXTS = [
+    "surfing",
+    "a dog on a beach",
+    "ünïcode café 🏄 — 東京の夜景",
+    "a long text " + " ".join(f"word{i}" for i in range(200)),
+]  # past CLIP's 77 tokens
 UDF_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
@@ -80,8 +84,15 @@ def test_the_sql_only_text_query_returns_the_python_search_results(db, k):
 def test_the_function_is_the_search_vector_and_blank_text_gives_an_empty_array(db, embedder):
     rows = ["a dog", None, "ünïcode café 🏄", "", "a dog", "   ", 'tab\there, "quotes", back\\slash\nnewline']
     expected = reference(embedder, ["a dog", "ünïcode café 🏄", rows[-1]])
-    got = [np.asarray(db.query_clickhouse("SELECT clip_text_embedding({text:Nullable(String)}) AS v",
-                                          {"text": text})["v"].iloc[0], dtype=np.float32) for text in rows]
+    got = [
+        np.asarray(
+            db.query_clickhouse("SELECT clip_text_embedding({text:Nullable(String)}) AS v", {"text": text})["v"].iloc[
+                0
+            ],
+            dtype=np.float32,
+        )
+        for text in rows
+    ]
     assert [len(v) for v in got] == [512, 0, 512, 0, 512, 0, 512]
     np.testing.assert_allclose(got[0], expected[0], atol=1e-6)
     np.testing.assert_allclose(got[2], expected[1], atol=1e-6)
@@ -94,7 +105,8 @@ def test_a_column_of_texts_gets_one_vector_per_row_in_order(db, embedder):
     # Photo descriptions: None for i % 6 == 0, '' for i % 6 == 1, else f'photo {i}'.
     frame = db.query_clickhouse(
         "SELECT photo_id, photo_description AS text, clip_text_embedding(photo_description) AS v "
-        "FROM photos FINAL WHERE photo_id < 'p0030' ORDER BY photo_id")
+        "FROM photos FINAL WHERE photo_id < 'p0030' ORDER BY photo_id"
+    )
     assert len(frame) == 30
     expected = dict(zip([f"photo {i}" for i in range(30)], reference(embedder, [f"photo {i}" for i in range(30)])))
     for text, vector in zip(frame["text"], frame["v"]):
@@ -160,16 +172,23 @@ def test_an_unloadable_model_fails_on_the_first_call_with_its_name(db):
 
 
 def test_the_script_exits_with_a_clear_message_for_a_bad_model(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "clipsql.udf", "--model", str(tmp_path / "nowhere")],
-                          input=b"1\n{\"text\":\"x\"}\n", capture_output=True, env=UDF_ENV, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "clipsql.udf", "--model", str(tmp_path / "nowhere")],
+        input=b'1\n{"text":"x"}\n',
+        capture_output=True,
+        env=UDF_ENV,
+        timeout=120,
+    )
     assert done.returncode == 1
     assert f"cannot start: model directory '{tmp_path}/nowhere' does not exist" in done.stderr.decode()
     assert done.stdout == b""
-    bad = subprocess.run([sys.executable, "-m", "clipsql.udf", "--device", "tpu"], capture_output=True, env=UDF_ENV,
-                         timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "clipsql.udf", "--device", "tpu"], capture_output=True, env=UDF_ENV, timeout=120
+    )
     assert bad.returncode == 2 and "--device must be auto, cpu, cuda[:N] or mps" in bad.stderr.decode()
-    bad = subprocess.run([sys.executable, "-m", "clipsql.udf", "--threads", "-1"], capture_output=True, env=UDF_ENV,
-                         timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "clipsql.udf", "--threads", "-1"], capture_output=True, env=UDF_ENV, timeout=120
+    )
     assert bad.returncode == 2 and "--threads must be 0 or more" in bad.stderr.decode()
 
 
@@ -191,8 +210,13 @@ def test_the_script_answers_block_after_block_and_stays_alive(tiny_clip, embedde
         [],
         [f"photo {i}" for i in range(150)],  # more than one batch of 64
     ]
-    process = subprocess.Popen([sys.executable, "-m", "clipsql.udf", "--model", str(tiny_clip), "--device", "cpu"],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=UDF_ENV)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "clipsql.udf", "--model", str(tiny_clip), "--device", "cpu"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=UDF_ENV,
+    )
     try:
         for texts in blocks:
             process.stdin.write(_block(texts))
@@ -234,12 +258,15 @@ def test_serve_batches_distinct_texts_and_answers_in_order():
     assert calls == [["aa"], ["b"], ["ccc"]]
 
 
-@pytest.mark.parametrize("stdin, message", [
-    (b"x\n", r"block 1: expected a row count line \(send_chunk_header = 1\)"),
-    (b"2\n{\"text\":\"a\"}\n", "block 1: stdin ended after 1 of 2 rows"),
-    (b"1\n\"a\"\n", "block 1 row 1: expected a JSONEachRow object with one field"),
-    (b"1\n{\"text\":\"a\"}\n1\n{\"text\":3}\n", "block 2 row 1: the text must be a string or null"),
-])
+@pytest.mark.parametrize(
+    "stdin, message",
+    [
+        (b"x\n", r"block 1: expected a row count line \(send_chunk_header = 1\)"),
+        (b'2\n{"text":"a"}\n', "block 1: stdin ended after 1 of 2 rows"),
+        (b'1\n"a"\n', "block 1 row 1: expected a JSONEachRow object with one field"),
+        (b'1\n{"text":"a"}\n1\n{"text":3}\n', "block 2 row 1: the text must be a string or null"),
+    ],
+)
 def test_serve_rejects_input_that_breaks_the_protocol(stdin, message):
     with pytest.raises(udf.UdfProtocolError, match=message):
         udf.serve(io.BytesIO(stdin), io.BytesIO(), _fake_embed)
@@ -252,11 +279,20 @@ def test_the_shipped_configuration_declares_the_function():
     function = ET.parse(udf.function_config_path()).getroot().find("function")
     get = lambda tag: function.findtext(tag)  # noqa: E731
     assert (get("type"), get("name"), get("return_type"), get("format")) == (
-        "executable_pool", "clip_text_embedding", "Array(Float32)", "JSONEachRow")
+        "executable_pool",
+        "clip_text_embedding",
+        "Array(Float32)",
+        "JSONEachRow",
+    )
     assert (function.findtext("argument/type"), function.findtext("argument/name")) == ("Nullable(String)", "text")
     assert (get("send_chunk_header"), get("execute_direct"), get("deterministic")) == ("1", "1", "true")
-    assert get("command").split() == ["clipsql-text-embedding-udf", "--model", "openai/clip-vit-base-patch32",
-                                      "--device", "cpu"]
+    assert get("command").split() == [
+        "clipsql-text-embedding-udf",
+        "--model",
+        "openai/clip-vit-base-patch32",
+        "--device",
+        "cpu",
+    ]
     replaced = ET.fromstring(udf.function_config(command="launcher.py"))
     assert replaced.findtext("function/command") == "launcher.py"
     assert replaced.findtext("function/max_command_execution_time") == get("max_command_execution_time")
@@ -271,7 +307,8 @@ def test_the_shipped_configuration_runs_on_chdb_as_a_server_runs_it(tmp_path, ti
     config = udf.function_config_path().read_text(encoding="utf-8")
     assert config.count("--model openai/clip-vit-base-patch32") == 1
     (scripts / "clip_text_embedding_function.xml").write_text(
-        config.replace("--model openai/clip-vit-base-patch32", f"--model {tiny_clip}"), encoding="utf-8")
+        config.replace("--model openai/clip-vit-base-patch32", f"--model {tiny_clip}"), encoding="utf-8"
+    )
     console_script = bin_dir / "clipsql-text-embedding-udf"  # what pip writes for [project.scripts]
     console_script.write_text(f"#!{sys.executable}\nimport sys\nfrom clipsql.udf import main\nsys.exit(main())\n")
     console_script.chmod(0o755)

@@ -27,8 +27,17 @@ from .constants import VERSION
 from .errors import ClipsqlError, StoreBusy
 from .settings import LEAVES, TABLE_HELP, TABLES, Setting, Settings, leaves
 
-__all__ = ["main", "build_parser", "arguments_last", "report_failure",
-           "EXIT_ERROR", "EXIT_LOCKED", "EXIT_BUSY", "EXIT_INTERRUPTED", "EXIT_STATUS_HELP"]
+__all__ = [
+    "main",
+    "build_parser",
+    "arguments_last",
+    "report_failure",
+    "EXIT_ERROR",
+    "EXIT_LOCKED",
+    "EXIT_BUSY",
+    "EXIT_INTERRUPTED",
+    "EXIT_STATUS_HELP",
+]
 
 
 class _UsageError(Exception):
@@ -79,15 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"clipsql {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = commands.add_parser("refresh", parents=[common], help="run the ETL: source -> download -> embed -> load",
-                            description="Download, embed and load the photos of a source into the store. "
-                                        "A rerun fetches, embeds and doubles nothing already done; photos gone "
-                                        "from the source are flagged deleted (or purged). Settings come from "
-                                        "the defaults, then the JOB file, then the options given here; each "
-                                        "group below is a table of the job file.",
-                            epilog=EXIT_STATUS_HELP)
-    p.add_argument("job", nargs="?", default=None,
-                   help="a job file (TOML, e.g. etl/unsplash_lite.toml) holding these settings")
+    p = commands.add_parser(
+        "refresh",
+        parents=[common],
+        help="run the ETL: source -> download -> embed -> load",
+        description="Download, embed and load the photos of a source into the store. "
+        "A rerun fetches, embeds and doubles nothing already done; photos gone "
+        "from the source are flagged deleted (or purged). Settings come from "
+        "the defaults, then the JOB file, then the options given here; each "
+        "group below is a table of the job file.",
+        epilog=EXIT_STATUS_HELP,
+    )
+    p.add_argument(
+        "job", nargs="?", default=None, help="a job file (TOML, e.g. etl/unsplash_lite.toml) holding these settings"
+    )
     for table in TABLES:  # one option per setting of the tree, grouped as the job file's tables
         if table != "store":
             group = p.add_argument_group(table, TABLE_HELP[table])
@@ -96,9 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_options(p)
     p.set_defaults(func=_refresh)
 
-    p = commands.add_parser("status", parents=[common], help="last refresh runs, table sizes, failures by reason",
-                            description="Print the last refresh runs (etl_runs), the rows of each table, the "
-                                        "models and the download failures by reason.", epilog=EXIT_STATUS_HELP)
+    p = commands.add_parser(
+        "status",
+        parents=[common],
+        help="last refresh runs, table sizes, failures by reason",
+        description="Print the last refresh runs (etl_runs), the rows of each table, the "
+        "models and the download failures by reason.",
+        epilog=EXIT_STATUS_HELP,
+    )
     p.add_argument("job", nargs="?", default=None, help="a job file whose store to read (e.g. etl/unsplash_lite.toml)")
     p.add_argument("--runs", type=int, default=10, help="how many of the last runs to list (default 10)")
     _add_store_options(p)
@@ -125,8 +144,10 @@ def report_failure(action: str, exc: BaseException) -> int:
     naming `action` and the error, the traceback in the log at -vv; returns exit status 2."""
     logging.getLogger("clipsql").debug("%s failed", action, exc_info=exc)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    print(f"clipsql: error: {action} failed: {type(exc).__name__}: {first} (run with -vv for the traceback)",
-          file=sys.stderr)
+    print(
+        f"clipsql: error: {action} failed: {type(exc).__name__}: {first} (run with -vv for the traceback)",
+        file=sys.stderr,
+    )
     return EXIT_ERROR
 
 
@@ -151,8 +172,12 @@ def _status(args: argparse.Namespace) -> int:
 # --- the command line: arguments that start with '-' ---------------------------------------
 
 #: How the hint for a positional argument that starts with '-' names it, with an example.
-_DASH_HINTS = {"photo_id": ("ids", "-abc"), "query": ("a query", "'-people beach'"),
-               "source": ("a file name", "./-photo.jpg"), "job": ("a job file", "-nightly.toml")}
+_DASH_HINTS = {
+    "photo_id": ("ids", "-abc"),
+    "query": ("a query", "'-people beach'"),
+    "source": ("a file name", "./-photo.jpg"),
+    "job": ("a job file", "-nightly.toml"),
+}
 
 
 def _subcommands(parser: argparse.ArgumentParser):
@@ -184,8 +209,13 @@ def _option(parser: argparse.ArgumentParser, token: str) -> tuple[argparse.Actio
         return actions[token], None
     if token.startswith("--"):
         name, eq, value = token.partition("=")
-        found = [actions[name]] if name in actions else (
-            [a for o, a in actions.items() if o.startswith(name)] if parser.allow_abbrev and len(name) > 2 else [])
+        found = (
+            [actions[name]]
+            if name in actions
+            else (
+                [a for o, a in actions.items() if o.startswith(name)] if parser.allow_abbrev and len(name) > 2 else []
+            )
+        )
         return (found[0], value if eq else None) if found else (None, None)  # an ambiguous prefix: argparse says so
     action, rest = actions.get(token[:2]), token[2:]
     if action is None or rest.startswith("-"):
@@ -239,8 +269,13 @@ def arguments_last(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[li
                 arguments.append(token)
             continue
         options.append(token)
-        if attached is None and _takes_value(action) and j < len(rest) and rest[j] != "--" \
-                and _option(parser_at, rest[j])[0] is None:
+        if (
+            attached is None
+            and _takes_value(action)
+            and j < len(rest)
+            and rest[j] != "--"
+            and _option(parser_at, rest[j])[0] is None
+        ):
             value = rest[j]
             j += 1
             if value.startswith("-"):

@@ -11,6 +11,8 @@ EXIT_LOCKED = EXIT_BUSY = 75
 #: Exit status of an interrupted command (Ctrl-C, SIGTERM): 128 + SIGINT, as shells report it.
 EXIT_INTERRUPTED = 130
 #: The epilog of every command's --help.
-EXIT_STATUS_HELP = ("Exit status: 0 done; 2 an error (one line on stderr; -vv for the traceback); 75 the store is "
-                    "busy (another process, e.g. a refresh, holds it: try again later); 130 interrupted (Ctrl-C, "
-                    "SIGTERM).")
+EXIT_STATUS_HELP = (
+    "Exit status: 0 done; 2 an error (one line on stderr; -vv for the traceback); 75 the store is "
+    "busy (another process, e.g. a refresh, holds it: try again later); 130 interrupted (Ctrl-C, "
+    "SIGTERM)."
+)

@@ -18,41 +18,74 @@ from .constants import DEFAULT_MODEL
 from .embed import DEFAULT_BATCH_SIZE
 
 
-def add_eval_command(commands, common: argparse.ArgumentParser,
-                     add_store_options: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_eval_command(
+    commands, common: argparse.ArgumentParser, add_store_options: Callable[[argparse.ArgumentParser], None]
+) -> None:
     """Register `clipsql eval` on the `commands` subparsers of the main parser."""
     from .cli_common import EXIT_STATUS_HELP
     from .evaluate import CAPTION_FORMATS, QUERY_KINDS
 
     kinds = "; ".join(f"{k}: {d[0]}" for k, d in QUERY_KINDS.items())
     p = commands.add_parser(
-        "eval", parents=[common], help="text -> image Recall@1/5/10 and MRR on a captioned image set (Flickr8k, COCO)",
+        "eval",
+        parents=[common],
+        help="text -> image Recall@1/5/10 and MRR on a captioned image set (Flickr8k, COCO)",
         description="Embed a captioned image set (Flickr8k token file, Kaggle Flickr8k CSV or COCO captions "
-                    "JSON) with a model, load it into the store's eval tables (replacing an earlier load of "
-                    "the same --name) and compute text -> image Recall@1/5/10 and MRR in SQL "
-                    "(queries/eval_metrics.sql): rank = 1 + images strictly closer by cosine distance, ties "
-                    f"broken by image_id. Query kinds: {kinds}. Images that are missing or undecodable are "
-                    "reported, not fatal.", epilog=EXIT_STATUS_HELP)
+        "JSON) with a model, load it into the store's eval tables (replacing an earlier load of "
+        "the same --name) and compute text -> image Recall@1/5/10 and MRR in SQL "
+        "(queries/eval_metrics.sql): rank = 1 + images strictly closer by cosine distance, ties "
+        f"broken by image_id. Query kinds: {kinds}. Images that are missing or undecodable are "
+        "reported, not fatal.",
+        epilog=EXIT_STATUS_HELP,
+    )
     p.add_argument("--images", required=True, metavar="DIR", help="the folder of the image files the captions name")
-    p.add_argument("--captions", required=True, metavar="FILE",
-                   help="captions: Flickr8k 'name.jpg#0<TAB>caption' lines, the Kaggle 'image,caption' CSV, "
-                        "or COCO captions JSON")
-    p.add_argument("--captions-format", choices=("auto",) + CAPTION_FORMATS, default="auto",
-                   help="the captions file's format (default: told by its suffix and first line)")
-    p.add_argument("--name", default=None,
-                   help="the eval set's name; a rerun with the same name replaces the set (default: the images "
-                        "folder's name)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"CLIP hub name or local checkpoint directory (default {DEFAULT_MODEL})")
-    p.add_argument("--model-name", default=None, help="label stored with the vectors (default: hub name or directory name)")
+    p.add_argument(
+        "--captions",
+        required=True,
+        metavar="FILE",
+        help="captions: Flickr8k 'name.jpg#0<TAB>caption' lines, the Kaggle 'image,caption' CSV, or COCO captions JSON",
+    )
+    p.add_argument(
+        "--captions-format",
+        choices=("auto",) + CAPTION_FORMATS,
+        default="auto",
+        help="the captions file's format (default: told by its suffix and first line)",
+    )
+    p.add_argument(
+        "--name",
+        default=None,
+        help="the eval set's name; a rerun with the same name replaces the set (default: the images folder's name)",
+    )
+    p.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"CLIP hub name or local checkpoint directory (default {DEFAULT_MODEL})"
+    )
+    p.add_argument(
+        "--model-name", default=None, help="label stored with the vectors (default: hub name or directory name)"
+    )
     p.add_argument("--device", default="auto", help="where the CLIP model runs: auto, cpu, cuda[:N], mps")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                   help=f"images (and captions) per model call (default {DEFAULT_BATCH_SIZE})")
-    p.add_argument("--limit", type=int, default=None,
-                   help="only the first N images of the captions file and their captions (e.g. 1000)")
-    p.add_argument("--kind", dest="kinds", action="append", choices=tuple(QUERY_KINDS), default=None,
-                   help="measure only this query kind (repeat for more; default all)")
-    p.add_argument("--json", metavar="FILE", default=None,
-                   help="write the JSON report here (default <store>/eval/<name>.json)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"images (and captions) per model call (default {DEFAULT_BATCH_SIZE})",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="only the first N images of the captions file and their captions (e.g. 1000)",
+    )
+    p.add_argument(
+        "--kind",
+        dest="kinds",
+        action="append",
+        choices=tuple(QUERY_KINDS),
+        default=None,
+        help="measure only this query kind (repeat for more; default all)",
+    )
+    p.add_argument(
+        "--json", metavar="FILE", default=None, help="write the JSON report here (default <store>/eval/<name>.json)"
+    )
     add_store_options(p)
     p.set_defaults(func=_eval)
 
@@ -62,10 +95,22 @@ def _eval(args: argparse.Namespace) -> int:
     from .evaluate import default_json_path, evaluate
 
     # Errors (library, engine, OS) and interrupts become an exit status in clipsql.cli.main.
-    report = evaluate(args.images, args.captions, model=args.model, model_name=args.model_name, name=args.name,
-                      captions_format=args.captions_format, limit=args.limit, batch_size=args.batch_size,
-                      device=args.device, kinds=args.kinds, store=args.store,
-                      clickhouse_url=args.clickhouse_url, duckdb=args.duckdb, progress=not args.quiet)
+    report = evaluate(
+        args.images,
+        args.captions,
+        model=args.model,
+        model_name=args.model_name,
+        name=args.name,
+        captions_format=args.captions_format,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        device=args.device,
+        kinds=args.kinds,
+        store=args.store,
+        clickhouse_url=args.clickhouse_url,
+        duckdb=args.duckdb,
+        progress=not args.quiet,
+    )
     path = args.json or default_json_path(store_root(args.store), report.name)
     try:
         report.to_json(path)

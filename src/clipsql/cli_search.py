@@ -38,17 +38,37 @@ def _filter_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--min-height", type=int, metavar="PX")
     g.add_argument("--min-views", type=int)
     g.add_argument("--min-downloads", type=int)
-    g.add_argument("--featured", action=argparse.BooleanOptionalAction, default=None,
-                   help="only featured (--featured) or only not featured (--no-featured) photos")
+    g.add_argument(
+        "--featured",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="only featured (--featured) or only not featured (--no-featured) photos",
+    )
     g.add_argument("--camera-make", help="exif_camera_make")
     g.add_argument("--camera-model", help="exif_camera_model")
-    g.add_argument("--keyword", dest="keywords_any", action="append", default=None, metavar="KW",
-                   help="tagged with this keyword; repeat: with any of them")
-    g.add_argument("--all-keywords", dest="keywords_all", action="append", default=None, metavar="KW",
-                   help="repeat: tagged with every one of them")
+    g.add_argument(
+        "--keyword",
+        dest="keywords_any",
+        action="append",
+        default=None,
+        metavar="KW",
+        help="tagged with this keyword; repeat: with any of them",
+    )
+    g.add_argument(
+        "--all-keywords",
+        dest="keywords_all",
+        action="append",
+        default=None,
+        metavar="KW",
+        help="repeat: tagged with every one of them",
+    )
     g.add_argument("--color", help="dominant color (colors.keyword of the largest coverage, e.g. black)")
-    g.add_argument("--has-description", action=argparse.BooleanOptionalAction, default=None,
-                   help="only photos with (--has-description) or without (--no-has-description) a description")
+    g.add_argument(
+        "--has-description",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="only photos with (--has-description) or without (--no-has-description) a description",
+    )
     for action in g._group_actions:
         FILTER_OPTIONS[action.dest] = action.option_strings[0].lstrip("-")
 
@@ -56,8 +76,12 @@ def _filter_options(parser: argparse.ArgumentParser) -> None:
 def _output_options(parser: argparse.ArgumentParser, html: bool = True) -> None:
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     if html:
-        parser.add_argument("--html", metavar="FILE", default=None,
-                            help="also write an image grid of the results to FILE (thumbnails from the store's cache)")
+        parser.add_argument(
+            "--html",
+            metavar="FILE",
+            default=None,
+            help="also write an image grid of the results to FILE (thumbnails from the store's cache)",
+        )
 
 
 def _page_options(parser: argparse.ArgumentParser, k: int = 10, rerank: bool = True, offset: bool = True) -> None:
@@ -66,29 +90,44 @@ def _page_options(parser: argparse.ArgumentParser, k: int = 10, rerank: bool = T
         parser.add_argument("--offset", type=int, default=0, help="skip this many results first (paging)")
     parser.add_argument("--model", default=None, help="stored model label (default: the newest with vectors)")
     if rerank:
-        parser.add_argument("--max-distance", type=float, default=None, help="only results with a cosine distance <= this")
-        parser.add_argument("--rerank", choices=("exact", "mmr"), default=None,
-                            help="exact: the HNSW index proposes candidates, re-scored exactly (approximate; "
-                                 "without filters only); mmr: diversify the nearest candidates")
+        parser.add_argument(
+            "--max-distance", type=float, default=None, help="only results with a cosine distance <= this"
+        )
+        parser.add_argument(
+            "--rerank",
+            choices=("exact", "mmr"),
+            default=None,
+            help="exact: the HNSW index proposes candidates, re-scored exactly (approximate; "
+            "without filters only); mmr: diversify the nearest candidates",
+        )
         parser.add_argument("--mmr-lambda", type=float, default=0.5, help="MMR: 1 relevance only .. 0 diversity only")
         parser.add_argument("--overfetch", type=int, default=10, help="candidates per result for --rerank (default 10)")
 
 
-def add_search_commands(commands, common: argparse.ArgumentParser,
-                        add_store_options: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_search_commands(
+    commands, common: argparse.ArgumentParser, add_store_options: Callable[[argparse.ArgumentParser], None]
+) -> None:
     """Register `clipsql search KIND` on the `commands` subparsers of the main parser."""
     from .cli_common import EXIT_STATUS_HELP
 
-    p = commands.add_parser("search", help="search the store (text, image, similar, combined, crop, duplicates, facets)",
-                            description="Search with the named queries of queries/. Every kind takes the same "
-                                        "filters, paging and output options.", epilog=EXIT_STATUS_HELP)
+    p = commands.add_parser(
+        "search",
+        help="search the store (text, image, similar, combined, crop, duplicates, facets)",
+        description="Search with the named queries of queries/. Every kind takes the same "
+        "filters, paging and output options.",
+        epilog=EXIT_STATUS_HELP,
+    )
     kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
 
     def kind(name: str, help_text: str, handler, k: int = 10, rerank: bool = True, html: bool = True):
-        sub = kinds.add_parser(name, parents=[common], help=help_text, description=help_text,
-                               epilog="Ids and queries that start with '-' (115 of 7,174 Unsplash ids do) may be "
-                                      "typed as they are, or after -- (clipsql search similar -- -abc). "
-                                      + EXIT_STATUS_HELP)
+        sub = kinds.add_parser(
+            name,
+            parents=[common],
+            help=help_text,
+            description=help_text,
+            epilog="Ids and queries that start with '-' (115 of 7,174 Unsplash ids do) may be "
+            "typed as they are, or after -- (clipsql search similar -- -abc). " + EXIT_STATUS_HELP,
+        )
         _page_options(sub, k=k, rerank=rerank, offset=name != "facets")
         if name != "duplicates":
             sub.add_argument("--device", default="auto", help="where the CLIP model runs: auto, cpu, cuda[:N], mps")
@@ -105,24 +144,48 @@ def add_search_commands(commands, common: argparse.ArgumentParser,
     t = kind("similar", "photos similar to an indexed photo (pure SQL: its stored vector)", _search_similar)
     t.add_argument("photo_id", help="the indexed photo")
     t = kind("combined", "weighted text terms and images -> photos", _search_combined)
-    t.add_argument("query", nargs="*", default=[],
-                   help="terms: plain words form a phrase, -term subtracts, W:term weighs (e.g. 'beach -people 2:sunset'; "
-                        "quoted or not)")
-    t.add_argument("--image", dest="images", action="append", default=[], metavar="SRC",
-                   help="an image file or URL to add (repeat for more)")
+    t.add_argument(
+        "query",
+        nargs="*",
+        default=[],
+        help="terms: plain words form a phrase, -term subtracts, W:term weighs (e.g. 'beach -people 2:sunset'; "
+        "quoted or not)",
+    )
+    t.add_argument(
+        "--image",
+        dest="images",
+        action="append",
+        default=[],
+        metavar="SRC",
+        help="an image file or URL to add (repeat for more)",
+    )
     t.add_argument("--text-weight", type=float, default=1.0, help="weight of the text terms (default 1)")
     t.add_argument("--image-weight", type=float, default=1.0, help="weight of the images (default 1)")
     t = kind("crop", "a box of an image or of an indexed photo -> photos", _search_crop)
     t.add_argument("source", nargs="?", default=None, help="an image file or URL (or give --photo-id)")
     t.add_argument("--photo-id", default=None, help="crop this indexed photo (from the store's image cache)")
-    t.add_argument("--box", required=True, metavar="L,T,R,B",
-                   help="left,top,right,bottom: fractions 0..1 of width and height, or pixels")
-    t = kind("duplicates", "pairs of photos closer than a distance threshold (exact, quadratic)",
-             _search_duplicates, k=100, rerank=False)
+    t.add_argument(
+        "--box",
+        required=True,
+        metavar="L,T,R,B",
+        help="left,top,right,bottom: fractions 0..1 of width and height, or pixels",
+    )
+    t = kind(
+        "duplicates",
+        "pairs of photos closer than a distance threshold (exact, quadratic)",
+        _search_duplicates,
+        k=100,
+        rerank=False,
+    )
     t.add_argument("--max-distance", type=float, default=0.05, help="cosine distance threshold (default 0.05)")
-    t = kind("facets", "counts per country, city, photographer, camera_make, keyword and color among the "
-                       "top-k photos of a query",
-             _search_facets, k=100, rerank=False, html=False)
+    t = kind(
+        "facets",
+        "counts per country, city, photographer, camera_make, keyword and color among the top-k photos of a query",
+        _search_facets,
+        k=100,
+        rerank=False,
+        html=False,
+    )
     t.add_argument("query", nargs="*", default=[], help="the text query (or give --image or --photo-id)")
     t.add_argument("--image", default=None, metavar="SRC", help="an image file or URL as the query")
     t.add_argument("--photo-id", default=None, help="an indexed photo's vector as the query")
@@ -136,17 +199,28 @@ def add_sql_command(commands, common: argparse.ArgumentParser) -> None:
     from .cli_common import EXIT_STATUS_HELP
     from .dialect import MYSCALE_INDEX_TYPES
 
-    p = commands.add_parser("sql", parents=[common], help="print the DDL or a named query in an engine's dialect",
-                            epilog=EXIT_STATUS_HELP,
-                            description="Print the DDL of an engine (clickhouse and chdb, duckdb, myscale) or, with "
-                                        "--query, one named query of queries/ in that engine's form. For MyScale "
-                                        "the DDL is followed by the search query's distance() form.")
+    p = commands.add_parser(
+        "sql",
+        parents=[common],
+        help="print the DDL or a named query in an engine's dialect",
+        epilog=EXIT_STATUS_HELP,
+        description="Print the DDL of an engine (clickhouse and chdb, duckdb, myscale) or, with "
+        "--query, one named query of queries/ in that engine's form. For MyScale "
+        "the DDL is followed by the search query's distance() form.",
+    )
     p.add_argument("--dialect", choices=("clickhouse", "duckdb", "myscale"), default="clickhouse")
-    p.add_argument("--index-type", choices=MYSCALE_INDEX_TYPES, default="MSTG",
-                   help="MyScale vector index: MSTG (MyScale Cloud) or SCANN (open-source MyScaleDB)")
+    p.add_argument(
+        "--index-type",
+        choices=MYSCALE_INDEX_TYPES,
+        default="MSTG",
+        help="MyScale vector index: MSTG (MyScale Cloud) or SCANN (open-source MyScaleDB)",
+    )
     p.add_argument("--query", default=None, metavar="NAME", help="a query of queries/ (e.g. search_photos)")
-    p.add_argument("--console", action="store_true",
-                   help="print one clickhouse-client command per query of queries/ (docs/console.md)")
+    p.add_argument(
+        "--console",
+        action="store_true",
+        help="print one clickhouse-client command per query of queries/ (docs/console.md)",
+    )
     p.set_defaults(func=_sql)
 
 
@@ -180,8 +254,14 @@ def _common(args: argparse.Namespace, *, device: bool = True) -> dict:
 
     # Filters are built (and checked) before the options, as the command always did.
     filters = _filters(args)
-    options = SearchOptions(k=args.k, offset=args.offset, max_distance=args.max_distance, rerank=args.rerank,
-                            mmr_lambda=args.mmr_lambda, overfetch=args.overfetch)
+    options = SearchOptions(
+        k=args.k,
+        offset=args.offset,
+        max_distance=args.max_distance,
+        rerank=args.rerank,
+        mmr_lambda=args.mmr_lambda,
+        overfetch=args.overfetch,
+    )
     common = dict(options=options, filters=filters, model=args.model, **_store_kwargs(args))
     if device:
         common["device"] = args.device
@@ -225,8 +305,10 @@ def _no_searchable_photos(args: argparse.Namespace) -> str | None:
             probe = np.zeros(dim, dtype=np.float32)
             probe[0] = 1.0
             if search.nearest(db, probe, model=label, k=1).empty:
-                return (f"no results: {db.description} has no searchable photos for model {label!r} (none loaded, "
-                        f"or all flagged deleted); run `clipsql refresh`")
+                return (
+                    f"no results: {db.description} has no searchable photos for model {label!r} (none loaded, "
+                    f"or all flagged deleted); run `clipsql refresh`"
+                )
     except ClipsqlError:
         return None
     return None
@@ -237,8 +319,7 @@ def _why_empty(args: argparse.Namespace, what: str = "photos") -> str:
     that were set, or that the store has no searchable photos."""
     filters, other = _narrowing(args)
     if filters:
-        return (f"no {what} match: {', '.join(filters + other)}; `clipsql search facets` lists the values "
-                f"the store has")
+        return f"no {what} match: {', '.join(filters + other)}; `clipsql search facets` lists the values the store has"
     if other:
         return f"no {what} match: {', '.join(other)}"
     return _no_searchable_photos(args) or "(no results)"
@@ -280,8 +361,9 @@ def _search_combined(args: argparse.Namespace) -> int:
     from . import search
 
     query = " ".join(args.query)
-    frame = search.combined(query, images=args.images, text_weight=args.text_weight,
-                            image_weight=args.image_weight, **_common(args))
+    frame = search.combined(
+        query, images=args.images, text_weight=args.text_weight, image_weight=args.image_weight, **_common(args)
+    )
     return _photos_out(args, frame, f"combined: {query} {' '.join(args.images)}".strip())
 
 
@@ -296,20 +378,22 @@ def _search_crop(args: argparse.Namespace) -> int:
 def _search_duplicates(args: argparse.Namespace) -> int:
     from . import search
 
-    frame = search.duplicates(args.max_distance, args.k, offset=args.offset, model=args.model,
-                              filters=_filters(args), **_store_kwargs(args))
+    frame = search.duplicates(
+        args.max_distance, args.k, offset=args.offset, model=args.model, filters=_filters(args), **_store_kwargs(args)
+    )
     if frame.empty and args.format == "table":
         filters, other = _narrowing(args, distance=False)
-        print(f"no near-duplicate pairs within max-distance={args.max_distance:g}"
-              + (f" among photos with {', '.join(filters)}" if filters else "")
-              + (f" ({', '.join(other)})" if other else ""))
+        print(
+            f"no near-duplicate pairs within max-distance={args.max_distance:g}"
+            + (f" among photos with {', '.join(filters)}" if filters else "")
+            + (f" ({', '.join(other)})" if other else "")
+        )
     else:
         print(render_frame(frame, args.format))
     if args.html:
         from .render import write_html_pairs
 
-        write_html_pairs(frame, args.html, _image_dir(args),
-                         title=f"near-duplicates within {args.max_distance:g}")
+        write_html_pairs(frame, args.html, _image_dir(args), title=f"near-duplicates within {args.max_distance:g}")
     return 0
 
 
@@ -319,8 +403,16 @@ def _search_facets(args: argparse.Namespace) -> int:
     query = " ".join(args.query) if args.query else None
     filters = _filters(args)
     options = search.FacetOptions(n=args.k, per_facet=args.per_facet, by=args.facets, max_distance=args.max_distance)
-    frame = search.facets(query, image=args.image, photo_id=args.photo_id, options=options, filters=filters,
-                          model=args.model, device=args.device, **_store_kwargs(args))
+    frame = search.facets(
+        query,
+        image=args.image,
+        photo_id=args.photo_id,
+        options=options,
+        filters=filters,
+        model=args.model,
+        device=args.device,
+        **_store_kwargs(args),
+    )
     print(_why_empty(args) if frame.empty and args.format == "table" else render_frame(frame, args.format))
     return 0
 
@@ -341,8 +433,7 @@ def render_frame(frame, fmt: str, table_columns: list[str] | None = None) -> str
     if shown.empty:
         return "(no results)"
     floats = {c: float for c in shown.columns if c == "distance"}
-    return shown.fillna("").astype(floats).to_string(index=False, max_colwidth=60,
-                                                     float_format=lambda x: f"{x:.4f}")
+    return shown.fillna("").astype(floats).to_string(index=False, max_colwidth=60, float_format=lambda x: f"{x:.4f}")
 
 
 def sql_text(dialect_name: str, query: str | None = None, index_type: str = "MSTG") -> str:
@@ -365,13 +456,17 @@ def sql_text(dialect_name: str, query: str | None = None, index_type: str = "MST
         if dialect_name == "myscale":
             return dialect.to_myscale(text)
         return text
-    ddl = "\n".join(p.read_text(encoding="utf-8")
-                    for p in migration_files("clickhouse" if dialect_name == "myscale" else dialect_name))
+    ddl = "\n".join(
+        p.read_text(encoding="utf-8")
+        for p in migration_files("clickhouse" if dialect_name == "myscale" else dialect_name)
+    )
     if dialect_name != "myscale":
         return ddl
     search_form = dialect.to_myscale(get_query("search_photos").sql)
-    return (dialect.myscale_ddl(ddl, index_type) + "\n-- Query form: queries/search_photos.sql for MyScale "
-            "(cosineDistance -> distance)\n" + search_form)
+    return (
+        dialect.myscale_ddl(ddl, index_type) + "\n-- Query form: queries/search_photos.sql for MyScale "
+        "(cosineDistance -> distance)\n" + search_form
+    )
 
 
 def _sql(args: argparse.Namespace) -> int:

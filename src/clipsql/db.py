@@ -35,10 +35,28 @@ from .sqlfiles import split_statements
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFERRED_INDEX_SETTINGS", "SCRIPT_FOLDERS", "SEARCH_SNAPSHOT_MAX_BYTES", "TABLES", "Capabilities",
-           "ChdbStore", "ClickHouseStore", "DuckDBStore", "Store", "StoreTarget", "chosen_clickhouse_url",
-           "default_store_dir", "migrate", "migration_files", "open_store", "resolve_target", "split_statements",
-           "store_root", "use_store", "vectors_array"]
+__all__ = [
+    "DEFERRED_INDEX_SETTINGS",
+    "SCRIPT_FOLDERS",
+    "SEARCH_SNAPSHOT_MAX_BYTES",
+    "TABLES",
+    "Capabilities",
+    "ChdbStore",
+    "ClickHouseStore",
+    "DuckDBStore",
+    "Store",
+    "StoreTarget",
+    "chosen_clickhouse_url",
+    "default_store_dir",
+    "migrate",
+    "migration_files",
+    "open_store",
+    "resolve_target",
+    "split_statements",
+    "store_root",
+    "use_store",
+    "vectors_array",
+]
 
 _MIGRATION_NAME_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
@@ -69,8 +87,13 @@ def vectors_array(vectors: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1), type=pa.float32()))
 
 
-def open_store(store: str | os.PathLike | None = None, *, clickhouse_url: str | None = None,
-               duckdb: str | os.PathLike | None = None, migrate_schema: bool = True) -> Store:
+def open_store(
+    store: str | os.PathLike | None = None,
+    *,
+    clickhouse_url: str | None = None,
+    duckdb: str | os.PathLike | None = None,
+    migrate_schema: bool = True,
+) -> Store:
     """Open (and create, and migrate) a store.
 
     Args:
@@ -98,8 +121,13 @@ def open_store(store: str | os.PathLike | None = None, *, clickhouse_url: str | 
 
 
 @contextlib.contextmanager
-def use_store(db: Store | None = None, store: str | os.PathLike | None = None, *, clickhouse_url: str | None = None,
-              duckdb: str | os.PathLike | None = None) -> Iterator[Store]:
+def use_store(
+    db: Store | None = None,
+    store: str | os.PathLike | None = None,
+    *,
+    clickhouse_url: str | None = None,
+    duckdb: str | os.PathLike | None = None,
+) -> Iterator[Store]:
     """`db` itself when given (left open: the caller owns it, e.g. a notebook's store), else
     :func:`open_store` of the other arguments, closed on exit. The Python API functions take
     both forms through this."""
@@ -148,8 +176,7 @@ def migrate(store: Store) -> list[str]:
         started = time.perf_counter()
         for statement in split_statements(path.read_text(encoding="utf-8")):
             store.command(statement)
-        store.upsert("schema_migrations", pa.table({"version": pa.array([number], pa.uint32()),
-                                                    "name": [path.name]}))
+        store.upsert("schema_migrations", pa.table({"version": pa.array([number], pa.uint32()), "name": [path.name]}))
         log.info("applied migration %s in %.2f s", path.name, time.perf_counter() - started)
         done.append(path.name)
     return done

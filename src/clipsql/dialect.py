@@ -24,16 +24,29 @@ from __future__ import annotations
 import re
 
 from .errors import BadArgument, QueryFileError
+
 # `{name:Type}` parameters: the SQL files' syntax, clipsql.sqlfiles'; `from clipsql.dialect
 # import PARAMETER_RE` works as before.
 from .sqlfiles import PARAMETER_RE
 
 _SCALARS = {
-    "String": "VARCHAR", "LowCardinality(String)": "VARCHAR", "UUID": "UUID",
-    "UInt8": "UTINYINT", "UInt16": "USMALLINT", "UInt32": "UINTEGER", "UInt64": "UBIGINT",
-    "Int8": "TINYINT", "Int16": "SMALLINT", "Int32": "INTEGER", "Int64": "BIGINT",
-    "Float32": "FLOAT", "Float64": "DOUBLE", "Bool": "BOOLEAN", "Date": "DATE",
-    "DateTime": "TIMESTAMP", "DateTime64(3)": "TIMESTAMP",
+    "String": "VARCHAR",
+    "LowCardinality(String)": "VARCHAR",
+    "UUID": "UUID",
+    "UInt8": "UTINYINT",
+    "UInt16": "USMALLINT",
+    "UInt32": "UINTEGER",
+    "UInt64": "UBIGINT",
+    "Int8": "TINYINT",
+    "Int16": "SMALLINT",
+    "Int32": "INTEGER",
+    "Int64": "BIGINT",
+    "Float32": "FLOAT",
+    "Float64": "DOUBLE",
+    "Bool": "BOOLEAN",
+    "Date": "DATE",
+    "DateTime": "TIMESTAMP",
+    "DateTime64(3)": "TIMESTAMP",
 }
 
 #: ClickHouse functions the queries use, as DuckDB macros (same names, same meaning).
@@ -64,9 +77,9 @@ def duckdb_type(clickhouse_type: str) -> str:
     """
     text = clickhouse_type.replace(" ", "")
     if text.startswith("Nullable(") and text.endswith(")"):
-        return duckdb_type(text[len("Nullable("):-1])
+        return duckdb_type(text[len("Nullable(") : -1])
     if text.startswith("Array(") and text.endswith(")"):
-        return duckdb_type(text[len("Array("):-1]) + "[]"
+        return duckdb_type(text[len("Array(") : -1]) + "[]"
     for name, duck in _SCALARS.items():
         if text == name.replace(" ", ""):
             return duck
@@ -105,7 +118,9 @@ def to_myscale(sql: str) -> str:
 
 
 #: The vector index clause of sql/clickhouse/ (HNSW over cosineDistance), which MyScale does not have.
-_HNSW_INDEX_RE = re.compile(r"INDEX (\w+) (\w+) TYPE vector_similarity\('hnsw', 'cosineDistance', \d+\)(?: GRANULARITY \d+)?")
+_HNSW_INDEX_RE = re.compile(
+    r"INDEX (\w+) (\w+) TYPE vector_similarity\('hnsw', 'cosineDistance', \d+\)(?: GRANULARITY \d+)?"
+)
 _MYSCALE_HEADER = """\
 -- clipsql store on MyScale (a ClickHouse fork with its own vector indexes), generated from
 -- sql/clickhouse/ by clipsql.dialect.myscale_ddl: the same tables and comments, with each HNSW
@@ -131,6 +146,7 @@ def myscale_ddl(ddl: str, index_type: str = "MSTG") -> str:
     kind = str(index_type).upper()
     if kind not in MYSCALE_INDEX_TYPES:
         raise BadArgument(f"MyScale index type must be one of {', '.join(MYSCALE_INDEX_TYPES)}, got {index_type!r}")
-    body = _HNSW_INDEX_RE.sub(lambda m: f"VECTOR INDEX {m.group(2)}_vector_index {m.group(2)} "
-                                        f"TYPE {kind}('metric_type=Cosine')", ddl)
+    body = _HNSW_INDEX_RE.sub(
+        lambda m: f"VECTOR INDEX {m.group(2)}_vector_index {m.group(2)} TYPE {kind}('metric_type=Cosine')", ddl
+    )
     return _MYSCALE_HEADER.format(kind=kind) + body

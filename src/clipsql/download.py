@@ -84,13 +84,25 @@ log = logging.getLogger(__name__)
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 #: Failures that are not worth retrying on a later run. The others ('timeout',
 #: 'connection_error', 'http_5xx', 'http_429', 'rate_limited', 'unexpected_error') are transient.
-PERMANENT_REASONS = frozenset({"http_4xx", "empty", "not_an_image", "unsupported_format",
-                               "too_many_pixels", "undecodable", "too_large", "bad_url", "no_file",
-                               "not_a_file"})
+PERMANENT_REASONS = frozenset(
+    {
+        "http_4xx",
+        "empty",
+        "not_an_image",
+        "unsupported_format",
+        "too_many_pixels",
+        "undecodable",
+        "too_large",
+        "bad_url",
+        "no_file",
+        "not_a_file",
+    }
+)
 #: errno values of a write to the image cache that are the cache's fault, not a photo's: they
 #: stop the stage with StoreError instead of failing every photo in turn.
-CACHE_FAULT_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EIO")
-                               if hasattr(errno, name))
+CACHE_FAULT_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EIO") if hasattr(errno, name)
+)
 _CHUNK_BYTES = 64 * 1024
 USER_AGENT = "clipsql/0.1 (+photo search ETL)"
 _LOCAL_ONLY = "local paths are only read for image-folder sources"
@@ -169,8 +181,9 @@ class DownloadOptions:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise BadArgument(f"download {name} must be a finite number of seconds, got {value!r}")
             if value < 0 or (name.endswith("timeout_s") and value == 0):
-                raise BadArgument(f"download {name} must be {'> 0' if name.endswith('timeout_s') else '>= 0'}, "
-                                  f"got {value}")
+                raise BadArgument(
+                    f"download {name} must be {'> 0' if name.endswith('timeout_s') else '>= 0'}, got {value}"
+                )
             if value > MAX_WAIT_S:
                 raise BadArgument(f"download {name} must be at most {MAX_WAIT_S:g} s (one day), got {value:g}")
 
@@ -235,6 +248,7 @@ def with_width(url: str, width: int) -> str:
 
 
 # -- the per-attempt deadline --------------------------------------------------------------
+
 
 class _Watchdog:
     """The deadline of one fetch's current attempt.
@@ -370,8 +384,10 @@ class _RetryAfterTooLong(Exception):
     """A 429/503 asked to wait longer than the cap (raised out of urllib3 by BoundedRetry)."""
 
     def __init__(self, asked: float, cap: float, status: int | None):
-        super().__init__(f"HTTP {status}: the server asked to wait {asked:g} s (Retry-After), over the "
-                         f"limit of {cap:g} s (max_retry_after_s); a later run tries again")
+        super().__init__(
+            f"HTTP {status}: the server asked to wait {asked:g} s (Retry-After), over the "
+            f"limit of {cap:g} s (max_retry_after_s); a later run tries again"
+        )
         self.asked, self.cap, self.status = asked, cap, status
 
 
@@ -443,10 +459,17 @@ def make_session(options: DownloadOptions, pool_size: int = 1) -> requests.Sessi
     session from one thread at a time (as requests advises).
     """
     retry = BoundedRetry(
-        total=options.retries, connect=options.retries, read=options.retries,
-        status=options.retries, other=0, backoff_factor=options.backoff_s,
-        status_forcelist=RETRY_STATUSES, allowed_methods=frozenset({"GET", "HEAD"}),
-        respect_retry_after_header=True, raise_on_status=False, max_retry_wait=options.max_retry_after_s,
+        total=options.retries,
+        connect=options.retries,
+        read=options.retries,
+        status=options.retries,
+        other=0,
+        backoff_factor=options.backoff_s,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET", "HEAD"}),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+        max_retry_wait=options.max_retry_after_s,
     )
     session = requests.Session()
     adapter = _BoundedAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
@@ -458,9 +481,15 @@ def make_session(options: DownloadOptions, pool_size: int = 1) -> requests.Sessi
 
 # -- the stage -------------------------------------------------------------------------------
 
-def download_photos(photos: Sequence[tuple[str, str | None]], image_dir: str | os.PathLike,
-                    options: DownloadOptions = DownloadOptions(), *, progress: bool | tqdm = True,
-                    allow_local_files: bool = False) -> list[DownloadResult]:
+
+def download_photos(
+    photos: Sequence[tuple[str, str | None]],
+    image_dir: str | os.PathLike,
+    options: DownloadOptions = DownloadOptions(),
+    *,
+    progress: bool | tqdm = True,
+    allow_local_files: bool = False,
+) -> list[DownloadResult]:
     """Fetch, validate and cache the image of each (photo_id, url).
 
     Args:
@@ -497,12 +526,16 @@ def download_photos(photos: Sequence[tuple[str, str | None]], image_dir: str | o
         if not hasattr(local, "session"):
             local.session = make_session(options)
         photo_id, url = photos[index]
-        return index, _download_one(local.session, photo_id, url, image_dir, options,
-                                    allow_local_files=allow_local_files)
+        return index, _download_one(
+            local.session, photo_id, url, image_dir, options, allow_local_files=allow_local_files
+        )
 
     own_bar = isinstance(progress, bool)
-    bar_context = (tqdm(total=len(photos), desc="download", unit="photo", disable=not progress) if own_bar
-                   else contextlib.nullcontext(progress))
+    bar_context = (
+        tqdm(total=len(photos), desc="download", unit="photo", disable=not progress)
+        if own_bar
+        else contextlib.nullcontext(progress)
+    )
     with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="download") as pool, bar_context as bar:
         futures = [pool.submit(fetch, i) for i in range(len(photos))]
         failed = 0
@@ -533,8 +566,15 @@ def _cache_faults(image_dir: Path) -> Iterator[None]:
         raise
 
 
-def _download_one(session: requests.Session, photo_id: str, url: str | None, image_dir: Path,
-                  options: DownloadOptions, *, allow_local_files: bool = False) -> DownloadResult:
+def _download_one(
+    session: requests.Session,
+    photo_id: str,
+    url: str | None,
+    image_dir: Path,
+    options: DownloadOptions,
+    *,
+    allow_local_files: bool = False,
+) -> DownloadResult:
     """One photo, start to end: never raises but StoreError (a fault of the cache)."""
     url = url or ""
     try:
@@ -543,19 +583,27 @@ def _download_one(session: requests.Session, photo_id: str, url: str | None, ima
         raise
     except Exception as exc:
         log.debug("photo %s (%s): unexpected error", photo_id, url, exc_info=True)
-        return DownloadResult(photo_id, url, "failed", reason="unexpected_error",
-                              detail=f"{type(exc).__name__}: {exc}"[:500])
+        return DownloadResult(
+            photo_id, url, "failed", reason="unexpected_error", detail=f"{type(exc).__name__}: {exc}"[:500]
+        )
 
 
-def _download(session: requests.Session, photo_id: str, url: str, image_dir: Path,
-              options: DownloadOptions, allow_local_files: bool) -> DownloadResult:
+def _download(
+    session: requests.Session,
+    photo_id: str,
+    url: str,
+    image_dir: Path,
+    options: DownloadOptions,
+    allow_local_files: bool,
+) -> DownloadResult:
     target = image_path(image_dir, photo_id)
     if target.exists():
         try:
             with Image.open(target) as im:
                 width, height = im.size
-            return DownloadResult(photo_id, url, "ok", str(target), bytes=target.stat().st_size,
-                                  width=width, height=height, cached=True)
+            return DownloadResult(
+                photo_id, url, "ok", str(target), bytes=target.stat().st_size, width=width, height=height, cached=True
+            )
         except (OSError, ValueError, SyntaxError) as exc:  # damaged since: fetch it again
             log.warning("photo %s: cached image %s cannot be opened (%s); fetching it again", photo_id, target, exc)
             with _cache_faults(image_dir):
@@ -574,23 +622,29 @@ def _download(session: requests.Session, photo_id: str, url: str, image_dir: Pat
         if scheme in ("http", "https"):
             data, http_status = _fetch_http(session, fetch_url, options)
         elif not local:
-            raise _Failure("bad_url", f"{scheme}: URLs are not fetched (only http and https"
-                                      f"{', and local files for image-folder sources' if allow_local_files else ''})")
+            raise _Failure(
+                "bad_url",
+                f"{scheme}: URLs are not fetched (only http and https"
+                f"{', and local files for image-folder sources' if allow_local_files else ''})",
+            )
         elif not allow_local_files:
             raise _Failure("bad_url", _LOCAL_ONLY)
         else:
             data = _read_local(url, options.max_bytes)
         jpeg, (width, height) = normalize_image_bytes(data, max_pixels=options.max_pixels)
     except _Failure as exc:
-        return DownloadResult(photo_id, url, "failed", reason=exc.reason, detail=exc.detail,
-                              http_status=exc.http_status or http_status)
+        return DownloadResult(
+            photo_id, url, "failed", reason=exc.reason, detail=exc.detail, http_status=exc.http_status or http_status
+        )
     except InvalidImage as exc:
-        return DownloadResult(photo_id, url, "failed", reason=exc.reason, detail=exc.detail,
-                              http_status=http_status, bytes=len(data))
+        return DownloadResult(
+            photo_id, url, "failed", reason=exc.reason, detail=exc.detail, http_status=http_status, bytes=len(data)
+        )
     with _cache_faults(image_dir):
         _write_atomically(target, jpeg)
-    return DownloadResult(photo_id, url, "ok", str(target), http_status=http_status,
-                          bytes=len(jpeg), width=width, height=height)
+    return DownloadResult(
+        photo_id, url, "ok", str(target), http_status=http_status, bytes=len(jpeg), width=width, height=height
+    )
 
 
 class _Failure(Exception):
@@ -617,8 +671,11 @@ def _fetch_http(session: requests.Session, url: str, options: DownloadOptions) -
             except _BrokenBody as broken:
                 made = len(getattr(broken.retries, "history", ()))
                 try:
-                    fetch.retry = (broken.retries.increment("GET", url, error=broken.error)
-                                   if isinstance(broken.retries, Retry) else None)
+                    fetch.retry = (
+                        broken.retries.increment("GET", url, error=broken.error)
+                        if isinstance(broken.retries, Retry)
+                        else None
+                    )
                 except MaxRetryError:
                     fetch.retry = None
                 if fetch.retry is None:
@@ -627,8 +684,9 @@ def _fetch_http(session: requests.Session, url: str, options: DownloadOptions) -
                 fetch.retry.sleep()
 
 
-def _fetch_attempt(session: requests.Session, url: str, options: DownloadOptions,
-                   watchdog: _Watchdog) -> tuple[bytes, int]:
+def _fetch_attempt(
+    session: requests.Session, url: str, options: DownloadOptions, watchdog: _Watchdog
+) -> tuple[bytes, int]:
     deadline = f"no complete answer within {options.total_timeout_s:g} s"
     try:
         response = session.get(url, stream=True, timeout=(options.connect_timeout_s, options.read_timeout_s))
@@ -636,8 +694,11 @@ def _fetch_attempt(session: requests.Session, url: str, options: DownloadOptions
         raise _Failure("rate_limited", str(exc), exc.status) from None
     except requests.exceptions.RetryError as exc:
         raise _Failure("http_5xx", f"gave up after {options.retries} retries: {_root(exc)}") from None
-    except (requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema,
-            requests.exceptions.InvalidURL) as exc:
+    except (
+        requests.exceptions.InvalidSchema,
+        requests.exceptions.MissingSchema,
+        requests.exceptions.InvalidURL,
+    ) as exc:
         # e.g. a redirect to file:///etc/passwd: only http(s) is followed
         raise _Failure("bad_url", f"not followed: {exc}"[:500]) from None
     except requests.exceptions.ConnectionError as exc:
@@ -654,11 +715,18 @@ def _fetch_attempt(session: requests.Session, url: str, options: DownloadOptions
         status = response.status_code
         if status >= 400:
             kind = "http_4xx" if status < 500 and status != 429 else "http_5xx" if status >= 500 else "http_429"
-            raise _Failure(kind, f"HTTP {status} {response.reason} after retries" if kind != "http_4xx"
-                           else f"HTTP {status} {response.reason}", status)
+            raise _Failure(
+                kind,
+                f"HTTP {status} {response.reason} after retries"
+                if kind != "http_4xx"
+                else f"HTTP {status} {response.reason}",
+                status,
+            )
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > options.max_bytes:
-            raise _Failure("too_large", f"Content-Length {declared} bytes is over the limit of {options.max_bytes}", status)
+            raise _Failure(
+                "too_large", f"Content-Length {declared} bytes is over the limit of {options.max_bytes}", status
+            )
         retries = getattr(response.raw, "retries", None)
         body = bytearray()
         try:
@@ -672,10 +740,13 @@ def _fetch_attempt(session: requests.Session, url: str, options: DownloadOptions
             cause = exc.args[0] if exc.args and isinstance(exc.args[0], Exception) else exc
             if watchdog.expired:
                 raise _BrokenBody("timeout", deadline, status, retries, ProtocolError(deadline)) from None
-            raise _BrokenBody("timeout" if "timed out" in _root(exc).lower() else "connection_error",
-                              f"body broke off after {len(body)} bytes: {_root(exc)}", status, retries,
-                              cause if isinstance(cause, urllib3.exceptions.HTTPError) else ProtocolError(str(cause))
-                              ) from None
+            raise _BrokenBody(
+                "timeout" if "timed out" in _root(exc).lower() else "connection_error",
+                f"body broke off after {len(body)} bytes: {_root(exc)}",
+                status,
+                retries,
+                cause if isinstance(cause, urllib3.exceptions.HTTPError) else ProtocolError(str(cause)),
+            ) from None
         watchdog.stop()
         if watchdog.expired:  # a shut-down socket can also read as a clean end of the body
             raise _BrokenBody("timeout", deadline, status, retries, ProtocolError(deadline))
@@ -716,8 +787,13 @@ def _read_local(url: str, max_bytes: int) -> bytes:
 
 
 def _file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return kind
     return "something else"
@@ -734,8 +810,11 @@ def _write_atomically(target: Path, data: bytes) -> None:
         raise
 
 
-def fetch_to_cache(url: str, cache_dir: str | os.PathLike, options: DownloadOptions = DownloadOptions(
-        read_timeout_s=60.0, total_timeout_s=3600.0, max_bytes=8 * 1024**3)) -> Path:
+def fetch_to_cache(
+    url: str,
+    cache_dir: str | os.PathLike,
+    options: DownloadOptions = DownloadOptions(read_timeout_s=60.0, total_timeout_s=3600.0, max_bytes=8 * 1024**3),
+) -> Path:
     """Download `url` (e.g. the release zip) once into `cache_dir`, with a progress bar.
 
     The file is named after the URL (a hash plus its last path segment) and written
@@ -761,8 +840,11 @@ def fetch_to_cache(url: str, cache_dir: str | os.PathLike, options: DownloadOpti
     fd, temp = tempfile.mkstemp(dir=cache_dir, prefix=f".{target.name}.", suffix=".tmp")
     try:
         # _fetching: each attempt within total_timeout_s, however slowly the server sends.
-        with _fetching(options.total_timeout_s) as fetch, os.fdopen(fd, "wb") as f, session.get(
-                url, stream=True, timeout=(options.connect_timeout_s, options.read_timeout_s)) as response:
+        with (
+            _fetching(options.total_timeout_s) as fetch,
+            os.fdopen(fd, "wb") as f,
+            session.get(url, stream=True, timeout=(options.connect_timeout_s, options.read_timeout_s)) as response,
+        ):
             if response.status_code >= 400:
                 raise SourceError(f"downloading {url}: HTTP {response.status_code} {response.reason}")
             total = int(response.headers.get("Content-Length") or 0) or None
@@ -773,8 +855,9 @@ def fetch_to_cache(url: str, cache_dir: str | os.PathLike, options: DownloadOpti
                     written += len(chunk)
                     bar.update(len(chunk))
                     if written > options.max_bytes or time.monotonic() > deadline or fetch.watchdog.expired:
-                        raise SourceError(f"downloading {url}: over {options.max_bytes} bytes or "
-                                          f"{options.total_timeout_s:g} s")
+                        raise SourceError(
+                            f"downloading {url}: over {options.max_bytes} bytes or {options.total_timeout_s:g} s"
+                        )
             fetch.watchdog.stop()
             if fetch.watchdog.expired:
                 raise SourceError(f"downloading {url}: no complete answer within {options.total_timeout_s:g} s")

@@ -117,8 +117,9 @@ class ClipEmbedder:
         BadArgument: bad device.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "auto", name: str | None = None,
-                 progress: bool = True):
+    def __init__(
+        self, model: str = DEFAULT_MODEL, *, device: str = "auto", name: str | None = None, progress: bool = True
+    ):
         import torch
         from transformers import CLIPModel, CLIPProcessor
         from transformers.utils import logging as hf_logging
@@ -182,8 +183,9 @@ class ClipEmbedder:
         # The text tower's position table bounds the length (77 for CLIP); a tokenizer saved
         # without model_max_length would otherwise let long texts overflow it.
         max_length = int(self.model.config.text_config.max_position_embeddings)
-        tokens = self.processor.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
-                                          return_tensors="pt")
+        tokens = self.processor.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
         with torch.inference_mode():
             out = self.model.get_text_features(**{k: v.to(self.device) for k, v in tokens.items()})
             return _normalized(_features(out))
@@ -248,7 +250,7 @@ def _embed_each(embedder: ClipEmbedder, ids: list[str], pixels):
         kept_ids, vectors, failures = [], [], []
         for i, photo_id in enumerate(ids):
             try:
-                vectors.append(embedder.embed_pixels(pixels[i:i + 1]))
+                vectors.append(embedder.embed_pixels(pixels[i : i + 1]))
                 kept_ids.append(photo_id)
             except Exception as exc:  # noqa: BLE001
                 failures.append((photo_id, EMBED_FAILED, f"model: {_describe(exc)}"))
@@ -283,8 +285,13 @@ class EmbeddedBatch:
     infer_s: float
 
 
-def embed_photos(items: Sequence[tuple[str, str | os.PathLike]], embedder: ClipEmbedder, *,
-                 batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True) -> Iterator[EmbeddedBatch]:
+def embed_photos(
+    items: Sequence[tuple[str, str | os.PathLike]],
+    embedder: ClipEmbedder,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+) -> Iterator[EmbeddedBatch]:
     """Embed cached images, yielding one :class:`EmbeddedBatch` per model batch.
 
     A background thread decodes and preprocesses batch i+1 while the model runs batch i,
@@ -315,7 +322,7 @@ def embed_photos(items: Sequence[tuple[str, str | os.PathLike]], embedder: ClipE
                     return
                 t0 = time.perf_counter()
                 ids, images, failures = [], [], []
-                for photo_id, path in items[start:start + batch_size]:
+                for photo_id, path in items[start : start + batch_size]:
                     try:
                         images.append(open_rgb(Path(path).read_bytes()))
                         ids.append(photo_id)
@@ -326,8 +333,9 @@ def embed_photos(items: Sequence[tuple[str, str | os.PathLike]], embedder: ClipE
                     except Exception as exc:  # noqa: BLE001 - one photo's fault ends only that photo
                         failures.append((photo_id, "undecodable", _describe(exc)))
                 ids, pixels, bad = _preprocess_each(embedder, ids, images)
-                ready.put((ids, pixels, failures + bad, time.perf_counter() - t0,
-                           len(items[start:start + batch_size])))
+                ready.put(
+                    (ids, pixels, failures + bad, time.perf_counter() - t0, len(items[start : start + batch_size]))
+                )
             ready.put(None)
         except BaseException as exc:  # surfaced in the consumer, not lost in the thread
             ready.put(exc)

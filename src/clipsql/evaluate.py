@@ -133,7 +133,7 @@ def read_captions(path: str | os.PathLike, fmt: str = "auto") -> tuple[str, list
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise SourceError(f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if fmt == "auto":
         fmt = _detect_format(path, text)
@@ -153,9 +153,11 @@ def _detect_format(path: Path, text: str) -> str:
     if "\t" in first:
         return "flickr8k"
     line = next((n for n, line in enumerate(text.splitlines(), 1) if line.strip()), 1)
-    raise SourceError(f"{path}:{line}: cannot tell the captions format: the first line is neither "
-                      f"'name.jpg#0<TAB>caption' (Flickr8k), the header 'image,caption' (CSV) nor "
-                      f"COCO JSON; give the format")
+    raise SourceError(
+        f"{path}:{line}: cannot tell the captions format: the first line is neither "
+        f"'name.jpg#0<TAB>caption' (Flickr8k), the header 'image,caption' (CSV) nor "
+        f"COCO JSON; give the format"
+    )
 
 
 def _fail(path: Path, line: int | str, message: str) -> SourceError:
@@ -215,8 +217,9 @@ def _read_csv(path: Path, text: str) -> list[Caption]:
             if len(row) < 2:
                 raise _fail(path, number, f"expected 'name.jpg,caption', got {','.join(row)[:120]!r}")
             # An unquoted caption with commas splits into more fields: they are one caption.
-            out.append(Caption(_image_name(path, number, row[0]), _caption_text(path, number, ",".join(row[1:])),
-                               number))
+            out.append(
+                Caption(_image_name(path, number, row[0]), _caption_text(path, number, ",".join(row[1:])), number)
+            )
     except csv.Error as exc:
         raise _fail(path, reader.line_num, f"malformed CSV: {exc}") from None
     return out
@@ -227,8 +230,11 @@ def _read_coco(path: Path, text: str) -> list[Caption]:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise _fail(path, exc.lineno, f"not valid JSON: {exc.msg} (column {exc.colno})") from None
-    if not isinstance(document, dict) or not isinstance(document.get("images"), list) \
-            or not isinstance(document.get("annotations"), list):
+    if (
+        not isinstance(document, dict)
+        or not isinstance(document.get("images"), list)
+        or not isinstance(document.get("annotations"), list)
+    ):
         raise _fail(path, 1, 'COCO captions JSON must be an object with the lists "images" and "annotations"')
     files: dict = {}
     for index, entry in enumerate(document["images"]):
@@ -310,6 +316,7 @@ class EvalReport:
 
     def to_dict(self) -> dict:
         """Everything as JSON-ready values (NaN -> None)."""
+
         def clean(value):
             if isinstance(value, (float, np.floating)):
                 return None if not math.isfinite(float(value)) else float(value)
@@ -320,10 +327,18 @@ class EvalReport:
         records = [{k: clean(v) for k, v in row.items()} for row in self.metrics.to_dict(orient="records")]
         failures = [{k: clean(v) for k, v in row.items()} for row in self.failures.to_dict(orient="records")]
         return {
-            "name": self.name, "model": self.model, "model_source": self.model_source, "store": self.store,
-            "images_dir": self.images_dir, "captions_file": self.captions_file,
-            "captions_format": self.captions_format, "ks": list(self.ks), "counts": dict(self.counts),
-            "metrics": records, "failure_reasons": self.failure_reasons, "failures": failures,
+            "name": self.name,
+            "model": self.model,
+            "model_source": self.model_source,
+            "store": self.store,
+            "images_dir": self.images_dir,
+            "captions_file": self.captions_file,
+            "captions_format": self.captions_format,
+            "ks": list(self.ks),
+            "counts": dict(self.counts),
+            "metrics": records,
+            "failure_reasons": self.failure_reasons,
+            "failures": failures,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
             "rank": "1 + images strictly closer by cosine distance, ties broken by image_id",
         }
@@ -340,14 +355,17 @@ class EvalReport:
     def format(self) -> str:
         """A text table of the metrics with a header line and the failures, for the terminal."""
         c = self.counts
-        lines = [f"eval set {self.name!r}, model {self.model}, {self.store}: {c['images']} images "
-                 f"({c['images_failed']} failed), {c['captions']} captions, {c['captions_evaluated']} with an image"]
+        lines = [
+            f"eval set {self.name!r}, model {self.model}, {self.store}: {c['images']} images "
+            f"({c['images_failed']} failed), {c['captions']} captions, {c['captions_evaluated']} with an image"
+        ]
         shown = self.metrics.drop(columns=["description"])
         lines.append(shown.to_string(index=False, float_format=lambda x: f"{x:.4f}", na_rep="-"))
         if c["images_failed"]:
             reasons = ", ".join(f"{r}: {n}" for r, n in self.failure_reasons.items())
-            lines.append(f"{c['images_failed']} images failed ({reasons}); {c['captions_skipped']} captions "
-                         f"without a query")
+            lines.append(
+                f"{c['images_failed']} images failed ({reasons}); {c['captions_skipped']} captions without a query"
+            )
             for row in self.failures.head(5).itertuples(index=False):
                 lines.append(f"  {row.image_id}: {row.reason}: {str(row.detail)[:120]}")
             if len(self.failures) > 5:
@@ -364,13 +382,26 @@ def default_name(images_dir: str | os.PathLike) -> str:
     return Path(images_dir).resolve().name or "eval"
 
 
-def evaluate(images_dir: str | os.PathLike, captions_file: str | os.PathLike, *, model: str = DEFAULT_MODEL,
-             model_name: str | None = None, embedder=None, name: str | None = None, captions_format: str = "auto",
-             limit: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto",
-             ks: Sequence[int] = DEFAULT_KS, kinds: Sequence[str] | None = None,
-             store: str | os.PathLike | None = None,
-             clickhouse_url: str | None = None, duckdb: str | os.PathLike | None = None, db: Store | None = None,
-             progress: bool = True) -> EvalReport:
+def evaluate(
+    images_dir: str | os.PathLike,
+    captions_file: str | os.PathLike,
+    *,
+    model: str = DEFAULT_MODEL,
+    model_name: str | None = None,
+    embedder=None,
+    name: str | None = None,
+    captions_format: str = "auto",
+    limit: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str = "auto",
+    ks: Sequence[int] = DEFAULT_KS,
+    kinds: Sequence[str] | None = None,
+    store: str | os.PathLike | None = None,
+    clickhouse_url: str | None = None,
+    duckdb: str | os.PathLike | None = None,
+    db: Store | None = None,
+    progress: bool = True,
+) -> EvalReport:
     """Evaluate text -> image retrieval on a captioned image set; the metrics are computed in SQL.
 
     Loads the set into the eval tables of the store (replacing an earlier load of the same
@@ -420,8 +451,9 @@ def evaluate(images_dir: str | os.PathLike, captions_file: str | os.PathLike, *,
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise BadArgument(f"batch_size must be a positive integer, got {batch_size!r}")
     ks = tuple(ks)
-    if len(ks) != 3 or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 1_000_000
-                           for k in ks):
+    if len(ks) != 3 or any(
+        isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 1_000_000 for k in ks
+    ):
         raise BadArgument(f"ks must be three cutoffs from 1 to 1,000,000, got {ks!r}")
     ks = tuple(int(k) for k in ks)  # type: ignore[assignment]
     kinds = _check_kinds(kinds)
@@ -434,8 +466,14 @@ def evaluate(images_dir: str | os.PathLike, captions_file: str | os.PathLike, *,
     fmt, captions = read_captions(captions_file, captions_format)
     image_ids, captions = _limited(captions, limit)
     timings["read"] = time.perf_counter() - t0
-    log.info("read %d captions of %d images from %s (%s) in %.2f s", len(captions), len(image_ids),
-             captions_file, fmt, timings["read"])
+    log.info(
+        "read %d captions of %d images from %s (%s) in %.2f s",
+        len(captions),
+        len(image_ids),
+        captions_file,
+        fmt,
+        timings["read"],
+    )
 
     # The store first: one that cannot be opened (a chdb path held by another process) fails
     # before minutes of embedding.
@@ -468,18 +506,30 @@ def evaluate(images_dir: str | os.PathLike, captions_file: str | os.PathLike, *,
         version = _next_version(opened, name)
         _write_set(opened, name, version, images, captions, queries, label)
         # eval_sets last: it points the queries at this load (sql/*/003_eval.sql).
-        _write(opened, "eval_sets", pa.table({
-            "eval_set": [name], "images_dir": [str(images_dir.resolve())],
-            "captions_file": [str(Path(captions_file).resolve())], "captions_format": [fmt], "model": [label],
-            "model_source": [model_source], "dim": pa.array([dim], pa.uint16()),
-            "images": pa.array([len(image_ids)], pa.uint64()),
-            "images_failed": pa.array([len(images.failures)], pa.uint64()),
-            "captions": pa.array([len(captions)], pa.uint64()),
-            "loaded_at": pa.array([int(time.time() * 1000)], pa.timestamp("ms", tz="UTC")),
-            "version": pa.array([version], pa.uint64())}))
+        _write(
+            opened,
+            "eval_sets",
+            pa.table(
+                {
+                    "eval_set": [name],
+                    "images_dir": [str(images_dir.resolve())],
+                    "captions_file": [str(Path(captions_file).resolve())],
+                    "captions_format": [fmt],
+                    "model": [label],
+                    "model_source": [model_source],
+                    "dim": pa.array([dim], pa.uint16()),
+                    "images": pa.array([len(image_ids)], pa.uint64()),
+                    "images_failed": pa.array([len(images.failures)], pa.uint64()),
+                    "captions": pa.array([len(captions)], pa.uint64()),
+                    "loaded_at": pa.array([int(time.time() * 1000)], pa.timestamp("ms", tz="UTC")),
+                    "version": pa.array([version], pa.uint64()),
+                }
+            ),
+        )
         timings["load"] = time.perf_counter() - t0
-        log.info("loaded eval set %r (version %d) into %s in %.2f s", name, version, opened.description,
-                 timings["load"])
+        log.info(
+            "loaded eval set %r (version %d) into %s in %.2f s", name, version, opened.description, timings["load"]
+        )
 
         t0 = time.perf_counter()
         metrics = metrics_frame(opened, name, ks=ks, kinds=kinds, progress=progress)
@@ -489,15 +539,30 @@ def evaluate(images_dir: str | os.PathLike, captions_file: str | os.PathLike, *,
     log.info("metrics of eval set %r in %.2f s", name, timings["metrics"])
     timings["total"] = time.perf_counter() - started
     failures = failures.astype({"captions": "int64"}).reset_index(drop=True)
-    counts = {"images": len(image_ids), "images_ok": len(images.ok_ids), "images_failed": len(images.failures),
-              "captions": len(captions), "captions_evaluated": len(evaluated),
-              "captions_skipped": len(captions) - len(evaluated)}
+    counts = {
+        "images": len(image_ids),
+        "images_ok": len(images.ok_ids),
+        "images_failed": len(images.failures),
+        "captions": len(captions),
+        "captions_evaluated": len(evaluated),
+        "captions_skipped": len(captions) - len(evaluated),
+    }
     if not evaluated:
         log.warning("eval set %r has no caption whose image could be embedded: every metric is NaN", name)
-    return EvalReport(name=name, model=label, model_source=model_source, store=description,
-                      images_dir=str(images_dir), captions_file=str(captions_file), captions_format=fmt,
-                      ks=ks, metrics=metrics, counts=counts, failures=failures,  # type: ignore[arg-type]
-                      timings=timings)
+    return EvalReport(
+        name=name,
+        model=label,
+        model_source=model_source,
+        store=description,
+        images_dir=str(images_dir),
+        captions_file=str(captions_file),
+        captions_format=fmt,
+        ks=ks,
+        metrics=metrics,
+        counts=counts,
+        failures=failures,  # type: ignore[arg-type]
+        timings=timings,
+    )
 
 
 def _check_kinds(kinds: Sequence[str] | None) -> list[str]:
@@ -510,8 +575,9 @@ def _check_kinds(kinds: Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(chosen))
 
 
-def metrics_frame(db: Store, name: str, *, ks: Sequence[int] = DEFAULT_KS, kinds: Sequence[str] | None = None,
-                  progress: bool = False) -> pd.DataFrame:
+def metrics_frame(
+    db: Store, name: str, *, ks: Sequence[int] = DEFAULT_KS, kinds: Sequence[str] | None = None, progress: bool = False
+) -> pd.DataFrame:
     """Run queries/eval_metrics.sql for each query kind of a loaded eval set.
 
     Args:
@@ -533,8 +599,9 @@ def metrics_frame(db: Store, name: str, *, ks: Sequence[int] = DEFAULT_KS, kinds
     for kind in tqdm(_check_kinds(kinds), desc="metrics", unit="kind", disable=not progress):
         description, vectors, same_orientation = QUERY_KINDS[kind]
         t0 = time.perf_counter()
-        frame = get_query("eval_metrics").run(db, eval_set=name, query_kind=vectors,
-                                              same_orientation=same_orientation, k_1=k1, k_2=k2, k_3=k3)
+        frame = get_query("eval_metrics").run(
+            db, eval_set=name, query_kind=vectors, same_orientation=same_orientation, k_1=k1, k_2=k2, k_3=k3
+        )
         row = frame.iloc[0]
         queries = int(row["queries"])
 
@@ -542,10 +609,19 @@ def metrics_frame(db: Store, name: str, *, ks: Sequence[int] = DEFAULT_KS, kinds
             v = row[column]
             return float("nan") if queries == 0 or v is None or pd.isna(v) else float(v)
 
-        rows.append({"query_kind": kind, "description": description, "queries": queries,
-                     f"recall@{k1}": value("recall_at_k_1"), f"recall@{k2}": value("recall_at_k_2"),
-                     f"recall@{k3}": value("recall_at_k_3"), "mrr": value("mrr"), "mean_rank": value("mean_rank"),
-                     "mean_candidates": value("mean_candidates")})
+        rows.append(
+            {
+                "query_kind": kind,
+                "description": description,
+                "queries": queries,
+                f"recall@{k1}": value("recall_at_k_1"),
+                f"recall@{k2}": value("recall_at_k_2"),
+                f"recall@{k3}": value("recall_at_k_3"),
+                "mrr": value("mrr"),
+                "mean_rank": value("mean_rank"),
+                "mean_candidates": value("mean_candidates"),
+            }
+        )
         log.debug("eval_metrics %s: %d queries in %.2f s", kind, queries, time.perf_counter() - t0)
     return pd.DataFrame(rows)
 
@@ -613,19 +689,22 @@ def _checked(vectors, n: int, dim: int, what: str) -> np.ndarray:
     return (array / norms).astype(np.float32)  # L2-normalized, as the embedders promise
 
 
-def _embed_images(images_dir: Path, image_ids: Sequence[str], embedder, dim: int, batch_size: int,
-                  progress: bool) -> _Images:
+def _embed_images(
+    images_dir: Path, image_ids: Sequence[str], embedder, dim: int, batch_size: int, progress: bool
+) -> _Images:
     """Decode and embed the images, the next batch decoded in a thread while the model runs."""
     from tqdm.auto import tqdm
 
-    batches = [image_ids[i:i + batch_size] for i in range(0, len(image_ids), batch_size)]
+    batches = [image_ids[i : i + batch_size] for i in range(0, len(image_ids), batch_size)]
     ok_ids: list[str] = []
     parts: list[np.ndarray] = []
     sizes: dict[str, tuple[int, int]] = {}
     failures: dict[str, tuple[str, str]] = {}
     infer_s = 0.0
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="eval-decode") as pool, \
-            tqdm(total=len(image_ids), desc="embed images", unit="image", disable=not progress) as bar:
+    with (
+        concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="eval-decode") as pool,
+        tqdm(total=len(image_ids), desc="embed images", unit="image", disable=not progress) as bar,
+    ):
         pending = pool.submit(_decode, images_dir, batches[0]) if batches else None
         for number in range(len(batches)):
             ids, pictures, batch_sizes, batch_failures = pending.result()  # type: ignore[union-attr]
@@ -639,8 +718,12 @@ def _embed_images(images_dir: Path, image_ids: Sequence[str], embedder, dim: int
                 sizes.update(zip(ids, batch_sizes))
             bar.update(len(batches[number]))
     if failures:
-        log.warning("%d of %d images could not be embedded (first: %s)", len(failures), len(image_ids),
-                    "; ".join(f"{k}: {r}" for k, (r, _) in list(failures.items())[:3]))
+        log.warning(
+            "%d of %d images could not be embedded (first: %s)",
+            len(failures),
+            len(image_ids),
+            "; ".join(f"{k}: {r}" for k, (r, _) in list(failures.items())[:3]),
+        )
     log.info("embedded %d images (%.2f s in the model)", len(ok_ids), infer_s)
     vectors = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
     return _Images(ok_ids, vectors, sizes, failures)
@@ -652,14 +735,15 @@ def _embed_texts(texts: Sequence[str], embedder, dim: int, batch_size: int, prog
     parts = []
     with tqdm(total=len(texts), desc="embed captions", unit="caption", disable=not progress) as bar:
         for start in range(0, len(texts), batch_size):
-            batch = list(texts[start:start + batch_size])
+            batch = list(texts[start : start + batch_size])
             parts.append(_checked(embedder.embed_texts(batch), len(batch), dim, "text"))
             bar.update(len(batch))
     return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
 
 
-def query_vectors(evaluated: Sequence[tuple[int, Caption]], vector_of: dict[str, np.ndarray],
-                  image_order: Sequence[str]) -> dict[str, tuple[list[int], np.ndarray]]:
+def query_vectors(
+    evaluated: Sequence[tuple[int, Caption]], vector_of: dict[str, np.ndarray], image_order: Sequence[str]
+) -> dict[str, tuple[list[int], np.ndarray]]:
     """The query vectors of each stored kind ('plain', 'combined', 'negative'), per caption.
 
     - plain: the caption's vector.
@@ -683,8 +767,7 @@ def query_vectors(evaluated: Sequence[tuple[int, Caption]], vector_of: dict[str,
         by_image.setdefault(caption.image_id, []).append((cid, caption))
     images = [i for i in image_order if i in by_image]
     next_image = {image: images[(k + 1) % len(images)] for k, image in enumerate(images)} if len(images) > 1 else {}
-    out: dict[str, tuple[list[int], list[np.ndarray]]] = {"plain": ([], []), "combined": ([], []),
-                                                          "negative": ([], [])}
+    out: dict[str, tuple[list[int], list[np.ndarray]]] = {"plain": ([], []), "combined": ([], []), "negative": ([], [])}
     for image, group in by_image.items():
         for position, (cid, caption) in enumerate(group):
             own = vector_of[caption.caption]
@@ -723,8 +806,6 @@ def orientation(width: int, height: int) -> str:
 # --- writing -----------------------------------------------------------------------------
 
 
-
-
 def _next_version(db: Store, name: str) -> int:
     """The load's version: its start in ms, above the set's last load (a rerun in the same ms
     still replaces it)."""
@@ -739,33 +820,80 @@ def _write(db: Store, table: str, data: pa.Table) -> None:
         db.upsert(table, data.slice(start, INSERT_ROWS))
 
 
-def _write_set(db: Store, name: str, version: int, images: _Images, captions: Sequence[Caption],
-               queries: dict[str, tuple[list[int], np.ndarray]], model: str) -> None:
+def _write_set(
+    db: Store,
+    name: str,
+    version: int,
+    images: _Images,
+    captions: Sequence[Caption],
+    queries: dict[str, tuple[list[int], np.ndarray]],
+    model: str,
+) -> None:
     versions = lambda n: pa.array(np.full(n, version, dtype=np.uint64))  # noqa: E731
     ids = list(images.sizes) + list(images.failures)
     widths = [images.sizes[i][0] if i in images.sizes else None for i in ids]
     heights = [images.sizes[i][1] if i in images.sizes else None for i in ids]
-    _write(db, "eval_images", pa.table({
-        "eval_set": [name] * len(ids), "image_id": ids,
-        "width": pa.array(widths, pa.uint32()), "height": pa.array(heights, pa.uint32()),
-        "orientation": [orientation(*images.sizes[i]) if i in images.sizes else None for i in ids],
-        "status": ["ok" if i in images.sizes else "failed" for i in ids],
-        "reason": [images.failures[i][0] if i in images.failures else None for i in ids],
-        "detail": [images.failures[i][1][:2000] if i in images.failures else None for i in ids],
-        "version": versions(len(ids))}))
-    _write(db, "eval_captions", pa.table({
-        "eval_set": [name] * len(captions), "caption_id": pa.array(range(len(captions)), pa.uint32()),
-        "image_id": [c.image_id for c in captions], "caption": [c.caption for c in captions],
-        "line": pa.array([c.line for c in captions], pa.uint32()), "version": versions(len(captions))}))
+    _write(
+        db,
+        "eval_images",
+        pa.table(
+            {
+                "eval_set": [name] * len(ids),
+                "image_id": ids,
+                "width": pa.array(widths, pa.uint32()),
+                "height": pa.array(heights, pa.uint32()),
+                "orientation": [orientation(*images.sizes[i]) if i in images.sizes else None for i in ids],
+                "status": ["ok" if i in images.sizes else "failed" for i in ids],
+                "reason": [images.failures[i][0] if i in images.failures else None for i in ids],
+                "detail": [images.failures[i][1][:2000] if i in images.failures else None for i in ids],
+                "version": versions(len(ids)),
+            }
+        ),
+    )
+    _write(
+        db,
+        "eval_captions",
+        pa.table(
+            {
+                "eval_set": [name] * len(captions),
+                "caption_id": pa.array(range(len(captions)), pa.uint32()),
+                "image_id": [c.image_id for c in captions],
+                "caption": [c.caption for c in captions],
+                "line": pa.array([c.line for c in captions], pa.uint32()),
+                "version": versions(len(captions)),
+            }
+        ),
+    )
     n = len(images.ok_ids)
-    _write(db, "eval_image_embeddings", pa.table({
-        "eval_set": [name] * n, "image_id": images.ok_ids, "model": [model] * n,
-        "embedding": vectors_array(images.vectors), "version": versions(n)}))
+    _write(
+        db,
+        "eval_image_embeddings",
+        pa.table(
+            {
+                "eval_set": [name] * n,
+                "image_id": images.ok_ids,
+                "model": [model] * n,
+                "embedding": vectors_array(images.vectors),
+                "version": versions(n),
+            }
+        ),
+    )
     for kind, (caption_ids, vectors) in queries.items():
         m = len(caption_ids)
-        _write(db, "eval_caption_embeddings", pa.table({
-            "eval_set": [name] * m, "query_kind": [kind] * m, "caption_id": pa.array(caption_ids, pa.uint32()),
-            "model": [model] * m, "embedding": vectors_array(vectors), "version": versions(m)}))
+        _write(
+            db,
+            "eval_caption_embeddings",
+            pa.table(
+                {
+                    "eval_set": [name] * m,
+                    "query_kind": [kind] * m,
+                    "caption_id": pa.array(caption_ids, pa.uint32()),
+                    "model": [model] * m,
+                    "embedding": vectors_array(vectors),
+                    "version": versions(m),
+                }
+            ),
+        )
 
 
 def default_json_path(store_root: str | os.PathLike, name: str) -> Path:
@@ -775,5 +903,16 @@ def default_json_path(store_root: str | os.PathLike, name: str) -> Path:
     return Path(store_root) / "eval" / f"{safe}.json"
 
 
-__all__ = ["CAPTION_FORMATS", "QUERY_KINDS", "Caption", "EvalReport", "default_json_path", "default_name",
-           "evaluate", "metrics_frame", "query_vectors", "ranks_frame", "read_captions"]
+__all__ = [
+    "CAPTION_FORMATS",
+    "QUERY_KINDS",
+    "Caption",
+    "EvalReport",
+    "default_json_path",
+    "default_name",
+    "evaluate",
+    "metrics_frame",
+    "query_vectors",
+    "ranks_frame",
+    "read_captions",
+]

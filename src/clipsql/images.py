@@ -68,8 +68,9 @@ DEFAULT_MAX_PIXELS = 89_478_485
 #: DDS, PCX, SGI, ...) are not photos a web source serves; refusing them keeps the
 #: decoders that see untrusted bytes to the common, well-fuzzed ones. HEIF/HEIC needs a
 #: plugin Pillow does not ship; it is refused as 'unsupported_format'.
-ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"}
-                             | ({"AVIF"} if features.check("avif") else set()))
+ACCEPTED_FORMATS = frozenset(
+    {"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"} | ({"AVIF"} if features.check("avif") else set())
+)
 #: JPEG quality for re-encoded images (those that needed rotation or a mode change).
 JPEG_QUALITY = 95
 #: Largest width or height a JPEG can hold, pixels (libjpeg's JPEG_MAX_DIMENSION); an
@@ -142,8 +143,9 @@ def normalize_image_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) 
             return data, image.size
         if max(image.size) > JPEG_MAX_SIDE:
             width, height = image.size
-            raise InvalidImage("too_many_pixels",
-                               f"{width}x{height} pixels: a JPEG holds at most {JPEG_MAX_SIDE} pixels a side")
+            raise InvalidImage(
+                "too_many_pixels", f"{width}x{height} pixels: a JPEG holds at most {JPEG_MAX_SIDE} pixels a side"
+            )
         rgb = _to_rgb(_orient(image))
         out = io.BytesIO()
         rgb.save(out, format="JPEG", quality=JPEG_QUALITY)
@@ -214,7 +216,7 @@ def _ftyp_brands(data: bytes) -> set[bytes]:
     if len(data) < 16 or data[4:8] != b"ftyp":
         return set()
     size = min(int.from_bytes(data[:4], "big"), len(data), 256)
-    return {data[8:12]} | {data[i:i + 4] for i in range(16, size - 3, 4)}
+    return {data[8:12]} | {data[i : i + 4] for i in range(16, size - 3, 4)}
 
 
 def _orientation_transpose(image: Image.Image) -> Image.Transpose | None:
@@ -243,8 +245,9 @@ def _orient(image: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(image)
     except Exception as exc:
-        log.debug("ImageOps.exif_transpose failed on a %s image (%s); transposing without it",
-                  image.format, _describe(exc))
+        log.debug(
+            "ImageOps.exif_transpose failed on a %s image (%s); transposing without it", image.format, _describe(exc)
+        )
     try:
         upright = image.transpose(method)
     except Exception as exc:
@@ -342,15 +345,20 @@ def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
     profile = image.info.get("icc_profile")
     if profile and ImageCms is not None:
         try:
-            rgb = ImageCms.profileToProfile(image, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
-                                            ImageCms.createProfile("sRGB"), outputMode="RGB",
-                                            renderingIntent=ImageCms.Intent.PERCEPTUAL)
+            rgb = ImageCms.profileToProfile(
+                image,
+                ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                ImageCms.createProfile("sRGB"),
+                outputMode="RGB",
+                renderingIntent=ImageCms.Intent.PERCEPTUAL,
+            )
             if rgb is not None:
                 rgb.info.pop("icc_profile", None)
                 return rgb
         except Exception as exc:
-            log.debug("ICC profile of a CMYK %s image unusable (%s); Pillow's conversion used",
-                      image.format, _describe(exc))
+            log.debug(
+                "ICC profile of a CMYK %s image unusable (%s); Pillow's conversion used", image.format, _describe(exc)
+            )
     rgb = image.convert("RGB")
     rgb.info.pop("icc_profile", None)
     return rgb

@@ -31,19 +31,39 @@ DEFAULT_FLUSH_ROWS = 1024
 
 _TS = pa.timestamp("ms", tz="UTC")
 #: Columns of etl_runs (sql/*/002_etl_runs.sql) as the run log writes them.
-ETL_RUNS_SCHEMA = pa.schema([
-    ("run_id", pa.string()), ("started_at", _TS), ("ended_at", _TS), ("status", pa.string()),
-    ("error", pa.string()), ("host", pa.string()), ("pid", pa.uint32()), ("model", pa.string()),
-    ("model_source", pa.string()), ("source", pa.string()), ("source_version", pa.string()),
-    ("photo_limit", pa.uint64()),
-    ("source_ok", pa.uint64()), ("source_failed", pa.uint64()), ("source_s", pa.float64()),
-    ("download_ok", pa.uint64()), ("download_failed", pa.uint64()), ("download_skipped", pa.uint64()),
-    ("download_s", pa.float64()),
-    ("embed_ok", pa.uint64()), ("embed_failed", pa.uint64()), ("embed_skipped", pa.uint64()),
-    ("embed_s", pa.float64()),
-    ("load_rows", pa.uint64()), ("load_s", pa.float64()), ("index_s", pa.float64()),
-    ("deleted", pa.uint64()), ("purged", pa.uint64()), ("seconds", pa.float64()),
-])
+ETL_RUNS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("started_at", _TS),
+        ("ended_at", _TS),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("host", pa.string()),
+        ("pid", pa.uint32()),
+        ("model", pa.string()),
+        ("model_source", pa.string()),
+        ("source", pa.string()),
+        ("source_version", pa.string()),
+        ("photo_limit", pa.uint64()),
+        ("source_ok", pa.uint64()),
+        ("source_failed", pa.uint64()),
+        ("source_s", pa.float64()),
+        ("download_ok", pa.uint64()),
+        ("download_failed", pa.uint64()),
+        ("download_skipped", pa.uint64()),
+        ("download_s", pa.float64()),
+        ("embed_ok", pa.uint64()),
+        ("embed_failed", pa.uint64()),
+        ("embed_skipped", pa.uint64()),
+        ("embed_s", pa.float64()),
+        ("load_rows", pa.uint64()),
+        ("load_s", pa.float64()),
+        ("index_s", pa.float64()),
+        ("deleted", pa.uint64()),
+        ("purged", pa.uint64()),
+        ("seconds", pa.float64()),
+    ]
+)
 
 
 # vectors_array, the Arrow form of the `embedding` column of every vector table, lives in
@@ -54,12 +74,14 @@ ETL_RUNS_SCHEMA = pa.schema([
 def embeddings_table(photo_ids: Sequence[str], embeddings: np.ndarray, model: str, version: int) -> pa.Table:
     """Arrow rows of photo_embeddings from (n,) ids and (n, d) float32 vectors."""
     n = len(embeddings)
-    return pa.table({
-        "photo_id": pa.array(list(photo_ids), pa.string()),
-        "model": pa.array([model] * n, pa.string()),
-        "embedding": vectors_array(embeddings),
-        "version": pa.array(np.full(n, version, dtype=np.uint64)),
-    })
+    return pa.table(
+        {
+            "photo_id": pa.array(list(photo_ids), pa.string()),
+            "model": pa.array([model] * n, pa.string()),
+            "embedding": vectors_array(embeddings),
+            "version": pa.array(np.full(n, version, dtype=np.uint64)),
+        }
+    )
 
 
 @dataclasses.dataclass
@@ -109,20 +131,22 @@ class Loader:
             return
         now = pa.scalar(int(time.time() * 1000), pa.timestamp("ms", tz="UTC"))
         attempts = [previous_attempts.get(r.photo_id, 0) + (0 if r.cached else 1) for r in results]
-        table = pa.table({
-            "photo_id": [r.photo_id for r in results],
-            "url": [r.url for r in results],
-            "status": [r.status for r in results],
-            "reason": [r.reason for r in results],
-            "detail": [r.detail for r in results],
-            "http_status": pa.array([r.http_status for r in results], pa.uint16()),
-            "bytes": pa.array([r.bytes for r in results], pa.uint64()),
-            "width": pa.array([r.width for r in results], pa.uint32()),
-            "height": pa.array([r.height for r in results], pa.uint32()),
-            "permanent": pa.array([int(r.permanent) for r in results], pa.uint8()),
-            "attempts": pa.array([max(a, 1) for a in attempts], pa.uint32()),
-            "last_attempt_at": pa.array([now.value] * len(results), pa.timestamp("ms", tz="UTC")),
-        })
+        table = pa.table(
+            {
+                "photo_id": [r.photo_id for r in results],
+                "url": [r.url for r in results],
+                "status": [r.status for r in results],
+                "reason": [r.reason for r in results],
+                "detail": [r.detail for r in results],
+                "http_status": pa.array([r.http_status for r in results], pa.uint16()),
+                "bytes": pa.array([r.bytes for r in results], pa.uint64()),
+                "width": pa.array([r.width for r in results], pa.uint32()),
+                "height": pa.array([r.height for r in results], pa.uint32()),
+                "permanent": pa.array([int(r.permanent) for r in results], pa.uint8()),
+                "attempts": pa.array([max(a, 1) for a in attempts], pa.uint32()),
+                "last_attempt_at": pa.array([now.value] * len(results), pa.timestamp("ms", tz="UTC")),
+            }
+        )
         self._upsert("download_status", self._versioned(table))
 
     def embeddings(self, photo_ids: Sequence[str], embeddings: np.ndarray, model: str) -> None:
@@ -147,9 +171,19 @@ class Loader:
         """Record what a model label was loaded from, its dimension, and when a refresh first
         embedded its whole source with it (`completed_at`, UTC; None while not yet)."""
         stamp = None if completed_at is None else int(completed_at.timestamp() * 1000)
-        self._upsert("models", self._versioned(pa.table({
-            "model": [name], "model_source": [source], "dim": pa.array([dim], pa.uint16()),
-            "completed_at": pa.array([stamp], pa.timestamp("ms", tz="UTC"))})))
+        self._upsert(
+            "models",
+            self._versioned(
+                pa.table(
+                    {
+                        "model": [name],
+                        "model_source": [source],
+                        "dim": pa.array([dim], pa.uint16()),
+                        "completed_at": pa.array([stamp], pa.timestamp("ms", tz="UTC")),
+                    }
+                )
+            ),
+        )
 
     def run(self, row: dict, version: int) -> None:
         """Upsert one etl_runs row (every column of sql/*/002_etl_runs.sql but version)."""

@@ -70,10 +70,13 @@ class StoreLocked(StoreBusy):
         who = str(holder) if holder else "a process whose details could not be read"
         note = ""
         if holder is not None and holder.alive() is False:
-            note = (f" (pid {holder.pid} no longer runs; a child process it started may still hold the lock "
-                    f"open)")
-        super().__init__(f"another refresh is running on this store: {who}{note}; lock file {path}{hint}",
-                         path=path, pid=holder.pid if holder else None, command=holder.command if holder else "")
+            note = f" (pid {holder.pid} no longer runs; a child process it started may still hold the lock open)"
+        super().__init__(
+            f"another refresh is running on this store: {who}{note}; lock file {path}{hint}",
+            path=path,
+            pid=holder.pid if holder else None,
+            command=holder.command if holder else "",
+        )
         self.holder = holder
 
 
@@ -149,11 +152,17 @@ class StoreLock:
         self.previous = _read_holder(fd)
         if self.previous is not None:
             state = {True: "still runs (pid reused?)", False: "no longer runs", None: "ran on another host"}
-            log.warning("taking over the refresh lock of %s, which ended without releasing it; that process %s",
-                        self.previous, state[self.previous.alive()])
-        me = {"pid": os.getpid(), "host": socket.gethostname(),
-              "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": " ".join(sys.argv)[:1000]}
+            log.warning(
+                "taking over the refresh lock of %s, which ended without releasing it; that process %s",
+                self.previous,
+                state[self.previous.alive()],
+            )
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv)[:1000],
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(me).encode("utf-8"), 0)
         self._fd = fd

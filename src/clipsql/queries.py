@@ -75,8 +75,9 @@ class NamedQuery:
         """
         unknown = sorted(set(values) - set(self.parameters))
         if unknown:
-            raise BadArgument(f"query {self.name!r} has no parameter {', '.join(unknown)}; "
-                              f"it takes {', '.join(self.parameters)}")
+            raise BadArgument(
+                f"query {self.name!r} has no parameter {', '.join(unknown)}; it takes {', '.join(self.parameters)}"
+            )
         bound = {}
         for name, param in self.parameters.items():
             value = values.get(name)
@@ -139,10 +140,10 @@ def parse_query_file(path: Path) -> NamedQuery:
             description.append(line[2:].strip())
     if not any(description):
         raise fail(2, "the header needs a description line after the name")
-    if body_start is None or not "\n".join(lines[body_start - 1:]).strip():
+    if body_start is None or not "\n".join(lines[body_start - 1 :]).strip():
         raise fail(len(lines), "the file has a header but no SQL")
     used: dict[str, tuple[str, int]] = {}
-    for number, line in enumerate(lines[body_start - 1:], body_start):
+    for number, line in enumerate(lines[body_start - 1 :], body_start):
         code = line.split("--", 1)[0]
         for um in PARAMETER_RE.finditer(code):
             pname, ptype = um.group(1), um.group(2).replace(" ", "")
@@ -156,13 +157,14 @@ def parse_query_file(path: Path) -> NamedQuery:
             raise fail(param.line, f"parameter {pname} is declared but not used")
     for script, line in runs_after:
         _check_runs_after(script, line, parameters, fail)
-    return NamedQuery(name, path, " ".join(d for d in description if d), parameters, text,
-                      tuple(script for script, _ in runs_after))
+    return NamedQuery(
+        name, path, " ".join(d for d in description if d), parameters, text, tuple(script for script, _ in runs_after)
+    )
 
 
 def _check_runs_after(script: str, line: int, parameters: dict[str, Parameter], fail) -> None:
     """A 'Runs after' script exists and takes only parameters the query declares, alike."""
-    target = sql_dir() / script[len("sql/"):]
+    target = sql_dir() / script[len("sql/") :]
     if not target.is_file():
         raise fail(line, f"'Runs after' names {script}, which does not exist")
     for um in PARAMETER_RE.finditer(target.read_text(encoding="utf-8")):
@@ -203,19 +205,43 @@ def get_query(name: str) -> NamedQuery:
 #: Shell variables the console commands use, defined once at the top of :func:`console_commands`.
 CONSOLE_VARIABLES = (
     ("MODEL", DEFAULT_MODEL, "models.model of the vectors to search (see queries/models.sql)"),
-    ("PHOTO_ID", '$(clickhouse-client --query "SELECT min(photo_id) FROM photos FINAL WHERE is_deleted = 0")',
-     "any photos.photo_id"),
-    ("QUERY_VEC", '$(clickhouse-client --query "SELECT clip_text_embedding(\'surfing\')")',
-     "a query vector: a text's CLIP embedding, made by the server (sql/clickhouse/udf/)"),
+    (
+        "PHOTO_ID",
+        '$(clickhouse-client --query "SELECT min(photo_id) FROM photos FINAL WHERE is_deleted = 0")',
+        "any photos.photo_id",
+    ),
+    (
+        "QUERY_VEC",
+        "$(clickhouse-client --query \"SELECT clip_text_embedding('surfing')\")",
+        "a query vector: a text's CLIP embedding, made by the server (sql/clickhouse/udf/)",
+    ),
 )
 #: Example values by parameter name, as shell words; the others follow their type (see `_console_value`).
 _CONSOLE_EXAMPLES = {
-    "model": '"$MODEL"', "photo_id": '"$PHOTO_ID"', "photo_ids": "\"['$PHOTO_ID']\"", "query_vec": '"$QUERY_VEC"',
-    "query": "'surfing'", "k": "10", "offset": "0", "n": "10", "per_facet": "10", "candidates": "100",
-    "min_vectors": "1", "max_distance": "0.05", "k_1": "1", "k_2": "5", "k_3": "10",
+    "model": '"$MODEL"',
+    "photo_id": '"$PHOTO_ID"',
+    "photo_ids": "\"['$PHOTO_ID']\"",
+    "query_vec": '"$QUERY_VEC"',
+    "query": "'surfing'",
+    "k": "10",
+    "offset": "0",
+    "n": "10",
+    "per_facet": "10",
+    "candidates": "100",
+    "min_vectors": "1",
+    "max_distance": "0.05",
+    "k_1": "1",
+    "k_2": "5",
+    "k_3": "10",
 }
-_CONSOLE_BY_TYPE = (("Array(String)", "'[]'"), ("Float", "0.5"), ("UInt", "10"),
-                    ("Int", "10"), ("Bool", "false"), ("Date", "'2020-01-01'"))
+_CONSOLE_BY_TYPE = (
+    ("Array(String)", "'[]'"),
+    ("Float", "0.5"),
+    ("UInt", "10"),
+    ("Int", "10"),
+    ("Bool", "false"),
+    ("Date", "'2020-01-01'"),
+)
 
 
 def _console_value(param: Parameter) -> str:
@@ -234,7 +260,7 @@ def _summary(description: str, width: int = 100) -> str:
     first = re.split(r"(?<=\.)\s", description, maxsplit=1)[0]
     if len(first) <= width:
         return first
-    return first[:width - 3].rsplit(" ", 1)[0].rstrip(",;:") + "..."
+    return first[: width - 3].rsplit(" ", 1)[0].rstrip(",;:") + "..."
 
 
 def console_command(query: NamedQuery, *, folder: str = "queries", client: str = "clickhouse-client") -> str:
@@ -250,8 +276,9 @@ def console_command(query: NamedQuery, *, folder: str = "queries", client: str =
     return line if len(line) <= 100 else " \\\n    ".join(words)
 
 
-def console_commands(queries: dict[str, NamedQuery] | None = None, *, folder: str = "queries",
-                     client: str = "clickhouse-client") -> str:
+def console_commands(
+    queries: dict[str, NamedQuery] | None = None, *, folder: str = "queries", client: str = "clickhouse-client"
+) -> str:
     """The SQL console commands of docs/console.md: the shell variables they use, then for every named
     query (default: every file of queries/, by name) a comment with the first sentence of its
     description and its :func:`console_command`. Generated from the headers, so it cannot go
@@ -261,8 +288,10 @@ def console_commands(queries: dict[str, NamedQuery] | None = None, *, folder: st
         Shell text ending in a newline.
     """
     queries = load_queries() if queries is None else queries
-    lines = [f"{name}={value}  # {meaning}" if not value.startswith("$(") else f'{name}="{value}"  # {meaning}'
-             for name, value, meaning in CONSOLE_VARIABLES]
+    lines = [
+        f"{name}={value}  # {meaning}" if not value.startswith("$(") else f'{name}="{value}"  # {meaning}'
+        for name, value, meaning in CONSOLE_VARIABLES
+    ]
     for name in sorted(queries):
         query = queries[name]
         lines += ["", f"# {name}: {_summary(query.description)}", console_command(query, folder=folder, client=client)]

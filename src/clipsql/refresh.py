@@ -46,8 +46,13 @@ import uuid
 from tqdm.auto import tqdm
 
 from .cache import cached_names, image_path, remove_stale_temp_files
-from .constants import (DEFAULT_CHUNK_SIZE, DEFAULT_MAX_DELETE_FRACTION, DEFAULT_MODEL,
-                        DEFAULT_RETRY_BACKOFF_S, STORE_DIM)
+from .constants import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_DELETE_FRACTION,
+    DEFAULT_MODEL,
+    DEFAULT_RETRY_BACKOFF_S,
+    STORE_DIM,
+)
 from .db import Store, open_store, store_root
 from .download import DownloadOptions, DownloadResult, download_photos
 from .embed import DEFAULT_BATCH_SIZE, EMBED_FAILED, ClipEmbedder, check_model_source, embed_photos, model_label
@@ -118,16 +123,29 @@ class RefreshSummary:
             lines.append(f"malformed source rows skipped: {self.malformed_rows}")
         if self.skipped_entries:
             shown = self.skipped_entries[:10]
-            more = f" (and {len(self.skipped_entries) - len(shown)} more)" if len(self.skipped_entries) > len(shown) else ""
+            more = (
+                f" (and {len(self.skipped_entries) - len(shown)} more)"
+                if len(self.skipped_entries) > len(shown)
+                else ""
+            )
             lines.append(f"folder entries skipped: {len(self.skipped_entries)}{more}")
             lines.extend(f"  {entry}" for entry in shown)
         if self.failures_by_reason:
-            lines.append("failures by reason: " + ", ".join(f"{r} {n}" for r, n in sorted(self.failures_by_reason.items())))
+            lines.append(
+                "failures by reason: " + ", ".join(f"{r} {n}" for r, n in sorted(self.failures_by_reason.items()))
+            )
         return "\n".join(lines)
 
 
-def retry_due(permanent: bool, attempts: int, last_attempt_at: dt.datetime, now: dt.datetime, *,
-              base_s: float = DEFAULT_RETRY_BACKOFF_S, retry_failed: bool = False) -> bool:
+def retry_due(
+    permanent: bool,
+    attempts: int,
+    last_attempt_at: dt.datetime,
+    now: dt.datetime,
+    *,
+    base_s: float = DEFAULT_RETRY_BACKOFF_S,
+    retry_failed: bool = False,
+) -> bool:
     """Whether a photo whose last download failed is tried again now.
 
     Permanent failures only with `retry_failed`; transient ones once
@@ -142,14 +160,25 @@ def retry_due(permanent: bool, attempts: int, last_attempt_at: dt.datetime, now:
     return now >= last_attempt_at + dt.timedelta(seconds=wait)
 
 
-def refresh(source: str | os.PathLike = DEFAULT_SOURCE, *, model: str = DEFAULT_MODEL,
-            model_name: str | None = None, limit: int | None = None,
-            store: str | os.PathLike | None = None, clickhouse_url: str | None = None,
-            duckdb: str | os.PathLike | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-            download: DownloadOptions = DownloadOptions(), device: str = "auto",
-            retry_failed: bool = False, progress: bool = True, chunk_size: int = DEFAULT_CHUNK_SIZE,
-            purge: bool = False, retry_backoff_s: float = DEFAULT_RETRY_BACKOFF_S,
-            max_delete_fraction: float = DEFAULT_MAX_DELETE_FRACTION) -> RefreshSummary:
+def refresh(
+    source: str | os.PathLike = DEFAULT_SOURCE,
+    *,
+    model: str = DEFAULT_MODEL,
+    model_name: str | None = None,
+    limit: int | None = None,
+    store: str | os.PathLike | None = None,
+    clickhouse_url: str | None = None,
+    duckdb: str | os.PathLike | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    download: DownloadOptions = DownloadOptions(),
+    device: str = "auto",
+    retry_failed: bool = False,
+    progress: bool = True,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    purge: bool = False,
+    retry_backoff_s: float = DEFAULT_RETRY_BACKOFF_S,
+    max_delete_fraction: float = DEFAULT_MAX_DELETE_FRACTION,
+) -> RefreshSummary:
     """Run the main job once: read `source`, download, embed with `model`, load into the store.
 
     Args:
@@ -186,16 +215,24 @@ def refresh(source: str | os.PathLike = DEFAULT_SOURCE, *, model: str = DEFAULT_
     _check_arguments(model, limit, batch_size, chunk_size, purge, retry_backoff_s, max_delete_fraction)
     download.validate()
     label = model_name or model_label(model)
-    with StoreLock(store_root(store)) as lock, \
-            open_store(store, clickhouse_url=clickhouse_url, duckdb=duckdb) as db:
+    with StoreLock(store_root(store)) as lock, open_store(store, clickhouse_url=clickhouse_url, duckdb=duckdb) as db:
         run = _RunLog(db, source=os.fspath(source), model=label, model_source=str(model), limit=limit)
         if lock.previous is not None:
             log.warning("the previous refresh (%s) was killed; this run completes its work", lock.previous)
         if db.image_dir.is_dir() and (stale := remove_stale_temp_files(db.image_dir)):
             log.warning("removed %d temporary files a killed run left in %s", stale, db.image_dir)
-        job = _Job(db, run, batch_size=batch_size, download=download, retry_failed=retry_failed,
-                   progress=progress, chunk_size=chunk_size, purge=purge, retry_backoff_s=retry_backoff_s,
-                   max_delete_fraction=max_delete_fraction)
+        job = _Job(
+            db,
+            run,
+            batch_size=batch_size,
+            download=download,
+            retry_failed=retry_failed,
+            progress=progress,
+            chunk_size=chunk_size,
+            purge=purge,
+            retry_backoff_s=retry_backoff_s,
+            max_delete_fraction=max_delete_fraction,
+        )
         try:
             # The source first: opening it reads only names and sizes, so a missing source is
             # reported before seconds are spent loading the model.
@@ -203,18 +240,35 @@ def refresh(source: str | os.PathLike = DEFAULT_SOURCE, *, model: str = DEFAULT_
             job.plan(reader)
             embedder = ClipEmbedder(model, device=device, name=model_name, progress=progress)
             if embedder.dim != STORE_DIM:
-                raise ModelError(f"model {model!r} gives {embedder.dim}-dim vectors; this store's vector "
-                                 f"index holds {STORE_DIM}-dim ones (CLIP ViT-B/32 or ViT-B/16)")
+                raise ModelError(
+                    f"model {model!r} gives {embedder.dim}-dim vectors; this store's vector "
+                    f"index holds {STORE_DIM}-dim ones (CLIP ViT-B/32 or ViT-B/16)"
+                )
             job.run(embedder, reader)
         except BaseException as exc:
             interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
-            run.finish(job, "interrupted" if interrupted else "failed", time.perf_counter() - started,
-                       error=f"{type(exc).__name__}: {exc}".splitlines()[0][:1000])
+            run.finish(
+                job,
+                "interrupted" if interrupted else "failed",
+                time.perf_counter() - started,
+                error=f"{type(exc).__name__}: {exc}".splitlines()[0][:1000],
+            )
             raise
         run.finish(job, "ok", time.perf_counter() - started)
-        summary = RefreshSummary(db.description, label, run.source_version, job.stages(), job.reasons,
-                                 job.malformed, time.perf_counter() - started, run.run_id, job.deleted, job.purged,
-                                 [str(e) for e in job.skipped_entries], job.renamed)
+        summary = RefreshSummary(
+            db.description,
+            label,
+            run.source_version,
+            job.stages(),
+            job.reasons,
+            job.malformed,
+            time.perf_counter() - started,
+            run.run_id,
+            job.deleted,
+            job.purged,
+            [str(e) for e in job.skipped_entries],
+            job.renamed,
+        )
     log.info("refresh %s done in %.1f s", summary.run_id, summary.seconds)
     return summary
 
@@ -227,12 +281,19 @@ def _check_arguments(model, limit, batch_size, chunk_size, purge, retry_backoff_
         raise BadArgument(f"limit must be a positive integer, got {limit!r}")
     if purge and limit is not None:
         raise BadArgument("purge needs the whole source: it cannot be combined with a limit")
-    if isinstance(retry_backoff_s, bool) or not isinstance(retry_backoff_s, (int, float)) \
-            or not 0 <= retry_backoff_s <= MAX_RETRY_BACKOFF_S:
-        raise BadArgument(f"retry_backoff_s must be from 0 to {MAX_RETRY_BACKOFF_S:g} seconds (a week), "
-                          f"got {retry_backoff_s!r}")
-    if isinstance(max_delete_fraction, bool) or not isinstance(max_delete_fraction, (int, float)) \
-            or not 0 <= max_delete_fraction <= 1:
+    if (
+        isinstance(retry_backoff_s, bool)
+        or not isinstance(retry_backoff_s, (int, float))
+        or not 0 <= retry_backoff_s <= MAX_RETRY_BACKOFF_S
+    ):
+        raise BadArgument(
+            f"retry_backoff_s must be from 0 to {MAX_RETRY_BACKOFF_S:g} seconds (a week), got {retry_backoff_s!r}"
+        )
+    if (
+        isinstance(max_delete_fraction, bool)
+        or not isinstance(max_delete_fraction, (int, float))
+        or not 0 <= max_delete_fraction <= 1
+    ):
         raise BadArgument(f"max_delete_fraction must be a share between 0 and 1, got {max_delete_fraction!r}")
     check_model_source(model)
 
@@ -254,29 +315,60 @@ class _RunLog:
         self.version = max(int(time.time() * 1000), last + 2)
         self.started_at = dt.datetime.now(dt.timezone.utc)
         self.source_version = ""
-        self.row = {"run_id": self.run_id, "started_at": self.started_at, "ended_at": None, "status": "running",
-                    "error": None, "host": socket.gethostname(), "pid": os.getpid(), "model": model,
-                    "model_source": model_source, "source": source, "source_version": "",
-                    "photo_limit": limit}
+        self.row = {
+            "run_id": self.run_id,
+            "started_at": self.started_at,
+            "ended_at": None,
+            "status": "running",
+            "error": None,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "model": model,
+            "model_source": model_source,
+            "source": source,
+            "source_version": "",
+            "photo_limit": limit,
+        }
         for stage in ("source", "download", "embed"):
             self.row.update({f"{stage}_ok": 0, f"{stage}_failed": 0, f"{stage}_s": 0.0})
-        self.row.update({"download_skipped": 0, "embed_skipped": 0, "load_rows": 0, "load_s": 0.0,
-                         "index_s": 0.0, "deleted": 0, "purged": 0, "seconds": 0.0})
+        self.row.update(
+            {
+                "download_skipped": 0,
+                "embed_skipped": 0,
+                "load_rows": 0,
+                "load_s": 0.0,
+                "index_s": 0.0,
+                "deleted": 0,
+                "purged": 0,
+                "seconds": 0.0,
+            }
+        )
         db.run_script("mark_runs_interrupted", {"run_version": self.version})
         Loader(db, self.version).run(self.row, self.version)
         log.info("run %s started (version %d) on %s", self.run_id, self.version, db.description)
 
     def finish(self, job: _Job, status: str, seconds: float, error: str | None = None) -> None:
         """Write the end-of-run row; a failure to write it is logged, never raised."""
-        row = dict(self.row, status=status, error=error, ended_at=dt.datetime.now(dt.timezone.utc),
-                   source_version=self.source_version, seconds=seconds)
+        row = dict(
+            self.row,
+            status=status,
+            error=error,
+            ended_at=dt.datetime.now(dt.timezone.utc),
+            source_version=self.source_version,
+            seconds=seconds,
+        )
         for s in job.stages():
             if s.stage in ("source", "download", "embed"):
                 row.update({f"{s.stage}_ok": s.ok, f"{s.stage}_failed": s.failed, f"{s.stage}_s": s.seconds})
             if s.stage in ("download", "embed"):
                 row[f"{s.stage}_skipped"] = s.skipped
-        row.update(load_rows=job.stage("load").ok, load_s=job.stage("load").seconds,
-                   index_s=job.stage("index").seconds, deleted=job.deleted, purged=job.purged)
+        row.update(
+            load_rows=job.stage("load").ok,
+            load_s=job.stage("load").seconds,
+            index_s=job.stage("index").seconds,
+            deleted=job.deleted,
+            purged=job.purged,
+        )
         try:
             # What was stored, read back: an interrupt between an insert and its count
             # cannot make the log claim vectors that were never saved (or miss saved ones).
@@ -294,9 +386,20 @@ class _Job:
     the store before any write), the chunks, then the optional files, the photos gone from
     the source, the model's completion and the vector index."""
 
-    def __init__(self, db: Store, run: _RunLog, *, batch_size: int, download: DownloadOptions,
-                 retry_failed: bool, progress: bool, chunk_size: int, purge: bool, retry_backoff_s: float,
-                 max_delete_fraction: float = DEFAULT_MAX_DELETE_FRACTION):
+    def __init__(
+        self,
+        db: Store,
+        run: _RunLog,
+        *,
+        batch_size: int,
+        download: DownloadOptions,
+        retry_failed: bool,
+        progress: bool,
+        chunk_size: int,
+        purge: bool,
+        retry_backoff_s: float,
+        max_delete_fraction: float = DEFAULT_MAX_DELETE_FRACTION,
+    ):
         self.db, self.run_log = db, run
         self.batch_size, self.download_options = batch_size, download
         self.retry_failed, self.progress, self.chunk_size = retry_failed, progress, chunk_size
@@ -343,8 +446,9 @@ class _Job:
         self.allow_local_files = reader.kind == "folder"
         if keys.num_rows == 0:
             why = f"; {len(malformed)} malformed rows, the first: {malformed[0]}" if malformed else ""
-            raise SourceError(f"source {reader.location!r} holds no photos: its photos file is empty or has "
-                              f"only a header{why}")
+            raise SourceError(
+                f"source {reader.location!r} holds no photos: its photos file is empty or has only a header{why}"
+            )
         self.total = keys.num_rows
         store = get_query("store_photos").run(self.db)
         renames = self._folder_renames(keys, store) if self.allow_local_files and not store.empty else []
@@ -361,7 +465,8 @@ class _Job:
                     f"this run would {verb} them, over the limit of {self.max_delete_fraction:.0%} of the store, so "
                     f"it stopped before writing anything. If the source really lost them, rerun with "
                     f"--max-delete-fraction {math.ceil(would / base * 100) / 100:g} "
-                    f"(or max_delete_fraction in the job file's [refresh] table)")
+                    f"(or max_delete_fraction in the job file's [refresh] table)"
+                )
         if renames:
             self._rename_photos(renames)
         # One directory listing (not a stat or decode per photo): photos recorded ok whose
@@ -375,8 +480,11 @@ class _Job:
         their file URL."""
         new_by_url = dict(zip(keys["photo_image_url"].to_pylist(), keys["photo_id"].to_pylist()))
         source_ids = set(new_by_url.values())
-        return [(old, new_by_url[url]) for old, url in zip(store["photo_id"], store["photo_image_url"])
-                if url in new_by_url and old != new_by_url[url] and old not in source_ids]
+        return [
+            (old, new_by_url[url])
+            for old, url in zip(store["photo_id"], store["photo_image_url"])
+            if url in new_by_url and old != new_by_url[url] and old not in source_ids
+        ]
 
     def _rename_photos(self, pairs: list[tuple[str, str]]) -> None:
         """Store photos under new ids with their vectors (sql/*/etl/rename_photos.sql), and
@@ -397,8 +505,12 @@ class _Job:
         known = models[models["model"] == embedder.name]
         completed_at = None if known.empty or known["complete"].iloc[0] != 1 else known["completed_at"].iloc[0]
         if known.empty or known["model_source"].iloc[0] != embedder.source or int(known["dim"].iloc[0]) != embedder.dim:
-            loader.model(embedder.name, embedder.source, embedder.dim,
-                         completed_at=None if completed_at is None else completed_at.to_pydatetime())
+            loader.model(
+                embedder.name,
+                embedder.source,
+                embedder.dim,
+                completed_at=None if completed_at is None else completed_at.to_pydatetime(),
+            )
         log.info("store opened, model %s loaded", embedder.name)
 
         keep = set() if reader.limit is not None else None
@@ -407,8 +519,14 @@ class _Job:
             # One bar per stage, per photo, over the photos of the source (known from the
             # plan): skipped photos advance it at once, the others as they are done.
             for position, name in enumerate(("download", "embed")):
-                self.bars[name] = tqdm(total=self.total, desc=name, unit="photo", position=position,
-                                       disable=not self.progress, dynamic_ncols=True)
+                self.bars[name] = tqdm(
+                    total=self.total,
+                    desc=name,
+                    unit="photo",
+                    position=position,
+                    disable=not self.progress,
+                    dynamic_ncols=True,
+                )
             batches = reader.photo_batches(self.chunk_size)
             number = 0
             while True:
@@ -450,12 +568,14 @@ class _Job:
         if completed_at is None:
             missing = int(get_query("photos_without_vector").run(db, model=embedder.name)["n"].iloc[0])
             if missing == 0:
-                loader.model(embedder.name, embedder.source, embedder.dim,
-                             completed_at=dt.datetime.now(dt.timezone.utc))
+                loader.model(
+                    embedder.name, embedder.source, embedder.dim, completed_at=dt.datetime.now(dt.timezone.utc)
+                )
                 log.info("model %s is complete: every photo of the store has its vector", embedder.name)
             else:
-                log.info("model %s is not complete yet: %d photos of the store have no vector for it",
-                         embedder.name, missing)
+                log.info(
+                    "model %s is not complete yet: %d photos of the store have no vector for it", embedder.name, missing
+                )
 
         t0 = time.perf_counter()
         if db.capabilities.vector_index and (self.stage("embed").ok or self.purged):
@@ -494,17 +614,31 @@ class _Job:
                     continue
                 healing.add(photo_id)  # vector kept; only the cached image is fetched again
                 wanted.append((photo_id, url))
-            elif past is not None and past.status == "failed" and not retry_due(
-                    bool(past.permanent), int(past.attempts), _utc(past.last_attempt_at), now,
-                    base_s=self.retry_backoff_s, retry_failed=self.retry_failed):
+            elif (
+                past is not None
+                and past.status == "failed"
+                and not retry_due(
+                    bool(past.permanent),
+                    int(past.attempts),
+                    _utc(past.last_attempt_at),
+                    now,
+                    base_s=self.retry_backoff_s,
+                    retry_failed=self.retry_failed,
+                )
+            ):
                 download_stage.skipped += 1
                 self._count("skipped_permanent_failure" if past.permanent else "waiting_to_retry")
             else:
                 wanted.append((photo_id, url))
         self._advance("download", len(ids) - len(wanted))
         self._advance("embed", len(ids) - len(wanted))
-        results = download_photos(wanted, db.image_dir, self.download_options, allow_local_files=self.allow_local_files,
-                                  progress=self.bars.get("download", False))
+        results = download_photos(
+            wanted,
+            db.image_dir,
+            self.download_options,
+            allow_local_files=self.allow_local_files,
+            progress=self.bars.get("download", False),
+        )
         attempts = {pid: int(row.attempts) for pid, row in history.items()}
         # A cached image needs a status row only if it has none saying ok (a run killed
         # between the image's rename and its status insert leaves such a photo).
@@ -562,8 +696,10 @@ class _Job:
         if gone.empty:
             return
         if photos_seen == 0:
-            raise SourceError(f"the source holds no valid photo; refusing to flag all {len(gone)} photos "
-                              "of the store deleted (check the source)")
+            raise SourceError(
+                f"the source holds no valid photo; refusing to flag all {len(gone)} photos "
+                "of the store deleted (check the source)"
+            )
         t0 = time.perf_counter()
         if self.purge:
             for photo_id in gone["photo_id"]:

@@ -54,8 +54,7 @@ MAP_THUMB_PX = 96
 #: Projection methods of :func:`project_2d`.
 PROJECTIONS = ("pca", "umap")
 #: Point colors of a categorical color column (Tableau 10), in order of frequency.
-PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-           "#9c755f", "#8cd17d")
+PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#8cd17d")
 OTHER_COLOR = "#bab0ac"
 MISSING_COLOR = "#e6e6e6"
 #: Stops of the gradient of a numeric color column (viridis), low to high.
@@ -102,10 +101,12 @@ class HtmlFigure:
     @property
     def html(self) -> str:
         """A standalone UTF-8 HTML page holding the figure (no scripts, no external CSS)."""
-        return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-                f"<title>{html.escape(self.title or 'clipsql')}</title>"
-                f"<style>body{{margin:1rem;background:#fafafa}}\n{_STYLE}</style></head>\n"
-                f"<body>{self._fragment()}</body></html>\n")
+        return (
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(self.title or 'clipsql')}</title>"
+            f"<style>body{{margin:1rem;background:#fafafa}}\n{_STYLE}</style></head>\n"
+            f"<body>{self._fragment()}</body></html>\n"
+        )
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write :attr:`html` to `path` (parent folders created). Returns the path written."""
@@ -125,8 +126,9 @@ def _is_http(value) -> bool:
     return isinstance(value, str) and value.startswith(("http://", "https://"))
 
 
-def thumbnail_src(image_dir: str | os.PathLike | None, photo_id: str, fallback_url: str | None = None,
-                  px: int = THUMB_PX) -> str | None:
+def thumbnail_src(
+    image_dir: str | os.PathLike | None, photo_id: str, fallback_url: str | None = None, px: int = THUMB_PX
+) -> str | None:
     """What an <img src> shows for a photo: its cached image shrunk to `px` pixels on the
     longest side as a JPEG data URI; else `fallback_url` when it is an http(s) URL; else None.
 
@@ -174,16 +176,24 @@ def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
         raise BadArgument(f"{what} needs a pandas DataFrame, got {type(frame).__name__}")
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise BadArgument(f"{what} needs the column(s) {', '.join(missing)}; "
-                          f"the frame has {', '.join(map(str, frame.columns)) or 'none'}")
+        raise BadArgument(
+            f"{what} needs the column(s) {', '.join(missing)}; "
+            f"the frame has {', '.join(map(str, frame.columns)) or 'none'}"
+        )
 
 
 # --- grids -------------------------------------------------------------------------------
 
 
-def image_grid(frame: pd.DataFrame, image_dir: str | os.PathLike | None, *, title: str | None = None,
-               caption_columns: Sequence[str] | None = None, thumb_px: int = THUMB_PX,
-               empty: str | None = None) -> HtmlFigure:
+def image_grid(
+    frame: pd.DataFrame,
+    image_dir: str | os.PathLike | None,
+    *,
+    title: str | None = None,
+    caption_columns: Sequence[str] | None = None,
+    thumb_px: int = THUMB_PX,
+    empty: str | None = None,
+) -> HtmlFigure:
     """Photo results as an image grid, one cell per row in the frame's order.
 
     Each cell shows the photo (cached thumbnail, else photo_image_url; linked to photo_url
@@ -232,12 +242,18 @@ def image_grid(frame: pd.DataFrame, image_dir: str | os.PathLike | None, *, titl
                 parts.append(f"<br>{html.escape(value)}")
             elif value:
                 parts.append(f'<br><span class="c">{html.escape(str(column))}: {html.escape(value)}</span>')
-        cells.append(f'<figure>{image}<figcaption>{"".join(parts)}</figcaption></figure>')
+        cells.append(f"<figure>{image}<figcaption>{''.join(parts)}</figcaption></figure>")
     return _grid(cells, title or "", empty or "(no results)")
 
 
-def pair_grid(frame: pd.DataFrame, image_dir: str | os.PathLike | None, *, title: str | None = None,
-              thumb_px: int = THUMB_PX, empty: str | None = None) -> HtmlFigure:
+def pair_grid(
+    frame: pd.DataFrame,
+    image_dir: str | os.PathLike | None,
+    *,
+    title: str | None = None,
+    thumb_px: int = THUMB_PX,
+    empty: str | None = None,
+) -> HtmlFigure:
     """Near-duplicate pairs side by side, one cell per row: both photos, the distance and
     the two photo_ids.
 
@@ -256,16 +272,20 @@ def pair_grid(frame: pd.DataFrame, image_dir: str | os.PathLike | None, *, title
     cells = []
     for row in frame.to_dict("records"):
         a, b = str(row["photo_id_a"]), str(row["photo_id_b"])
-        images = (_img(thumbnail_src(image_dir, a, row.get("photo_image_url_a"), thumb_px), a)
-                  + _img(thumbnail_src(image_dir, b, row.get("photo_image_url_b"), thumb_px), b))
-        cells.append(f'<figure><div class="pair">{images}</div><figcaption><span class="d">'
-                     f'{html.escape(_text(row["distance"]))}</span> '
-                     f'<span class="id">{html.escape(a)} / {html.escape(b)}</span></figcaption></figure>')
+        images = _img(thumbnail_src(image_dir, a, row.get("photo_image_url_a"), thumb_px), a) + _img(
+            thumbnail_src(image_dir, b, row.get("photo_image_url_b"), thumb_px), b
+        )
+        cells.append(
+            f'<figure><div class="pair">{images}</div><figcaption><span class="d">'
+            f"{html.escape(_text(row['distance']))}</span> "
+            f'<span class="id">{html.escape(a)} / {html.escape(b)}</span></figcaption></figure>'
+        )
     return _grid(cells, title or "", empty or "(no pairs)")
 
 
-def write_html_grid(frame: pd.DataFrame, path: str | os.PathLike, image_dir: str | os.PathLike,
-                    title: str = "clipsql results") -> Path:
+def write_html_grid(
+    frame: pd.DataFrame, path: str | os.PathLike, image_dir: str | os.PathLike, title: str = "clipsql results"
+) -> Path:
     """Save :func:`image_grid` of photo results (columns photo_id, distance, and optionally
     description, photo_url, photo_image_url) as a standalone HTML page.
 
@@ -275,8 +295,9 @@ def write_html_grid(frame: pd.DataFrame, path: str | os.PathLike, image_dir: str
     return image_grid(frame, image_dir, title=title).save(path)
 
 
-def write_html_pairs(frame: pd.DataFrame, path: str | os.PathLike, image_dir: str | os.PathLike,
-                     title: str = "clipsql near-duplicates") -> Path:
+def write_html_pairs(
+    frame: pd.DataFrame, path: str | os.PathLike, image_dir: str | os.PathLike, title: str = "clipsql near-duplicates"
+) -> Path:
     """Save :func:`pair_grid` of near-duplicate pairs (columns photo_id_a, photo_id_b,
     distance) as a standalone HTML page.
 
@@ -362,12 +383,18 @@ def _umap(matrix: np.ndarray, seed: int, n_neighbors: int) -> np.ndarray:
     try:
         import umap
     except ImportError as exc:
-        raise ModuleNotFoundError("method='umap' needs the umap-learn package (pip install umap-learn); "
-                                  "method='pca' needs nothing more", name="umap") from exc
+        raise ModuleNotFoundError(
+            "method='umap' needs the umap-learn package (pip install umap-learn); method='pca' needs nothing more",
+            name="umap",
+        ) from exc
     if len(matrix) < 3:
         raise BadArgument(f"UMAP needs at least 3 vectors, got {len(matrix)}; use method='pca'")
-    reducer = umap.UMAP(n_components=2, n_neighbors=max(2, min(int(n_neighbors), len(matrix) - 1)),
-                        metric="cosine", random_state=int(seed))
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=max(2, min(int(n_neighbors), len(matrix) - 1)),
+        metric="cosine",
+        random_state=int(seed),
+    )
     return np.asarray(reducer.fit_transform(matrix), dtype=np.float64)
 
 
@@ -375,8 +402,8 @@ def _umap(matrix: np.ndarray, seed: int, n_neighbors: int) -> np.ndarray:
 
 
 def _hex_mix(a: str, b: str, t: float) -> str:
-    ca = [int(a[i:i + 2], 16) for i in (1, 3, 5)]
-    cb = [int(b[i:i + 2], 16) for i in (1, 3, 5)]
+    ca = [int(a[i : i + 2], 16) for i in (1, 3, 5)]
+    cb = [int(b[i : i + 2], 16) for i in (1, 3, 5)]
     return "#" + "".join(f"{round(x + (y - x) * t):02x}" for x, y in zip(ca, cb))
 
 
@@ -411,10 +438,10 @@ def _colors(values: pd.Series) -> tuple[list[str], list[str], list[tuple[str, st
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     if numeric:  # few distinct numbers (e.g. years): the legend in numeric order
         ranked = sorted(ranked, key=lambda kv: float(kv[0]))
-    top = {label: PALETTE[i] for i, (label, _) in enumerate(ranked[:len(PALETTE)])}
+    top = {label: PALETTE[i] for i, (label, _) in enumerate(ranked[: len(PALETTE)])}
     colors = [MISSING_COLOR if m else top.get(s, OTHER_COLOR) for s, m in zip(shown, missing)]
-    legend = [(top[label], f"{label} ({count})") for label, count in ranked[:len(PALETTE)]]
-    others = sum(count for _, count in ranked[len(PALETTE):])
+    legend = [(top[label], f"{label} ({count})") for label, count in ranked[: len(PALETTE)]]
+    others = sum(count for _, count in ranked[len(PALETTE) :])
     if others:
         legend.append((OTHER_COLOR, f"other ({others})"))
     if missing.any():
@@ -445,10 +472,21 @@ def _spread_sample(points: np.ndarray, candidates: np.ndarray, k: int, taken: Se
     return [int(candidates[i]) for i in picked]
 
 
-def embedding_map(vectors, frame: pd.DataFrame, *, color_by: str | None = None, method: str = "pca",
-                  thumbnails: bool = True, image_dir: str | os.PathLike | None = None, max_thumbnails: int = 40,
-                  title: str | None = None, seed: int = 0, width: int = 960, height: int = 640,
-                  thumb_size: int = 48) -> HtmlFigure:
+def embedding_map(
+    vectors,
+    frame: pd.DataFrame,
+    *,
+    color_by: str | None = None,
+    method: str = "pca",
+    thumbnails: bool = True,
+    image_dir: str | os.PathLike | None = None,
+    max_thumbnails: int = 40,
+    title: str | None = None,
+    seed: int = 0,
+    width: int = 960,
+    height: int = 640,
+    thumb_size: int = 48,
+) -> HtmlFigure:
     """A 2-D map of photo embeddings: an SVG scatter, one point per photo, colored by a
     metadata column, with thumbnails at a spread-out sample of points.
 
@@ -483,15 +521,20 @@ def embedding_map(vectors, frame: pd.DataFrame, *, color_by: str | None = None, 
     """
     _require(frame, ["photo_id"], "embedding_map")
     if color_by is not None and color_by not in frame.columns:
-        raise BadArgument(f"color_by column {color_by!r} is not in the frame; "
-                          f"its columns are {', '.join(map(str, frame.columns))}")
+        raise BadArgument(
+            f"color_by column {color_by!r} is not in the frame; its columns are {', '.join(map(str, frame.columns))}"
+        )
     if method not in PROJECTIONS:
         raise BadArgument(f"method must be one of {', '.join(PROJECTIONS)}, got {method!r}")
     matrix = _as_matrix(vectors)
     if len(matrix) != len(frame):
         raise BadArgument(f"vectors have {len(matrix)} rows but the frame has {len(frame)}")
-    for name, value, low in (("width", width, 400), ("height", height, 200), ("thumb_size", thumb_size, 8),
-                             ("max_thumbnails", max_thumbnails, 0)):
+    for name, value, low in (
+        ("width", width, 400),
+        ("height", height, 200),
+        ("thumb_size", thumb_size, 8),
+        ("max_thumbnails", max_thumbnails, 0),
+    ):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= 10_000:
             raise BadArgument(f"{name} must be an integer from {low} to 10000, got {value!r}")
     if method == "pca":
@@ -510,8 +553,11 @@ def embedding_map(vectors, frame: pd.DataFrame, *, color_by: str | None = None, 
         # Nothing to color by: one color, and the words saying why (not a map of gray points).
         colors, legend = [PALETTE[0]] * len(frame), [(PALETTE[0], f"(missing) ({len(frame)})")]
         note = f"no photo on this map has {_words(color_by)}, so the points are not colored by {color_by}"
-    title = title if title is not None else (
-        f"{len(frame)} photos, {method.upper()}" + (f", colored by {color_by}" if color_by and not note else ""))
+    title = (
+        title
+        if title is not None
+        else (f"{len(frame)} photos, {method.upper()}" + (f", colored by {color_by}" if color_by and not note else ""))
+    )
 
     legend_w, pad = 220, 36
     plot_w, plot_h = width - legend_w - 2 * pad, height - 2 * pad
@@ -525,13 +571,15 @@ def embedding_map(vectors, frame: pd.DataFrame, *, color_by: str | None = None, 
     ids = frame["photo_id"].astype(str).tolist()
     descriptions = [_text(v) for v in frame["description"]] if "description" in frame.columns else [""] * len(frame)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="{html.escape(title)}">',
-             f'<rect x="{pad}" y="{pad}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>',
-             f'<text x="{pad + plot_w / 2:.1f}" y="{height - 10}" text-anchor="middle" font-size="12">'
-             f"{html.escape(axes[0])}</text>",
-             f'<text x="20" y="{pad + plot_h / 2:.1f}" text-anchor="middle" font-size="12" '
-             f'transform="rotate(-90 20 {pad + plot_h / 2:.1f})">{html.escape(axes[1])}</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{html.escape(title)}">',
+        f'<rect x="{pad}" y="{pad}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>',
+        f'<text x="{pad + plot_w / 2:.1f}" y="{height - 10}" text-anchor="middle" font-size="12">'
+        f"{html.escape(axes[0])}</text>",
+        f'<text x="20" y="{pad + plot_h / 2:.1f}" text-anchor="middle" font-size="12" '
+        f'transform="rotate(-90 20 {pad + plot_h / 2:.1f})">{html.escape(axes[1])}</text>',
+    ]
     if show_thumbnails:
         # Thumbnails first, points on top: every point and its color stay visible.
         # Cached images first (they need no network), then photos with an http(s) URL.
@@ -547,24 +595,34 @@ def embedding_map(vectors, frame: pd.DataFrame, *, color_by: str | None = None, 
             if src is None:
                 continue
             x, y = xs[i] - half, ys[i] - half
-            parts.append(f'<g><title>{html.escape(ids[i])}</title>'
-                         f'<image href="{html.escape(src)}" x="{x:.1f}" y="{y:.1f}" width="{thumb_size}" '
-                         f'height="{thumb_size}" preserveAspectRatio="xMidYMid slice"/>'
-                         f'<rect x="{x:.1f}" y="{y:.1f}" width="{thumb_size}" height="{thumb_size}" fill="none" '
-                         f'stroke="{colors[i]}" stroke-width="3"/></g>')
+            parts.append(
+                f"<g><title>{html.escape(ids[i])}</title>"
+                f'<image href="{html.escape(src)}" x="{x:.1f}" y="{y:.1f}" width="{thumb_size}" '
+                f'height="{thumb_size}" preserveAspectRatio="xMidYMid slice"/>'
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{thumb_size}" height="{thumb_size}" fill="none" '
+                f'stroke="{colors[i]}" stroke-width="3"/></g>'
+            )
     for i in range(len(frame)):
-        tip = ids[i] + (f" | {color_by}: {shown[i] or '(missing)'}" if color_by else "") + \
-            (f" | {descriptions[i][:200]}" if descriptions[i] else "")
-        parts.append(f'<circle cx="{xs[i]:.1f}" cy="{ys[i]:.1f}" r="{radius}" fill="{colors[i]}" '
-                     f'fill-opacity="0.85" stroke="#333" stroke-width="0.5"><title>{html.escape(tip)}</title></circle>')
+        tip = (
+            ids[i]
+            + (f" | {color_by}: {shown[i] or '(missing)'}" if color_by else "")
+            + (f" | {descriptions[i][:200]}" if descriptions[i] else "")
+        )
+        parts.append(
+            f'<circle cx="{xs[i]:.1f}" cy="{ys[i]:.1f}" r="{radius}" fill="{colors[i]}" '
+            f'fill-opacity="0.85" stroke="#333" stroke-width="0.5"><title>{html.escape(tip)}</title></circle>'
+        )
     lx = width - legend_w + 8
     if color_by is not None:
-        parts.append(f'<text x="{lx}" y="{pad - 10}" font-size="13" font-weight="600">'
-                     f"{html.escape(str(color_by))}</text>")
+        parts.append(
+            f'<text x="{lx}" y="{pad - 10}" font-size="13" font-weight="600">{html.escape(str(color_by))}</text>'
+        )
     for row, (color, label) in enumerate(legend):
         y = pad + 6 + row * 20
-        parts.append(f'<circle cx="{lx + 6}" cy="{y}" r="6" fill="{color}" stroke="#333" stroke-width="0.3"/>'
-                     f'<text x="{lx + 18}" y="{y + 4}" font-size="12">{html.escape(label[:40])}</text>')
+        parts.append(
+            f'<circle cx="{lx + 6}" cy="{y}" r="6" fill="{color}" stroke="#333" stroke-width="0.3"/>'
+            f'<text x="{lx + 18}" y="{y + 4}" font-size="12">{html.escape(label[:40])}</text>'
+        )
     parts.append("</svg>")
     return HtmlFigure(title, (f'<p class="note">{html.escape(note)}</p>\n' if note else "") + "\n".join(parts))
 
@@ -589,6 +647,7 @@ FIELDS = {
 }
 #: The facets of :func:`clipsql.search.facets` (its FACETS), each a field of :data:`FIELDS`.
 FACET_FIELDS = ("camera_make", "city", "color", "country", "keyword", "photographer")
+
 
 #: Photos (not flagged deleted) with a value of each field of FIELDS, in ClickHouse's dialect
 #: (DuckDB through clipsql.dialect, as every named query); an empty string counts as no value.
@@ -697,11 +756,15 @@ class Coverage:
         return [reason for reason in (self.why_none(f) for f in FIELDS) if reason is not None]
 
     def _repr_html_(self) -> str:
-        rows = "".join(f"<tr><td>{html.escape(f)}</td><td>{c}</td><td>{100 * s:.0f}%</td></tr>"
-                       for f, c, s in self.frame().itertuples(index=False))
+        rows = "".join(
+            f"<tr><td>{html.escape(f)}</td><td>{c}</td><td>{100 * s:.0f}%</td></tr>"
+            for f, c, s in self.frame().itertuples(index=False)
+        )
         lines = "".join(f'<p class="note">{html.escape(line)}</p>' for line in dict.fromkeys(self._lines()))
-        return (f'<style>{_STYLE}</style>\n<div class="clipsql"><table><tr><th>field</th><th>photos with a value'
-                f"</th><th>share of {self.photos}</th></tr>{rows}</table>{lines}</div>")
+        return (
+            f'<style>{_STYLE}</style>\n<div class="clipsql"><table><tr><th>field</th><th>photos with a value'
+            f"</th><th>share of {self.photos}</th></tr>{rows}</table>{lines}</div>"
+        )
 
     def __repr__(self) -> str:
         table = self.frame().assign(share=lambda f: (100 * f["share"]).round().astype(int).astype(str) + "%")
@@ -765,8 +828,7 @@ def explain_counts(frame: pd.DataFrame, field: str, coverage: Coverage):
     return frame if reason is None else Note(reason, frame if len(frame) else None)
 
 
-def explain_facets(frame: pd.DataFrame, coverage: Coverage, n: int,
-                   facets: Sequence[str] = FACET_FIELDS):
+def explain_facets(frame: pd.DataFrame, coverage: Coverage, n: int, facets: Sequence[str] = FACET_FIELDS):
     """A facet table (:func:`clipsql.search.facets`: columns facet, value, photos) with words
     for every facet that has no value: "city: nothing to count (no photo of this store has a
     city: the source had none)", or, where the store has values but not among the counted
@@ -794,8 +856,10 @@ def explain_facets(frame: pd.DataFrame, coverage: Coverage, n: int,
             continue
         reason = coverage.why_none(facet)
         if reason is None:
-            reason = (f"none of the {n} nearest photos has {_words(facet)}; "
-                      f"{coverage.counts[facet]} photos of this store have one")
+            reason = (
+                f"none of the {n} nearest photos has {_words(facet)}; "
+                f"{coverage.counts[facet]} photos of this store have one"
+            )
         lines.append(f"{facet}: nothing to count ({reason})")
     if not lines:
         return frame

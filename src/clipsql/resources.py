@@ -25,9 +25,7 @@ def _first_existing(*candidates: Path) -> Path:
     for candidate in candidates:
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError(
-        "clipsql cannot find its SQL folder; looked in " + ", ".join(str(c) for c in candidates)
-    )
+    raise FileNotFoundError("clipsql cannot find its SQL folder; looked in " + ", ".join(str(c) for c in candidates))
 
 
 def sql_dir() -> Path:

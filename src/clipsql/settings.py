@@ -39,8 +39,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .constants import (DEFAULT_CHUNK_SIZE, DEFAULT_DEVICE, DEFAULT_MAX_DELETE_FRACTION, DEFAULT_MODEL,
-                        DEFAULT_RETRY_BACKOFF_S)
+from .constants import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_DEVICE,
+    DEFAULT_MAX_DELETE_FRACTION,
+    DEFAULT_MODEL,
+    DEFAULT_RETRY_BACKOFF_S,
+)
 from .download import DownloadOptions
 from .embed import DEFAULT_BATCH_SIZE
 from .engines import absolute_store
@@ -59,34 +64,63 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10 with tomli install
 _DOWNLOAD = DownloadOptions()
 
 
-def _setting(default: Any, option: str, help: str, *, metavar: str | None = None,
-             default_text: str | None = None, to: str | None = None, relative: str | None = None,
-             backend: bool = False) -> Any:
+def _setting(
+    default: Any,
+    option: str,
+    help: str,
+    *,
+    metavar: str | None = None,
+    default_text: str | None = None,
+    to: str | None = None,
+    relative: str | None = None,
+    backend: bool = False,
+) -> Any:
     """A field of the tree: its `default` and its other forms (see :class:`Setting`, whose
     attributes these arguments become)."""
-    return dataclasses.field(default=default, metadata={
-        "option": option, "help": help, "metavar": metavar, "default_text": default_text, "to": to,
-        "relative": relative, "backend": backend})
+    return dataclasses.field(
+        default=default,
+        metadata={
+            "option": option,
+            "help": help,
+            "metavar": metavar,
+            "default_text": default_text,
+            "to": to,
+            "relative": relative,
+            "backend": backend,
+        },
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class SourceSettings:
     """The photos to index (the [source] table of a job file)."""
 
-    location: str = _setting(DEFAULT_SOURCE, "--source", "Unsplash release zip, its URL, a folder of *.tsv000 "
-                             "parts, a photos TSV, or an image folder", to="source", relative="path")
-    limit: int | None = _setting(None, "--limit", "only the first N photos of the source (then none is flagged "
-                                 "deleted)")
+    location: str = _setting(
+        DEFAULT_SOURCE,
+        "--source",
+        "Unsplash release zip, its URL, a folder of *.tsv000 parts, a photos TSV, or an image folder",
+        to="source",
+        relative="path",
+    )
+    limit: int | None = _setting(
+        None, "--limit", "only the first N photos of the source (then none is flagged deleted)"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
     """The CLIP model that embeds the photos (the [model] table)."""
 
-    name: str = _setting(DEFAULT_MODEL, "--model", "CLIP hub name or local checkpoint directory", to="model",
-                         relative="model")
-    label: str | None = _setting(None, "--model-name", "label stored with the vectors",
-                                 default_text="the hub name or the directory's name", to="model_name")
+    name: str = _setting(
+        DEFAULT_MODEL, "--model", "CLIP hub name or local checkpoint directory", to="model", relative="model"
+    )
+    label: str | None = _setting(
+        None,
+        "--model-name",
+        "label stored with the vectors",
+        default_text="the hub name or the directory's name",
+        to="model_name",
+    )
     device: str = _setting(DEFAULT_DEVICE, "--device", "auto, cpu, cuda[:N] or mps")
     batch_size: int = _setting(DEFAULT_BATCH_SIZE, "--batch-size", "images per model forward pass")
 
@@ -97,15 +131,31 @@ class StoreSettings:
     the image cache (the [store] table). `clickhouse_url` and `duckdb` are the first wave's
     aliases; `path` is then the image cache directory (see :mod:`clipsql.engines`)."""
 
-    path: str | None = _setting(None, "--store", "the store: a directory (chdb data and the image cache) or a URL: "
-                                "chdb:///dir, http(s)://user:password@host:8123/database, duckdb:///file.duckdb",
-                                metavar="URL|DIR", default_text="$CLIPSQL_STORE or ./clipsql-store", to="store",
-                                relative="path")
-    clickhouse_url: str | None = _setting(None, "--clickhouse-url", "alias: a ClickHouse server, "
-                                          "http(s)://user:password@host:8123/database (--store is then the image "
-                                          "cache)", default_text="$CLICKHOUSE_URL", backend=True)
-    duckdb: str | None = _setting(None, "--duckdb", "alias: a DuckDB database file (--store is then the image cache)",
-                                  metavar="FILE", relative="path", backend=True)
+    path: str | None = _setting(
+        None,
+        "--store",
+        "the store: a directory (chdb data and the image cache) or a URL: "
+        "chdb:///dir, http(s)://user:password@host:8123/database, duckdb:///file.duckdb",
+        metavar="URL|DIR",
+        default_text="$CLIPSQL_STORE or ./clipsql-store",
+        to="store",
+        relative="path",
+    )
+    clickhouse_url: str | None = _setting(
+        None,
+        "--clickhouse-url",
+        "alias: a ClickHouse server, http(s)://user:password@host:8123/database (--store is then the image cache)",
+        default_text="$CLICKHOUSE_URL",
+        backend=True,
+    )
+    duckdb: str | None = _setting(
+        None,
+        "--duckdb",
+        "alias: a DuckDB database file (--store is then the image cache)",
+        metavar="FILE",
+        relative="path",
+        backend=True,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,24 +163,35 @@ class DownloadSettings:
     """Fetching the images (the [download] table: the fields of :class:`~clipsql.download.DownloadOptions`)."""
 
     workers: int = _setting(_DOWNLOAD.workers, "--workers", "concurrent downloads")
-    width: int = _setting(_DOWNLOAD.width, "--width", "Unsplash dynamic-URL width in pixels (w=); 0 keeps URLs "
-                          "as given")
-    timeout_s: float = _setting(_DOWNLOAD.read_timeout_s, "--timeout", "read timeout per request, seconds",
-                                to="read_timeout_s")
-    retries: int = _setting(_DOWNLOAD.retries, "--retries", "retries per request within a run, for 429, 5xx "
-                            "and connection errors")
+    width: int = _setting(
+        _DOWNLOAD.width, "--width", "Unsplash dynamic-URL width in pixels (w=); 0 keeps URLs as given"
+    )
+    timeout_s: float = _setting(
+        _DOWNLOAD.read_timeout_s, "--timeout", "read timeout per request, seconds", to="read_timeout_s"
+    )
+    retries: int = _setting(
+        _DOWNLOAD.retries, "--retries", "retries per request within a run, for 429, 5xx and connection errors"
+    )
     max_bytes: int = _setting(_DOWNLOAD.max_bytes, "--max-bytes", "largest image accepted, bytes")
-    max_retry_after_s: float = _setting(_DOWNLOAD.max_retry_after_s, "--max-retry-after",
-                                        "longest Retry-After a server may ask for before the photo fails "
-                                        "transient, seconds", metavar="SECONDS")
-    connect_timeout_s: float = _setting(_DOWNLOAD.connect_timeout_s, "--connect-timeout",
-                                        "connect timeout per request, seconds", metavar="SECONDS")
-    total_timeout_s: float = _setting(_DOWNLOAD.total_timeout_s, "--total-timeout", "deadline of one attempt at "
-                                      "a photo, headers and body, seconds", metavar="SECONDS")
-    backoff_s: float = _setting(_DOWNLOAD.backoff_s, "--backoff", "base of the backoff between retries within a "
-                                "run, seconds", metavar="SECONDS")
-    max_pixels: int = _setting(_DOWNLOAD.max_pixels, "--max-pixels", "largest image accepted, width x height "
-                               "pixels")
+    max_retry_after_s: float = _setting(
+        _DOWNLOAD.max_retry_after_s,
+        "--max-retry-after",
+        "longest Retry-After a server may ask for before the photo fails transient, seconds",
+        metavar="SECONDS",
+    )
+    connect_timeout_s: float = _setting(
+        _DOWNLOAD.connect_timeout_s, "--connect-timeout", "connect timeout per request, seconds", metavar="SECONDS"
+    )
+    total_timeout_s: float = _setting(
+        _DOWNLOAD.total_timeout_s,
+        "--total-timeout",
+        "deadline of one attempt at a photo, headers and body, seconds",
+        metavar="SECONDS",
+    )
+    backoff_s: float = _setting(
+        _DOWNLOAD.backoff_s, "--backoff", "base of the backoff between retries within a run, seconds", metavar="SECONDS"
+    )
+    max_pixels: int = _setting(_DOWNLOAD.max_pixels, "--max-pixels", "largest image accepted, width x height pixels")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,18 +199,26 @@ class RefreshSettings:
     """How a run proceeds: chunks, retries of failed photos, photos gone from the source (the
     [refresh] table)."""
 
-    chunk_size: int = _setting(DEFAULT_CHUNK_SIZE, "--chunk-size", "photos downloaded, embedded and loaded at "
-                               "a time")
-    retry_failed: bool = _setting(False, "--retry-failed", "retry every failed photo now, permanent failures "
-                                  "(HTTP 4xx, undecodable) included")
-    retry_backoff_s: float = _setting(DEFAULT_RETRY_BACKOFF_S, "--retry-backoff", "a transient failure is "
-                                      "retried by a later run once last attempt + SECONDS * 2^(attempts-1) "
-                                      "has passed", metavar="SECONDS")
-    purge: bool = _setting(False, "--purge", "remove photos gone from the source from every table and the "
-                           "image cache, instead of flagging them deleted")
-    max_delete_fraction: float = _setting(DEFAULT_MAX_DELETE_FRACTION, "--max-delete-fraction",
-                                          "stop before any write when the run would flag or purge more than "
-                                          "this share of the store's photos")
+    chunk_size: int = _setting(DEFAULT_CHUNK_SIZE, "--chunk-size", "photos downloaded, embedded and loaded at a time")
+    retry_failed: bool = _setting(
+        False, "--retry-failed", "retry every failed photo now, permanent failures (HTTP 4xx, undecodable) included"
+    )
+    retry_backoff_s: float = _setting(
+        DEFAULT_RETRY_BACKOFF_S,
+        "--retry-backoff",
+        "a transient failure is retried by a later run once last attempt + SECONDS * 2^(attempts-1) has passed",
+        metavar="SECONDS",
+    )
+    purge: bool = _setting(
+        False,
+        "--purge",
+        "remove photos gone from the source from every table and the image cache, instead of flagging them deleted",
+    )
+    max_delete_fraction: float = _setting(
+        DEFAULT_MAX_DELETE_FRACTION,
+        "--max-delete-fraction",
+        "stop before any write when the run would flag or purge more than this share of the store's photos",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,8 +299,7 @@ class Settings:
     model: ModelSettings = dataclasses.field(default_factory=ModelSettings)
     store: StoreSettings = dataclasses.field(default_factory=StoreSettings)
     # The [download] table is one argument of refresh(), a DownloadOptions, not one per key.
-    download: DownloadSettings = dataclasses.field(default_factory=DownloadSettings,
-                                                   metadata={"to": "download"})
+    download: DownloadSettings = dataclasses.field(default_factory=DownloadSettings, metadata={"to": "download"})
     refresh: RefreshSettings = dataclasses.field(default_factory=RefreshSettings)
 
     @classmethod
@@ -273,8 +341,9 @@ class Settings:
         tables: dict[str, dict[str, Any]] = {}
         for leaf, value in values.items():
             tables.setdefault(leaf.table, {})[leaf.key] = value
-        return dataclasses.replace(self, **{table: dataclasses.replace(getattr(self, table), **changes)
-                                            for table, changes in tables.items()})
+        return dataclasses.replace(
+            self, **{table: dataclasses.replace(getattr(self, table), **changes) for table, changes in tables.items()}
+        )
 
     @classmethod
     def from_flat(cls, values: Mapping[str, Any]) -> Settings:
@@ -301,8 +370,9 @@ class Settings:
 
     def refresh_arguments(self) -> dict[str, Any]:
         """The keyword arguments of :func:`clipsql.refresh.refresh` (all but `progress`)."""
-        arguments: dict[str, Any] = {_TABLE_TO[table]: self.download_options()
-                                     for table in TABLES if table in _TABLE_TO}
+        arguments: dict[str, Any] = {
+            _TABLE_TO[table]: self.download_options() for table in TABLES if table in _TABLE_TO
+        }
         arguments.update((leaf.to, self.value(leaf)) for leaf in LEAVES if leaf.table not in _TABLE_TO)
         return arguments
 
@@ -325,11 +395,23 @@ def _leaves() -> tuple[Setting, ...]:
         for field in dataclasses.fields(tables[table.name]):
             kind, optional = _kind(hints[field.name])
             m = field.metadata
-            found.append(Setting(table=table.name, key=field.name, kind=kind, optional=optional,
-                                 default=field.default, option=m["option"],
-                                 dest=m["option"].removeprefix("--").replace("-", "_"), help=m["help"],
-                                 metavar=m["metavar"], default_text=m["default_text"], to=m["to"] or field.name,
-                                 relative=m["relative"], backend=m["backend"]))
+            found.append(
+                Setting(
+                    table=table.name,
+                    key=field.name,
+                    kind=kind,
+                    optional=optional,
+                    default=field.default,
+                    option=m["option"],
+                    dest=m["option"].removeprefix("--").replace("-", "_"),
+                    help=m["help"],
+                    metavar=m["metavar"],
+                    default_text=m["default_text"],
+                    to=m["to"] or field.name,
+                    relative=m["relative"],
+                    backend=m["backend"],
+                )
+            )
     return tuple(found)
 
 
@@ -340,7 +422,8 @@ TABLES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
 #: What each table holds, for the CLI's option groups: its class's docstring up to " (the [".
 TABLE_HELP: dict[str, str] = {
     f.name: " ".join((typing.get_type_hints(Settings)[f.name].__doc__ or "").split()).split(" (the [")[0] + "."
-    for f in dataclasses.fields(Settings)}
+    for f in dataclasses.fields(Settings)
+}
 #: Tables that become one argument of refresh() (table -> its keyword), not one per key.
 _TABLE_TO = {f.name: f.metadata["to"] for f in dataclasses.fields(Settings) if "to" in f.metadata}
 _BY_KEY = {(leaf.table, leaf.key): leaf for leaf in LEAVES}
@@ -396,8 +479,9 @@ def read_job_file(path: str | os.PathLike) -> dict[tuple[str, str], Any]:
     found: dict[tuple[str, str], Any] = {}
     for table, values in data.items():
         if table not in tables or not isinstance(values, dict):
-            raise BadArgument(f"job file {path}: unknown table [{table}]; expected one of "
-                              + ", ".join(f"[{t}]" for t in tables))
+            raise BadArgument(
+                f"job file {path}: unknown table [{table}]; expected one of " + ", ".join(f"[{t}]" for t in tables)
+            )
         for key, value in values.items():
             leaf = _BY_KEY.get((table, key))
             if leaf is None:
@@ -408,8 +492,9 @@ def read_job_file(path: str | os.PathLike) -> dict[tuple[str, str], Any]:
             found[(table, key)] = float(value) if leaf.kind is float else _resolve(leaf, value, base)
     backends = [leaf for leaf in LEAVES if leaf.backend and found.get((leaf.table, leaf.key))]
     if len(backends) > 1:
-        raise BadArgument(f"job file {path}: [store] sets both {' and '.join(leaf.key for leaf in backends)}; "
-                          "choose one backend")
+        raise BadArgument(
+            f"job file {path}: [store] sets both {' and '.join(leaf.key for leaf in backends)}; choose one backend"
+        )
     return found
 
 

@@ -38,8 +38,10 @@ from .resources import sql_dir
 log = logging.getLogger(__name__)
 
 #: The query that runs instead of each searchable query when the snapshot is current.
-SNAPSHOT_QUERIES = {"search_photos": "search_photos_snapshot",
-                    "search_photos_unfiltered": "search_photos_unfiltered_snapshot"}
+SNAPSHOT_QUERIES = {
+    "search_photos": "search_photos_snapshot",
+    "search_photos_unfiltered": "search_photos_unfiltered_snapshot",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,16 +85,20 @@ def use_snapshot(db: Store, model: str) -> bool:
     if built is not None and (built.model, built.parts) == (model, parts):
         return built.usable
     if vector_bytes > db.search_snapshot_max_bytes:
-        log.info("search snapshot off: %d bytes of vectors is over search_snapshot_max_bytes = %d; "
-                 "searching the tables", vector_bytes, db.search_snapshot_max_bytes)
+        log.info(
+            "search snapshot off: %d bytes of vectors is over search_snapshot_max_bytes = %d; searching the tables",
+            vector_bytes,
+            db.search_snapshot_max_bytes,
+        )
         discard(db)  # frees an older, smaller copy
         db.record_search_snapshot(_Snapshot(model, parts, usable=False))
         return False
     try:  # the script drops the old copy first
         db.run_script("build_search_snapshot", {"model": model}, folder="session")
     except Exception as exc:  # e.g. the engine's memory limit: search still works without it
-        log.warning("could not build the search snapshot (%s); searching the tables",
-                    str(exc).strip().splitlines()[0][:300])
+        log.warning(
+            "could not build the search snapshot (%s); searching the tables", str(exc).strip().splitlines()[0][:300]
+        )
         db.record_search_snapshot(_Snapshot(model, parts, usable=False))
         return False
     # A write between the state query and the build would leave the parts list older than

@@ -58,35 +58,67 @@ DEFAULT_SOURCE = "https://unsplash.com/data/lite/latest"
 #: Kinds: str, ts (timestamp, UTC), float, int, bool ('t'/'f').
 UNSPLASH_COLUMNS: dict[str, dict[str, str]] = {
     "photos": {
-        "photo_id": "str", "photo_url": "str", "photo_image_url": "str",
-        "photo_submitted_at": "ts", "photo_featured": "bool",
-        "photo_width": "int", "photo_height": "int", "photo_aspect_ratio": "float",
-        "photo_description": "str", "photographer_username": "str",
-        "photographer_first_name": "str", "photographer_last_name": "str",
-        "exif_camera_make": "str", "exif_camera_model": "str", "exif_iso": "int",
-        "exif_aperture_value": "float", "exif_focal_length": "float",
-        "exif_exposure_time": "str", "photo_location_name": "str",
-        "photo_location_latitude": "float", "photo_location_longitude": "float",
-        "photo_location_country": "str", "photo_location_city": "str",
-        "stats_views": "int", "stats_downloads": "int", "ai_description": "str",
-        "ai_primary_landmark_name": "str", "ai_primary_landmark_latitude": "float",
-        "ai_primary_landmark_longitude": "float", "ai_primary_landmark_confidence": "float",
+        "photo_id": "str",
+        "photo_url": "str",
+        "photo_image_url": "str",
+        "photo_submitted_at": "ts",
+        "photo_featured": "bool",
+        "photo_width": "int",
+        "photo_height": "int",
+        "photo_aspect_ratio": "float",
+        "photo_description": "str",
+        "photographer_username": "str",
+        "photographer_first_name": "str",
+        "photographer_last_name": "str",
+        "exif_camera_make": "str",
+        "exif_camera_model": "str",
+        "exif_iso": "int",
+        "exif_aperture_value": "float",
+        "exif_focal_length": "float",
+        "exif_exposure_time": "str",
+        "photo_location_name": "str",
+        "photo_location_latitude": "float",
+        "photo_location_longitude": "float",
+        "photo_location_country": "str",
+        "photo_location_city": "str",
+        "stats_views": "int",
+        "stats_downloads": "int",
+        "ai_description": "str",
+        "ai_primary_landmark_name": "str",
+        "ai_primary_landmark_latitude": "float",
+        "ai_primary_landmark_longitude": "float",
+        "ai_primary_landmark_confidence": "float",
     },
     "keywords": {
-        "photo_id": "str", "keyword": "str", "ai_service_1_confidence": "float",
-        "ai_service_2_confidence": "float", "suggested_by_user": "bool",
+        "photo_id": "str",
+        "keyword": "str",
+        "ai_service_1_confidence": "float",
+        "ai_service_2_confidence": "float",
+        "suggested_by_user": "bool",
     },
     "collections": {
-        "photo_id": "str", "collection_id": "str", "collection_title": "str",
+        "photo_id": "str",
+        "collection_id": "str",
+        "collection_title": "str",
         "photo_collected_at": "ts",
     },
     "colors": {
-        "photo_id": "str", "hex": "str", "red": "int", "green": "int", "blue": "int",
-        "keyword": "str", "coverage": "float", "score": "float",
+        "photo_id": "str",
+        "hex": "str",
+        "red": "int",
+        "green": "int",
+        "blue": "int",
+        "keyword": "str",
+        "coverage": "float",
+        "score": "float",
     },
     "conversions": {
-        "converted_at": "ts", "conversion_type": "str", "keyword": "str", "photo_id": "str",
-        "anonymous_user_id": "str", "conversion_country": "str",
+        "converted_at": "ts",
+        "conversion_type": "str",
+        "keyword": "str",
+        "photo_id": "str",
+        "anonymous_user_id": "str",
+        "conversion_country": "str",
     },
 }
 OPTIONAL_FILES = ("keywords", "collections", "colors", "conversions")
@@ -96,16 +128,29 @@ KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "keywords": ("photo_id", "keyword"),
     "collections": ("photo_id", "collection_id"),
     "colors": ("photo_id", "hex"),
-    "conversions": ("photo_id", "converted_at", "conversion_type", "keyword", "anonymous_user_id",
-                    "conversion_country"),
+    "conversions": (
+        "photo_id",
+        "converted_at",
+        "conversion_type",
+        "keyword",
+        "anonymous_user_id",
+        "conversion_country",
+    ),
 }
 #: Key columns that may be empty in the source: empty means '' there, not NULL.
-EMPTY_KEY_OK = {("conversions", "keyword"), ("conversions", "anonymous_user_id"),
-                ("conversions", "conversion_country"), ("conversions", "conversion_type")}
+EMPTY_KEY_OK = {
+    ("conversions", "keyword"),
+    ("conversions", "anonymous_user_id"),
+    ("conversions", "conversion_country"),
+    ("conversions", "conversion_type"),
+}
 
 _ARROW_TYPES = {
-    "str": pa.string(), "ts": pa.timestamp("ms", tz="UTC"), "float": pa.float64(),
-    "int": pa.int64(), "bool": pa.bool_(),
+    "str": pa.string(),
+    "ts": pa.timestamp("ms", tz="UTC"),
+    "float": pa.float64(),
+    "int": pa.int64(),
+    "bool": pa.bool_(),
 }
 _BOOLS = {"t": True, "f": False, "true": True, "false": False}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -176,9 +221,17 @@ class SourceReader:
         skipped: image-folder entries named like images that could not be read.
     """
 
-    def __init__(self, kind: str, location: str, version: str, members: dict[str, list] | None,
-                 folder_photos: pa.Table | None, malformed: list[MalformedRow], limit: int | None,
-                 skipped: list[SkippedEntry] | None = None):
+    def __init__(
+        self,
+        kind: str,
+        location: str,
+        version: str,
+        members: dict[str, list] | None,
+        folder_photos: pa.Table | None,
+        malformed: list[MalformedRow],
+        limit: int | None,
+        skipped: list[SkippedEntry] | None = None,
+    ):
         self.kind = kind
         self.skipped = skipped or []
         self.location = location
@@ -203,11 +256,11 @@ class SourceReader:
             for start in range(0, self._folder_photos.num_rows, rows):
                 yield self._folder_photos.slice(start, rows)
             return
-        yield from _iter_file("photos", self._members["photos"], self.malformed, chunk_rows=rows,
-                              limit=self.limit, unique_key=True)
+        yield from _iter_file(
+            "photos", self._members["photos"], self.malformed, chunk_rows=rows, limit=self.limit, unique_key=True
+        )
 
-    def photo_keys(self, malformed: list[MalformedRow] | None = None,
-                   rows: int = DEFAULT_EXTRA_CHUNK_ROWS) -> pa.Table:
+    def photo_keys(self, malformed: list[MalformedRow] | None = None, rows: int = DEFAULT_EXTRA_CHUNK_ROWS) -> pa.Table:
         """photo_id and photo_image_url of every photo a full read hands on (`limit`
         applied), in file order: a first pass that lets the refresh compare the source with
         the store before it writes anything. Malformed rows go to `malformed` (default:
@@ -219,13 +272,22 @@ class SourceReader:
         columns = ["photo_id", "photo_image_url"]
         if self._folder_photos is not None:
             return self._folder_photos.select(columns)
-        tables = [t.select(columns) for t in _iter_file(
-            "photos", self._members["photos"], [] if malformed is None else malformed, chunk_rows=rows,
-            limit=self.limit, unique_key=True)]
+        tables = [
+            t.select(columns)
+            for t in _iter_file(
+                "photos",
+                self._members["photos"],
+                [] if malformed is None else malformed,
+                chunk_rows=rows,
+                limit=self.limit,
+                unique_key=True,
+            )
+        ]
         return pa.concat_tables(tables)
 
-    def extra_batches(self, keep: set[str] | None = None,
-                      rows: int = DEFAULT_EXTRA_CHUNK_ROWS) -> Iterator[tuple[str, pa.Table]]:
+    def extra_batches(
+        self, keep: set[str] | None = None, rows: int = DEFAULT_EXTRA_CHUNK_ROWS
+    ) -> Iterator[tuple[str, pa.Table]]:
         """(file name, typed table of at most `rows` rows) for each optional file present.
 
         Args:
@@ -240,8 +302,9 @@ class SourceReader:
                 yield name, table
 
 
-def open_source(source: str | os.PathLike, *, limit: int | None = None,
-                cache_dir: str | os.PathLike | None = None) -> SourceReader:
+def open_source(
+    source: str | os.PathLike, *, limit: int | None = None, cache_dir: str | os.PathLike | None = None
+) -> SourceReader:
     """Open a release zip, a URL of one, a directory of TSV parts, a photos TSV or an image
     folder for streaming (see :class:`SourceReader`); nothing but file names and sizes is
     read yet (an image folder is listed).
@@ -279,8 +342,9 @@ def open_source(source: str | os.PathLike, *, limit: int | None = None,
     return SourceReader("unsplash", text, _version_of(members), members, None, [], limit)
 
 
-def read_source(source: str | os.PathLike, *, limit: int | None = None,
-                cache_dir: str | os.PathLike | None = None) -> SourceData:
+def read_source(
+    source: str | os.PathLike, *, limit: int | None = None, cache_dir: str | os.PathLike | None = None
+) -> SourceData:
     """Read a whole source into memory (see :func:`open_source` for the arguments).
 
     For a release of bounded size (tests, notebooks); the refresh streams with
@@ -376,15 +440,22 @@ def _iter_lines(part) -> Iterator[tuple[int, str | None, bytes]]:
         for number, line in enumerate(raw, 1):
             line = line.rstrip(b"\r\n")
             if number == 1 and line.startswith(codecs.BOM_UTF8):
-                line = line[len(codecs.BOM_UTF8):]
+                line = line[len(codecs.BOM_UTF8) :]
             try:
                 yield number, decoder().decode(line, final=True), line
             except UnicodeDecodeError:
                 yield number, None, line
 
 
-def _iter_file(file: str, parts: list, malformed: list[MalformedRow], *, chunk_rows: int,
-               limit: int | None = None, unique_key: bool = False) -> Iterator[pa.Table]:
+def _iter_file(
+    file: str,
+    parts: list,
+    malformed: list[MalformedRow],
+    *,
+    chunk_rows: int,
+    limit: int | None = None,
+    unique_key: bool = False,
+) -> Iterator[pa.Table]:
     """Typed tables of one Unsplash file, at most `chunk_rows` rows each (see module docstring).
 
     At least one table is yielded (an empty one for a file without rows), so callers can
@@ -426,15 +497,19 @@ def _iter_file(file: str, parts: list, malformed: list[MalformedRow], *, chunk_r
                 continue
             fields = text.split("\t")
             if len(fields) != len(header):
-                malformed.append(MalformedRow(
-                    part.name, number, f"expected {len(header)} tab-separated fields, got {len(fields)}"))
+                malformed.append(
+                    MalformedRow(part.name, number, f"expected {len(header)} tab-separated fields, got {len(fields)}")
+                )
                 continue
             if unique_key:
                 photo_id = fields[header.index("photo_id")]
                 if photo_id in seen:
                     first = seen[photo_id]
-                    malformed.append(MalformedRow(
-                        part.name, number, f"duplicate photo_id {photo_id!r} (first at {first[0]}:{first[1]})"))
+                    malformed.append(
+                        MalformedRow(
+                            part.name, number, f"duplicate photo_id {photo_id!r} (first at {first[0]}:{first[1]})"
+                        )
+                    )
                     continue
                 seen[photo_id] = (part.name, number)
             rows.append(fields)
@@ -447,8 +522,15 @@ def _iter_file(file: str, parts: list, malformed: list[MalformedRow], *, chunk_r
         yield flush()
 
 
-def _typed_table(file: str, header: list[str], rows: list[list[str]], where: list[tuple[str, int]],
-                 malformed: list[MalformedRow], unique_key: bool, state: dict) -> pa.Table:
+def _typed_table(
+    file: str,
+    header: list[str],
+    rows: list[list[str]],
+    where: list[tuple[str, int]],
+    malformed: list[MalformedRow],
+    unique_key: bool,
+    state: dict,
+) -> pa.Table:
     """Type the string rows of one chunk; rows that cannot be typed go to `malformed`."""
     kinds = UNSPLASH_COLUMNS[file]
     unknown = [c for c in header if c not in kinds]
@@ -458,13 +540,17 @@ def _typed_table(file: str, header: list[str], rows: list[list[str]], where: lis
     columns = {name: [r[i] for r in rows] for i, name in enumerate(header) if name in kinds}
     typed, bad = _type_columns(file, columns, len(rows))
     for index in np.flatnonzero(bad.any(axis=0)) if bad.size else []:
-        reasons = [f"{name}: {columns[name][index]!r} is not {_KIND_WORDS[kinds[name]]}"
-                   for name, mask in zip(typed, bad) if mask[index]]
+        reasons = [
+            f"{name}: {columns[name][index]!r} is not {_KIND_WORDS[kinds[name]]}"
+            for name, mask in zip(typed, bad)
+            if mask[index]
+        ]
         malformed.append(MalformedRow(where[index][0], where[index][1], "; ".join(reasons)))
     ok = ~bad.any(axis=0) if bad.size else np.ones(len(rows), dtype=bool)
     keep_mask = pa.array(ok)
-    table = pa.table({name: _as_arrow(values, _ARROW_TYPES[kinds[name]]).filter(keep_mask)
-                      for name, values in typed.items()})
+    table = pa.table(
+        {name: _as_arrow(values, _ARROW_TYPES[kinds[name]]).filter(keep_mask) for name, values in typed.items()}
+    )
     missing = [n for n in kinds if n not in table.column_names]
     for name in missing:
         table = table.append_column(name, pa.nulls(table.num_rows, _ARROW_TYPES[kinds[name]]))
@@ -489,8 +575,13 @@ def _as_arrow(values, type_: pa.DataType) -> pa.Array:
     return pa.array(values, type=type_)
 
 
-_KIND_WORDS = {"ts": "a timestamp", "float": "a number", "int": "an integer",
-               "bool": "'t' or 'f'", "str": "non-empty text"}
+_KIND_WORDS = {
+    "ts": "a timestamp",
+    "float": "a number",
+    "int": "an integer",
+    "bool": "'t' or 'f'",
+    "str": "non-empty text",
+}
 
 
 def _type_columns(file: str, columns: dict[str, list[str]], n: int):
@@ -522,7 +613,8 @@ def _type_columns(file: str, columns: dict[str, list[str]], n: int):
             stamps = pd.to_datetime(series.where(~empty, None), errors="coerce", utc=True, format="ISO8601")
             bad = ~empty & stamps.isna().to_numpy()
             typed[name] = pa.array(stamps, type=pa.timestamp("ns", tz="UTC")).cast(
-                pa.timestamp("ms", tz="UTC"), safe=False)
+                pa.timestamp("ms", tz="UTC"), safe=False
+            )
         else:  # pragma: no cover - the kinds are a fixed list above
             raise AssertionError(kind)
         if name in KEY_COLUMNS[file] and (file, name) not in EMPTY_KEY_OK:
@@ -563,8 +655,7 @@ def _entry_problem(path: Path) -> str | None:
         st = path.stat()  # follows symlinks
     except OSError as exc:
         if path.is_symlink():
-            return ("a symlink loop" if exc.errno == errno.ELOOP
-                    else f"a broken symlink ({exc.strerror or exc})")
+            return "a symlink loop" if exc.errno == errno.ELOOP else f"a broken symlink ({exc.strerror or exc})"
         return f"cannot be read ({exc.strerror or exc})"
     if stat.S_ISDIR(st.st_mode):
         return "a directory, not an image file"
@@ -630,8 +721,11 @@ def _read_image_folder(path: Path, limit: int | None) -> SourceReader:
         try:
             rel.encode("utf-8")
         except UnicodeEncodeError:
-            skipped.append(SkippedEntry(rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
-                                        "file name is not valid UTF-8"))
+            skipped.append(
+                SkippedEntry(
+                    rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), "file name is not valid UTF-8"
+                )
+            )
             continue
         ids.append(folder_photo_id(rel))
         urls.append(file.absolute().as_uri())
@@ -643,8 +737,10 @@ def _read_image_folder(path: Path, limit: int | None) -> SourceReader:
         log.warning("image folder %s: skipped %s", path, entry)
     if not ids:
         detail = f"; skipped: {', '.join(map(str, skipped[:5]))}" if skipped else ""
-        raise SourceError(f"{path} holds neither a photos.tsv* file nor any readable image "
-                          f"({', '.join(sorted(IMAGE_SUFFIXES))}){detail}")
+        raise SourceError(
+            f"{path} holds neither a photos.tsv* file nor any readable image "
+            f"({', '.join(sorted(IMAGE_SUFFIXES))}){detail}"
+        )
     n = len(ids)
     schema = arrow_schema("photos")
     photos = pa.table({f.name: pa.nulls(n, f.type) for f in schema}, schema=schema)

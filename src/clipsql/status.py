@@ -57,24 +57,27 @@ class StoreStatus:
         if self.runs.empty:
             out.append("  (none yet)")
         else:
-            runs = pd.DataFrame({
-                "started_at": self.runs["started_at"].map(_stamp),
-                "status": self.runs["status"],
-                "seconds": self.runs["seconds"].map(lambda s: f"{s:.1f}"),
-                "photos": self.runs["source_ok"],
-                "downloaded": self.runs["download_ok"],
-                "dl_failed": self.runs["download_failed"],
-                "embedded": self.runs["embed_ok"],
-                "deleted": self.runs["deleted"] + self.runs["purged"],
-                "model": self.runs["model"],
-                "error": self.runs["error"].fillna("").map(lambda e: e[:60]),
-                "run_id": self.runs["run_id"].map(lambda r: r[:12]),
-            })
+            runs = pd.DataFrame(
+                {
+                    "started_at": self.runs["started_at"].map(_stamp),
+                    "status": self.runs["status"],
+                    "seconds": self.runs["seconds"].map(lambda s: f"{s:.1f}"),
+                    "photos": self.runs["source_ok"],
+                    "downloaded": self.runs["download_ok"],
+                    "dl_failed": self.runs["download_failed"],
+                    "embedded": self.runs["embed_ok"],
+                    "deleted": self.runs["deleted"] + self.runs["purged"],
+                    "model": self.runs["model"],
+                    "error": self.runs["error"].fillna("").map(lambda e: e[:60]),
+                    "run_id": self.runs["run_id"].map(lambda r: r[:12]),
+                }
+            )
             out.append(_indent(runs.to_string(index=False)))
         out.append("")
         out.append("tables:")
-        out.append(_indent(self.tables.rename(columns={"table_name": "table", "row_count": "rows"})
-                           .to_string(index=False)))
+        out.append(
+            _indent(self.tables.rename(columns={"table_name": "table", "row_count": "rows"}).to_string(index=False))
+        )
         out.append("")
         out.append("models:")
         if self.models.empty:
@@ -93,8 +96,10 @@ class StoreStatus:
             failures["last_attempt_at"] = failures["last_attempt_at"].map(_stamp)
             out.append(_indent(failures.to_string(index=False)))
         out.append("")
-        out.append(f"image cache: {self.missing_images} photos recorded as downloaded have no cached image"
-                   + (" (the next refresh fetches them again)" if self.missing_images else ""))
+        out.append(
+            f"image cache: {self.missing_images} photos recorded as downloaded have no cached image"
+            + (" (the next refresh fetches them again)" if self.missing_images else "")
+        )
         return "\n".join(out)
 
 
@@ -108,8 +113,13 @@ def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
 
 
-def status(store: str | os.PathLike | None = None, *, clickhouse_url: str | None = None,
-           duckdb: str | os.PathLike | None = None, runs: int = 10) -> StoreStatus:
+def status(
+    store: str | os.PathLike | None = None,
+    *,
+    clickhouse_url: str | None = None,
+    duckdb: str | os.PathLike | None = None,
+    runs: int = 10,
+) -> StoreStatus:
     """Read the state of a store (see :class:`StoreStatus`).
 
     Args:
@@ -131,8 +141,11 @@ def status(store: str | os.PathLike | None = None, *, clickhouse_url: str | None
         raise NotFound(f"no store at {target.description} (run `clipsql refresh` first)")
     holder = StoreLock.holder(root) if root.is_dir() else None
     if holder is not None and capabilities_of(target).one_process:
-        raise StoreLocked(root / "refresh.lock", holder,
-                          hint=" (chdb and DuckDB let one process open a store at a time: ask again when it ends)")
+        raise StoreLocked(
+            root / "refresh.lock",
+            holder,
+            hint=" (chdb and DuckDB let one process open a store at a time: ask again when it ends)",
+        )
     with open_store(store, clickhouse_url=clickhouse_url, duckdb=duckdb) as db:
         return StoreStatus(
             store=db.description,

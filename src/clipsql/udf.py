@@ -89,8 +89,9 @@ def is_blank(text: str | None) -> bool:
     return text is None or not text.strip()
 
 
-def embed_rows(embed: Callable[[list[str]], np.ndarray], texts: Sequence[str | None],
-               batch_size: int = DEFAULT_BATCH_SIZE) -> list[np.ndarray | None]:
+def embed_rows(
+    embed: Callable[[list[str]], np.ndarray], texts: Sequence[str | None], batch_size: int = DEFAULT_BATCH_SIZE
+) -> list[np.ndarray | None]:
     """The embedding of each text, in order; None for a blank one (see :func:`is_blank`).
 
     Args:
@@ -107,7 +108,7 @@ def embed_rows(embed: Callable[[list[str]], np.ndarray], texts: Sequence[str | N
     distinct = list(dict.fromkeys(t for t in texts if not is_blank(t)))
     vectors: dict[str, np.ndarray] = {}
     for start in range(0, len(distinct), batch_size):
-        batch = distinct[start:start + batch_size]
+        batch = distinct[start : start + batch_size]
         out = np.asarray(embed(batch), dtype=np.float32)
         if out.ndim != 2 or out.shape[0] != len(batch):
             raise ModelError(f"the text model returned shape {out.shape} for {len(batch)} texts")
@@ -153,8 +154,7 @@ def _row_count(header: bytes, block: int) -> int:
     except ValueError:
         count = -1
     if count < 0:
-        raise UdfProtocolError(f"block {block}: expected a row count line (send_chunk_header = 1), "
-                               f"got {header[:80]!r}")
+        raise UdfProtocolError(f"block {block}: expected a row count line (send_chunk_header = 1), got {header[:80]!r}")
     return count
 
 
@@ -167,16 +167,19 @@ def _read_text(stdin: BinaryIO, block: int, row: int, count: int) -> str | None:
     except ValueError:
         record = None
     if not isinstance(record, dict) or len(record) != 1:
-        raise UdfProtocolError(f"block {block} row {row + 1}: expected a JSONEachRow object with one "
-                               f"field, the text (format JSONEachRow), got {line[:80]!r}")
+        raise UdfProtocolError(
+            f"block {block} row {row + 1}: expected a JSONEachRow object with one "
+            f"field, the text (format JSONEachRow), got {line[:80]!r}"
+        )
     text = next(iter(record.values()))
     if text is not None and not isinstance(text, str):
         raise UdfProtocolError(f"block {block} row {row + 1}: the text must be a string or null, got {text!r:.80}")
     return text
 
 
-def serve(stdin: BinaryIO, stdout: BinaryIO, embed: Callable[[list[str]], np.ndarray], *,
-          batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+def serve(
+    stdin: BinaryIO, stdout: BinaryIO, embed: Callable[[list[str]], np.ndarray], *, batch_size: int = DEFAULT_BATCH_SIZE
+) -> int:
     """Answer blocks of rows until stdin closes (the protocol of the module docstring).
 
     Args:
@@ -208,8 +211,14 @@ def serve(stdin: BinaryIO, stdout: BinaryIO, embed: Callable[[list[str]], np.nda
         stdout.write(b"".join(_EMPTY_ANSWER if v is None else answers[id(v)] for v in vectors))
         stdout.flush()
         blocks = block
-        log.debug("block %d: %d rows, %d distinct texts; read %.1f ms, embedded and written %.1f ms",
-                  block, count, len(answers), 1000 * read_s, 1000 * (time.perf_counter() - started - read_s))
+        log.debug(
+            "block %d: %d rows, %d distinct texts; read %.1f ms, embedded and written %.1f ms",
+            block,
+            count,
+            len(answers),
+            1000 * read_s,
+            1000 * (time.perf_counter() - started - read_s),
+        )
 
 
 def _load_text_model(model: str, device: str):
@@ -228,19 +237,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=CONSOLE_SCRIPT,
         description=f"The script behind the ClickHouse function {FUNCTION_NAME}(text) -> Array(Float32): reads "
-                    "blocks of JSONEachRow rows {\"text\": ...} from stdin, each after a line with its row count, "
-                    "and writes one line {\"embedding\": [...]} per row (a CLIP text embedding, L2-normalized; "
-                    "[] for NULL or blank text). See sql/clickhouse/udf/clip_text_embedding_function.xml.")
-    parser.add_argument("--model", default=os.environ.get(MODEL_ENV) or None,
-                        help=f"CLIP checkpoint: hub name or local directory (default ${MODEL_ENV}, "
-                             f"else {DEFAULT_MODEL})")
-    parser.add_argument("--device", default=os.environ.get(DEVICE_ENV) or "auto",
-                        help=f"auto, cpu, cuda[:N] or mps (default ${DEVICE_ENV}, else auto)")
+        'blocks of JSONEachRow rows {"text": ...} from stdin, each after a line with its row count, '
+        'and writes one line {"embedding": [...]} per row (a CLIP text embedding, L2-normalized; '
+        "[] for NULL or blank text). See sql/clickhouse/udf/clip_text_embedding_function.xml.",
+    )
+    parser.add_argument(
+        "--model",
+        default=os.environ.get(MODEL_ENV) or None,
+        help=f"CLIP checkpoint: hub name or local directory (default ${MODEL_ENV}, else {DEFAULT_MODEL})",
+    )
+    parser.add_argument(
+        "--device",
+        default=os.environ.get(DEVICE_ENV) or "auto",
+        help=f"auto, cpu, cuda[:N] or mps (default ${DEVICE_ENV}, else auto)",
+    )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="texts per forward pass")
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                        help=f"torch CPU threads (default {DEFAULT_THREADS}; 0 = torch's default, one per core)")
-    parser.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                        help="stderr logging (the server keeps the last lines in its log)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        help=f"torch CPU threads (default {DEFAULT_THREADS}; 0 = torch's default, one per core)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="stderr logging (the server keeps the last lines in its log)",
+    )
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -250,8 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--{exc}")
     if args.threads < 0:
         parser.error(f"--threads must be 0 or more, got {args.threads}")
-    logging.basicConfig(stream=sys.stderr, level=args.log_level,
-                        format=f"%(asctime)s {FUNCTION_NAME}[%(process)d] %(levelname)s %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level,
+        format=f"%(asctime)s {FUNCTION_NAME}[%(process)d] %(levelname)s %(message)s",
+    )
     protocol = sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print() from a library must not corrupt the protocol
     model = args.model or DEFAULT_MODEL
@@ -265,8 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ModelError, BadArgument) as exc:
         log.error("%s: cannot start: %s", FUNCTION_NAME, exc)
         return 1
-    log.info("model %s (%d-dim) on %s loaded in %.1f s", model, embedder.dim, embedder.device,
-             time.perf_counter() - started)
+    log.info(
+        "model %s (%d-dim) on %s loaded in %.1f s", model, embedder.dim, embedder.device, time.perf_counter() - started
+    )
     try:
         blocks = serve(sys.stdin.buffer, protocol, CachedEmbed(embed), batch_size=args.batch_size)
     except UdfProtocolError as exc:
@@ -308,8 +335,14 @@ def function_config(command: str | None = None) -> str:
 # data path runs functions from; `from clipsql.udf import chdb_scripts_dir` keeps working.
 
 
-def register_text_embedding(db, model: str | None = None, *, source: str | os.PathLike | None = None,
-                            device: str = "auto", batch_size: int = DEFAULT_BATCH_SIZE) -> str:
+def register_text_embedding(
+    db,
+    model: str | None = None,
+    *,
+    source: str | os.PathLike | None = None,
+    device: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> str:
     """Make ``clip_text_embedding(text)`` callable in `db`'s SQL, embedding with `model`.
 
     Cheap: no model is loaded here. DuckDB loads it on the first call, in this process (shared
@@ -361,8 +394,9 @@ def register_text_embedding(db, model: str | None = None, *, source: str | os.Pa
 def _check_checkpoint(checkpoint: str) -> None:
     # A path that is not there fails now, with its name (as ClipEmbedder tells a path from a hub
     # name); a hub name can only fail when it is loaded.
-    check_model_source(checkpoint, f" (registering {FUNCTION_NAME}: pass source= the checkpoint's path "
-                                   f"on this machine)")
+    check_model_source(
+        checkpoint, f" (registering {FUNCTION_NAME}: pass source= the checkpoint's path on this machine)"
+    )
 
 
 def _register_duckdb(connection, checkpoint: str, label: str, device: str, batch_size: int) -> None:
@@ -385,29 +419,40 @@ def _register_duckdb(connection, checkpoint: str, label: str, device: str, batch
     except duckdb.Error:
         pass  # not registered yet
     # side_effects=False: deterministic, so DuckDB folds a constant argument into one call.
-    connection.create_function(FUNCTION_NAME, clip_text_embedding, ["VARCHAR"], "FLOAT[]", type="arrow",
-                               null_handling="special", side_effects=False)
+    connection.create_function(
+        FUNCTION_NAME,
+        clip_text_embedding,
+        ["VARCHAR"],
+        "FLOAT[]",
+        type="arrow",
+        null_handling="special",
+        side_effects=False,
+    )
 
 
 def _launcher(checkpoint: str, device: str, batch_size: int) -> str:
     args = ["--model", checkpoint, "--device", device, "--batch-size", str(batch_size)]
     package_parent = str(Path(__file__).resolve().parent.parent)
-    return (f"#!{sys.executable}\n"
-            f"# Written by clipsql.udf.register_text_embedding for this process's chdb engine.\n"
-            f"import sys\n"
-            f"sys.path.insert(0, {package_parent!r})\n"
-            f"from clipsql.udf import main\n"
-            f"sys.exit(main({args!r}))\n")
+    return (
+        f"#!{sys.executable}\n"
+        f"# Written by clipsql.udf.register_text_embedding for this process's chdb engine.\n"
+        f"import sys\n"
+        f"sys.path.insert(0, {package_parent!r})\n"
+        f"from clipsql.udf import main\n"
+        f"sys.exit(main({args!r}))\n"
+    )
 
 
 def _register_chdb(db, checkpoint: str, device: str, batch_size: int) -> None:
     folder = chdb_scripts_dir((Path(db.root) / "chdb").resolve())
     engine_folder = str(db.query_df("SELECT getServerSetting('user_scripts_path') AS path")["path"].iloc[0])
     if os.path.normpath(engine_folder) != os.path.normpath(folder):
-        raise StoreError(f"cannot register {FUNCTION_NAME} in {db.description}: this process's chdb engine was "
-                         f"started with user_scripts_path {engine_folder!r}, not clipsql's {str(folder)!r} "
-                         f"(another chdb connection opened it first; open the store with clipsql.db.open_store "
-                         f"before any other chdb use)")
+        raise StoreError(
+            f"cannot register {FUNCTION_NAME} in {db.description}: this process's chdb engine was "
+            f"started with user_scripts_path {engine_folder!r}, not clipsql's {str(folder)!r} "
+            f"(another chdb connection opened it first; open the store with clipsql.db.open_store "
+            f"before any other chdb use)"
+        )
     text = _launcher(checkpoint, device, batch_size)
     # The name changes with the model, so the XML changes and the reload replaces the running process.
     name = f"{FUNCTION_NAME}_{hashlib.sha256(text.encode()).hexdigest()[:12]}.py"
@@ -424,11 +469,17 @@ def _register_chdb(db, checkpoint: str, device: str, batch_size: int) -> None:
 def _check_server_function(db, label: str) -> None:
     found = db.query_df("SELECT count() AS n FROM system.functions WHERE name = {name:String}", {"name": FUNCTION_NAME})
     if int(found["n"].iloc[0]) == 0:
-        raise StoreError(f"{db.description} has no function {FUNCTION_NAME}: install "
-                         f"sql/clickhouse/udf/clip_text_embedding_function.xml and the {CONSOLE_SCRIPT} script "
-                         f"on the server (docs/console.md), with the model of {label!r}")
-    log.info("%s has %s; it must embed with the checkpoint of model %s (the server's <command> sets it)",
-             db.description, FUNCTION_NAME, label)
+        raise StoreError(
+            f"{db.description} has no function {FUNCTION_NAME}: install "
+            f"sql/clickhouse/udf/clip_text_embedding_function.xml and the {CONSOLE_SCRIPT} script "
+            f"on the server (docs/console.md), with the model of {label!r}"
+        )
+    log.info(
+        "%s has %s; it must embed with the checkpoint of model %s (the server's <command> sets it)",
+        db.description,
+        FUNCTION_NAME,
+        label,
+    )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,21 @@ from types import ModuleType
 from ..errors import BadArgument
 from .base import TABLES, Capabilities, Store
 
-__all__ = ["ENGINES", "TABLES", "Capabilities", "Store", "StoreTarget", "absolute_store", "capabilities_of", "default_store_dir",
-           "engine_module", "open_target", "resolve_target", "store_exists", "without_password"]
+__all__ = [
+    "ENGINES",
+    "TABLES",
+    "Capabilities",
+    "Store",
+    "StoreTarget",
+    "absolute_store",
+    "capabilities_of",
+    "default_store_dir",
+    "engine_module",
+    "open_target",
+    "resolve_target",
+    "store_exists",
+    "without_password",
+]
 
 #: The registry: engine name -> the module that implements it (imported when first used).
 ENGINES: dict[str, str] = {
@@ -115,8 +128,12 @@ def _url_path(url: str) -> str:
     return ":memory:" if path in (":memory:", "/:memory:") else path
 
 
-def resolve_target(store: str | os.PathLike | None = None, *, clickhouse_url: str | None = None,
-                   duckdb: str | os.PathLike | None = None) -> StoreTarget:
+def resolve_target(
+    store: str | os.PathLike | None = None,
+    *,
+    clickhouse_url: str | None = None,
+    duckdb: str | os.PathLike | None = None,
+) -> StoreTarget:
     """The store a set of backend options names (no engine is opened).
 
     `store` is a store URL or a directory (module docstring); `$CLIPSQL_STORE` when None. The
@@ -131,8 +148,10 @@ def resolve_target(store: str | os.PathLike | None = None, *, clickhouse_url: st
     scheme = _url_scheme(text) if text is not None else None
     if scheme is not None:
         if clickhouse_url or duckdb:
-            raise BadArgument(f"choose one backend: the store URL {without_password(str(text))} or "
-                              f"{'--duckdb' if duckdb else '--clickhouse-url'}, not both")
+            raise BadArgument(
+                f"choose one backend: the store URL {without_password(str(text))} or "
+                f"{'--duckdb' if duckdb else '--clickhouse-url'}, not both"
+            )
         engine = _schemes()[scheme]
         if engine == "clickhouse":
             return StoreTarget("clickhouse", str(text), default_store_dir())

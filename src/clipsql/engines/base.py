@@ -25,10 +25,24 @@ from ..resources import sql_dir
 from ..sqlfiles import split_statements, uses_parameter
 
 #: Every table clipsql writes; an upsert into any other name is refused.
-TABLES = ("photos", "keywords", "collections", "colors", "conversions", "photo_embeddings",
-          "models", "download_status", "etl_runs", "schema_migrations",
-          # clipsql eval's captioned image sets (sql/<dialect>/003_eval.sql)
-          "eval_sets", "eval_images", "eval_captions", "eval_image_embeddings", "eval_caption_embeddings")
+TABLES = (
+    "photos",
+    "keywords",
+    "collections",
+    "colors",
+    "conversions",
+    "photo_embeddings",
+    "models",
+    "download_status",
+    "etl_runs",
+    "schema_migrations",
+    # clipsql eval's captioned image sets (sql/<dialect>/003_eval.sql)
+    "eval_sets",
+    "eval_images",
+    "eval_captions",
+    "eval_image_embeddings",
+    "eval_caption_embeddings",
+)
 #: Folders of `sql/<dialect>/` that :meth:`Store.run_script` runs files from.
 SCRIPT_FOLDERS = ("etl", "session")
 #: How the SQL function `clip_text_embedding` runs on an engine (:attr:`Capabilities.text_function`):

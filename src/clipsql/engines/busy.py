@@ -60,5 +60,6 @@ def store_busy(where: object, path: object, pid: int | None, root: Path) -> Stor
         who += f" ({command})"
     elif refresh is not None and refresh.pid == pid:
         who += f" (a refresh started {refresh.started_at})"
-    return StoreBusy(f"store {where} is busy: held by {who}; try again when it ends",
-                     path=path, pid=pid, command=command)
+    return StoreBusy(
+        f"store {where} is busy: held by {who}; try again when it ends", path=path, pid=pid, command=command
+    )

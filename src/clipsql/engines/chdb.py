@@ -27,8 +27,14 @@ from .clickhouse import ClickHouseStore
 log = logging.getLogger(__name__)
 
 SCHEMES = ("chdb",)
-CAPABILITIES = Capabilities(dialect="clickhouse", needs_final=True, vector_index=True, session_snapshot=True,
-                            text_function="engine_script", one_process=True)
+CAPABILITIES = Capabilities(
+    dialect="clickhouse",
+    needs_final=True,
+    vector_index=True,
+    session_snapshot=True,
+    text_function="engine_script",
+    one_process=True,
+)
 #: Largest vector column (photo_embeddings' uncompressed bytes, all models) a chdb store
 #: copies into its search snapshot (:mod:`clipsql.snapshot`): 1 GiB, about 500,000 photos
 #: of 512 float32.
@@ -87,8 +93,9 @@ def open_target(target) -> ChdbStore:
             # udf_path: the engine's user_scripts folder (empty, in a temporary directory), where
             # clipsql.udf.register_text_embedding can later put clip_text_embedding. It only takes
             # effect when this opens the process's chdb engine.
-            client = clickhouse_connect.get_client(interface="chdb", path=str(path),
-                                                   chdb_options={"udf_path": str(chdb_scripts_dir(path))})
+            client = clickhouse_connect.get_client(
+                interface="chdb", path=str(path), chdb_options={"udf_path": str(chdb_scripts_dir(path))}
+            )
             failure = None
         except Exception as exc:  # chdb raises plain RuntimeError/Exception subclasses
             client, failure = None, exc

@@ -17,8 +17,14 @@ from ..errors import BadArgument, StoreError
 from .base import Capabilities, Store
 
 SCHEMES = ("http", "https")
-CAPABILITIES = Capabilities(dialect="clickhouse", needs_final=True, vector_index=True, session_snapshot=True,
-                            text_function="server_installed", one_process=False)
+CAPABILITIES = Capabilities(
+    dialect="clickhouse",
+    needs_final=True,
+    vector_index=True,
+    session_snapshot=True,
+    text_function="server_installed",
+    one_process=False,
+)
 #: Insert settings of the vector table: build the HNSW index in merges (or MATERIALIZE INDEX),
 #: not per insert, which costs ~8 s per 25k x 512 vectors on 2 cores (measured, see
 #: docs/speed.md: 18.7 s under load).

@@ -20,8 +20,14 @@ from .base import Capabilities, Store
 from .busy import posix_lock_holder, store_busy
 
 SCHEMES = ("duckdb",)
-CAPABILITIES = Capabilities(dialect="duckdb", needs_final=False, vector_index=False, session_snapshot=False,
-                            text_function="in_process", one_process=True)
+CAPABILITIES = Capabilities(
+    dialect="duckdb",
+    needs_final=False,
+    vector_index=False,
+    session_snapshot=False,
+    text_function="in_process",
+    one_process=True,
+)
 #: The name under which an upsert's Arrow table is visible to the INSERT that reads it.
 _INCOMING = "_clipsql_incoming"
 
@@ -97,8 +103,11 @@ def open_target(target) -> DuckDBStore:
     try:
         connection = duckdb.connect(location)
     except duckdb.Error as exc:
-        if isinstance(exc, duckdb.IOException) and location != ":memory:" and (
-                holder := posix_lock_holder(Path(location))) is not None:
+        if (
+            isinstance(exc, duckdb.IOException)
+            and location != ":memory:"
+            and (holder := posix_lock_holder(Path(location))) is not None
+        ):
             raise store_busy(location, location, holder or None, target.root) from exc
         raise StoreError(f"cannot open DuckDB file {location}: {exc}") from exc
     return DuckDBStore(connection, target.root, f"duckdb:{location}")

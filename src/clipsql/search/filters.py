@@ -94,11 +94,18 @@ class Filters:
         for name in ("min_aspect_ratio", "max_aspect_ratio"):
             value = getattr(self, name)
             out[name] = None if value is None else check_float(name, value, 0.0, 1e6)
-        if (out["min_aspect_ratio"] is not None and out["max_aspect_ratio"] is not None
-                and out["min_aspect_ratio"] > out["max_aspect_ratio"]):
+        if (
+            out["min_aspect_ratio"] is not None
+            and out["max_aspect_ratio"] is not None
+            and out["min_aspect_ratio"] > out["max_aspect_ratio"]
+        ):
             raise BadArgument("min_aspect_ratio is larger than max_aspect_ratio")
-        for name, high in (("min_width", 2**32 - 1), ("min_height", 2**32 - 1),
-                           ("min_views", 2**64 - 1), ("min_downloads", 2**64 - 1)):
+        for name, high in (
+            ("min_width", 2**32 - 1),
+            ("min_height", 2**32 - 1),
+            ("min_views", 2**64 - 1),
+            ("min_downloads", 2**64 - 1),
+        ):
             value = getattr(self, name)
             out[name] = None if value is None else check_int(name, value, 0, high)
         for name in ("featured", "has_description"):

@@ -59,8 +59,9 @@ def _fetch_image(url: str) -> bytes:
     # Deferred: the download stage (requests, its session) is loaded only for a URL query.
     from ..download import DownloadOptions, download_photos
 
-    options = DownloadOptions(workers=1, width=0, retries=2, read_timeout_s=15.0, total_timeout_s=60.0,
-                              max_bytes=MAX_IMAGE_BYTES)
+    options = DownloadOptions(
+        workers=1, width=0, retries=2, read_timeout_s=15.0, total_timeout_s=60.0, max_bytes=MAX_IMAGE_BYTES
+    )
     with tempfile.TemporaryDirectory(prefix="clipsql-query-") as folder:
         result = download_photos([("query", url)], folder, options, progress=False)[0]
         if not result.ok:
@@ -85,8 +86,10 @@ def crop_box(size: tuple[int, int], box: Sequence[float]) -> tuple[int, int, int
         values = [values[0] * width, values[1] * height, values[2] * width, values[3] * height]
     left, top, right, bottom = (int(round(v)) for v in values)
     if not (0 <= left < right <= width and 0 <= top < bottom <= height):
-        raise BadArgument(f"box {tuple(box)} is empty or outside the {width}x{height} image "
-                          f"(pixels ({left}, {top}, {right}, {bottom}))")
+        raise BadArgument(
+            f"box {tuple(box)} is empty or outside the {width}x{height} image "
+            f"(pixels ({left}, {top}, {right}, {bottom}))"
+        )
     return left, top, right, bottom
 
 

@@ -45,24 +45,45 @@ def _open(db: Store | None, store: StorePath | None, backend: Mapping[str, objec
     return use_store(db, store, clickhouse_url=backend["clickhouse_url"], duckdb=backend["duckdb"])
 
 
-def _ranked(db: Store, vector: list[float] | None, model: str, options: SearchOptions, filters: Filters, *,
-            similar_to: str | None = None) -> pd.DataFrame:
+def _ranked(
+    db: Store,
+    vector: list[float] | None,
+    model: str,
+    options: SearchOptions,
+    filters: Filters,
+    *,
+    similar_to: str | None = None,
+) -> pd.DataFrame:
     """The shared ranking runner: the page of `options` of the photos nearest to `vector` (or,
     with `vector` None, to the stored vector of `similar_to`, read by the SQL itself) that
     pass `filters`, re-ranked as `options.rerank` asks."""
     if options.rerank is not None:
         return reranked(db, vector, model, options, filters, similar_to=similar_to)
     if similar_to is not None:
-        frame = run_query(db, "similar_photos", photo_id=similar_to, model=model,
-                          **page_params(filters, options.k, options.offset, options.max_distance))
+        frame = run_query(
+            db,
+            "similar_photos",
+            photo_id=similar_to,
+            model=model,
+            **page_params(filters, options.k, options.offset, options.max_distance),
+        )
     else:
-        frame = search_photos(db, vector, model, filters, k=options.k, offset=options.offset,
-                              max_distance=options.max_distance)
+        frame = search_photos(
+            db, vector, model, filters, k=options.k, offset=options.offset, max_distance=options.max_distance
+        )
     return photo_frame(frame)
 
 
-def nearest(db: Store, query_vec, *, model: str, k: int | None = None, options: SearchOptions | None = None,
-            filters: Filters | None = None, **keywords) -> pd.DataFrame:
+def nearest(
+    db: Store,
+    query_vec,
+    *,
+    model: str,
+    k: int | None = None,
+    options: SearchOptions | None = None,
+    filters: Filters | None = None,
+    **keywords,
+) -> pd.DataFrame:
     """Top-k photos nearest to `query_vec` ((d,) float32, L2-normalized) for `model`.
 
     Args:
@@ -91,9 +112,18 @@ def nearest(db: Store, query_vec, *, model: str, k: int | None = None, options: 
     return _ranked(db, vector, label, opts, flt)
 
 
-def text(query: str, k: int | None = None, *, options: SearchOptions | None = None, filters: Filters | None = None,
-         model: str | None = None, device: str = "auto", db: Store | None = None, store: StorePath | None = None,
-         **keywords) -> pd.DataFrame:
+def text(
+    query: str,
+    k: int | None = None,
+    *,
+    options: SearchOptions | None = None,
+    filters: Filters | None = None,
+    model: str | None = None,
+    device: str = "auto",
+    db: Store | None = None,
+    store: StorePath | None = None,
+    **keywords,
+) -> pd.DataFrame:
     """Text -> photos: the top-k photos whose image embedding is nearest to `query`'s.
 
     Args:
@@ -125,9 +155,18 @@ def text(query: str, k: int | None = None, *, options: SearchOptions | None = No
         return _ranked(opened, check_query_vector(vector, dim), label, opts, flt)
 
 
-def image(source, k: int | None = None, *, options: SearchOptions | None = None, filters: Filters | None = None,
-          model: str | None = None, device: str = "auto", db: Store | None = None, store: StorePath | None = None,
-          **keywords) -> pd.DataFrame:
+def image(
+    source,
+    k: int | None = None,
+    *,
+    options: SearchOptions | None = None,
+    filters: Filters | None = None,
+    model: str | None = None,
+    device: str = "auto",
+    db: Store | None = None,
+    store: StorePath | None = None,
+    **keywords,
+) -> pd.DataFrame:
     """Image -> photos (reverse image search): photos nearest to the image's embedding.
 
     Args:
@@ -149,9 +188,17 @@ def image(source, k: int | None = None, *, options: SearchOptions | None = None,
         return _ranked(opened, check_query_vector(vector, dim), label, opts, flt)
 
 
-def similar(photo_id: str, k: int | None = None, *, options: SearchOptions | None = None,
-            filters: Filters | None = None, model: str | None = None, db: Store | None = None,
-            store: StorePath | None = None, **keywords) -> pd.DataFrame:
+def similar(
+    photo_id: str,
+    k: int | None = None,
+    *,
+    options: SearchOptions | None = None,
+    filters: Filters | None = None,
+    model: str | None = None,
+    db: Store | None = None,
+    store: StorePath | None = None,
+    **keywords,
+) -> pd.DataFrame:
     """Photos most similar to the indexed photo `photo_id` (the photo itself left out).
 
     Pure SQL (queries/similar_photos.sql): the query vector is the photo's stored vector, no
@@ -188,10 +235,21 @@ def similar(photo_id: str, k: int | None = None, *, options: SearchOptions | Non
         return frame
 
 
-def combined(query: str = "", k: int | None = None, *, images: Sequence = (), text_weight: float = 1.0,
-             image_weight: float = 1.0, options: SearchOptions | None = None, filters: Filters | None = None,
-             model: str | None = None, device: str = "auto", db: Store | None = None,
-             store: StorePath | None = None, **keywords) -> pd.DataFrame:
+def combined(
+    query: str = "",
+    k: int | None = None,
+    *,
+    images: Sequence = (),
+    text_weight: float = 1.0,
+    image_weight: float = 1.0,
+    options: SearchOptions | None = None,
+    filters: Filters | None = None,
+    model: str | None = None,
+    device: str = "auto",
+    db: Store | None = None,
+    store: StorePath | None = None,
+    **keywords,
+) -> pd.DataFrame:
     """Weighted text terms and images -> photos.
 
     The query vector is ``text_weight * sum(w_t * e(term)) + image_weight * sum(w_i * e(image))``
@@ -236,10 +294,20 @@ def combined(query: str = "", k: int | None = None, *, images: Sequence = (), te
         return _ranked(opened, check_query_vector(vector, dim), label, opts, flt)
 
 
-def crop(source=None, box: Sequence[float] = (0.0, 0.0, 1.0, 1.0), k: int | None = None, *,
-         photo_id: str | None = None, options: SearchOptions | None = None, filters: Filters | None = None,
-         model: str | None = None, device: str = "auto", db: Store | None = None, store: StorePath | None = None,
-         **keywords) -> pd.DataFrame:
+def crop(
+    source=None,
+    box: Sequence[float] = (0.0, 0.0, 1.0, 1.0),
+    k: int | None = None,
+    *,
+    photo_id: str | None = None,
+    options: SearchOptions | None = None,
+    filters: Filters | None = None,
+    model: str | None = None,
+    device: str = "auto",
+    db: Store | None = None,
+    store: StorePath | None = None,
+    **keywords,
+) -> pd.DataFrame:
     """A region of an image -> photos (object query).
 
     Args:
@@ -275,9 +343,17 @@ def crop(source=None, box: Sequence[float] = (0.0, 0.0, 1.0, 1.0), k: int | None
         return _ranked(opened, check_query_vector(vector, dim), label, opts, flt)
 
 
-def duplicates(max_distance: float = 0.05, k: int = 100, *, offset: int = 0, filters: Filters | None = None,
-               model: str | None = None, db: Store | None = None, store: StorePath | None = None,
-               **keywords) -> pd.DataFrame:
+def duplicates(
+    max_distance: float = 0.05,
+    k: int = 100,
+    *,
+    offset: int = 0,
+    filters: Filters | None = None,
+    model: str | None = None,
+    db: Store | None = None,
+    store: StorePath | None = None,
+    **keywords,
+) -> pd.DataFrame:
     """Near-duplicate pairs: photos whose vectors are within `max_distance` of each other.
 
     Exact and quadratic in the number of photos that pass the filters (queries/near_duplicates.sql).
@@ -302,15 +378,26 @@ def duplicates(max_distance: float = 0.05, k: int = 100, *, offset: int = 0, fil
     _, flt, backend = fold_keywords(keywords, None, filters, option_type=None)
     with _open(db, store, backend) as opened:
         label, _, _ = resolve_model(opened, model)
-        frame = run_query(opened, "near_duplicates", model=label, max_distance=max_distance, k=k,
-                          offset=offset, **flt.params())
+        frame = run_query(
+            opened, "near_duplicates", model=label, max_distance=max_distance, k=k, offset=offset, **flt.params()
+        )
     return frame[["photo_id_a", "photo_id_b", "distance"]].astype({"distance": "float64"}).reset_index(drop=True)
 
 
-def facets(query: str | None = None, *, image=None, photo_id: str | None = None, query_vec=None,
-           options: FacetOptions | None = None, filters: Filters | None = None, model: str | None = None,
-           device: str = "auto", db: Store | None = None, store: StorePath | None = None,
-           **keywords) -> pd.DataFrame:
+def facets(
+    query: str | None = None,
+    *,
+    image=None,
+    photo_id: str | None = None,
+    query_vec=None,
+    options: FacetOptions | None = None,
+    filters: Filters | None = None,
+    model: str | None = None,
+    device: str = "auto",
+    db: Store | None = None,
+    store: StorePath | None = None,
+    **keywords,
+) -> pd.DataFrame:
     """Facet counts among the top-n photos of a query: how many per country, city,
     photographer, camera_make, keyword and dominant color.
 
@@ -352,7 +439,15 @@ def facets(query: str | None = None, *, image=None, photo_id: str | None = None,
             vector = photo_vector(opened, photo_id, label)
         else:
             vector = query_vec
-        frame = run_query(opened, "facets", query_vec=check_query_vector(vector, dim), model=label, n=opts.n,
-                          per_facet=opts.per_facet, max_distance=opts.max_distance, **flt.params())
+        frame = run_query(
+            opened,
+            "facets",
+            query_vec=check_query_vector(vector, dim),
+            model=label,
+            n=opts.n,
+            per_facet=opts.per_facet,
+            max_distance=opts.max_distance,
+            **flt.params(),
+        )
     frame = frame[frame["facet"].isin(opts.by)][["facet", "value", "photos"]]
     return frame.astype({"photos": "int64"}).reset_index(drop=True)

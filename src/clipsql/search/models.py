@@ -47,10 +47,14 @@ def lookup_model(db: Store, model: str | None = None) -> tuple[str, str, int]:
     if models.empty:
         raise NotFound(f"{db.description} holds no vectors yet: run `clipsql refresh` first")
     if model is not None:
-        raise NotFound(f"model {model[:200]!r} has no vectors in {db.description}; "
-                       f"stored: {', '.join(models['model'])}")
+        raise NotFound(
+            f"model {model[:200]!r} has no vectors in {db.description}; stored: {', '.join(models['model'])}"
+        )
     row = models.iloc[0]
     if int(row.get("complete", 1)) != 1:
-        log.warning("no model in %s has finished a refresh yet; searching %s, whose vectors may not "
-                    "cover every photo", db.description, row["model"])
+        log.warning(
+            "no model in %s has finished a refresh yet; searching %s, whose vectors may not cover every photo",
+            db.description,
+            row["model"],
+        )
     return str(row["model"]), str(row["model_source"]), int(row["dim"])

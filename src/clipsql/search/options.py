@@ -92,9 +92,15 @@ class FacetOptions:
         normalize(self, "by", tuple(wanted))
 
 
-def fold_keywords(keywords: Mapping[str, object], options=None, filters: Filters | None = None, *,
-                  option_type: type | None = SearchOptions, backend: bool = True,
-                  **named) -> tuple[SearchOptions | FacetOptions | None, Filters, dict[str, object]]:
+def fold_keywords(
+    keywords: Mapping[str, object],
+    options=None,
+    filters: Filters | None = None,
+    *,
+    option_type: type | None = SearchOptions,
+    backend: bool = True,
+    **named,
+) -> tuple[SearchOptions | FacetOptions | None, Filters, dict[str, object]]:
     """Fold a query kind's keyword shortcuts into its (options, filters, backend keywords).
 
     Every query kind takes ``**keywords``: the fields of its options (``offset=20``), the
@@ -130,8 +136,7 @@ def fold_keywords(keywords: Mapping[str, object], options=None, filters: Filters
         if options is None:
             options = option_type(**changes)
         elif not isinstance(options, option_type):
-            raise BadArgument(f"options must be a clipsql.search.{option_type.__name__}, "
-                              f"got {type(options).__name__}")
+            raise BadArgument(f"options must be a clipsql.search.{option_type.__name__}, got {type(options).__name__}")
         elif changes:
             options = dataclasses.replace(options, **changes)
     return options, Filters.of(filters, **rest), store_keywords

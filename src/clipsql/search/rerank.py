@@ -46,8 +46,15 @@ def mmr_order(query: np.ndarray, candidates: np.ndarray, k: int, lam: float) -> 
     return picked
 
 
-def reranked(db: Store, vector: list[float], model: str, options: SearchOptions, filters: Filters, *,
-             similar_to: str | None = None) -> pd.DataFrame:
+def reranked(
+    db: Store,
+    vector: list[float],
+    model: str,
+    options: SearchOptions,
+    filters: Filters,
+    *,
+    similar_to: str | None = None,
+) -> pd.DataFrame:
     """The page of `options` (whose rerank is "exact" or "mmr") of the photos nearest to
     `vector` ((d,) floats) for `model` that pass `filters`; `similar_to` (a photo_id) is
     left out of the results.
@@ -65,14 +72,23 @@ def reranked(db: Store, vector: list[float], model: str, options: SearchOptions,
     extra = 1 if similar_to is not None else 0
     wanted = options.k + options.offset + extra
     if options.rerank == "exact" and not filters.active:
-        frame = run_query(db, "search_photos_ann", query_vec=vector, model=model, k=min(wanted, MAX_K), offset=0,
-                          candidates=max(options.overfetch * wanted, wanted), max_distance=options.max_distance)
+        frame = run_query(
+            db,
+            "search_photos_ann",
+            query_vec=vector,
+            model=model,
+            k=min(wanted, MAX_K),
+            offset=0,
+            candidates=max(options.overfetch * wanted, wanted),
+            max_distance=options.max_distance,
+        )
     else:
         if options.rerank == "exact":
             log.info("a filter is set: running the exact (pre-filtered) search instead of the index")
         fetch = wanted if options.rerank == "exact" else max(options.overfetch * wanted, wanted)
-        frame = search_photos(db, vector, model, filters, k=min(fetch, MAX_K * MAX_OVERFETCH), offset=0,
-                              max_distance=options.max_distance)
+        frame = search_photos(
+            db, vector, model, filters, k=min(fetch, MAX_K * MAX_OVERFETCH), offset=0, max_distance=options.max_distance
+        )
     if similar_to is not None:
         frame = frame[frame["photo_id"] != similar_to]
     if options.rerank == "mmr" and len(frame):
@@ -80,4 +96,4 @@ def reranked(db: Store, vector: list[float], model: str, options: SearchOptions,
         matrix = np.stack([vectors[p] for p in frame["photo_id"]])
         order = mmr_order(np.asarray(vector, np.float32), matrix, options.k + options.offset, options.mmr_lambda)
         frame = frame.iloc[order]
-    return photo_frame(frame.iloc[options.offset:options.offset + options.k])
+    return photo_frame(frame.iloc[options.offset : options.offset + options.k])

@@ -49,8 +49,9 @@ def page_params(filters: Filters, k: int, offset: int, max_distance: float | Non
     return dict(k=k, offset=offset, max_distance=max_distance, **filters.params())
 
 
-def search_photos(db: Store, vector: list[float], model: str, filters: Filters, *, k: int, offset: int,
-                  max_distance: float | None) -> pd.DataFrame:
+def search_photos(
+    db: Store, vector: list[float], model: str, filters: Filters, *, k: int, offset: int, max_distance: float | None
+) -> pd.DataFrame:
     """The exact search: rows offset..offset+k of the photos nearest to `vector` ((d,) floats)
     for `model` that pass `filters` and lie within `max_distance` (cosine, 0..2).
 

@@ -34,8 +34,10 @@ def check_query_vector(vector, dim: int) -> list[float]:
     with np.errstate(over="ignore", under="ignore"):
         norm = np.linalg.norm(array)  # in float32, as the engines compute cosine distances
     if not (np.isfinite(norm) and norm > 0):
-        raise BadArgument(f"query vector has a norm that is not finite and positive in float32 ({float(norm)!r}): "
-                          f"its values are too large (or too small) to search with; normalize it first")
+        raise BadArgument(
+            f"query vector has a norm that is not finite and positive in float32 ({float(norm)!r}): "
+            f"its values are too large (or too small) to search with; normalize it first"
+        )
     return array.tolist()
 
 
@@ -55,6 +57,8 @@ def photo_vector(db: Store, photo_id: str, model: str) -> np.ndarray:
     check_text("photo_id", photo_id, allow_empty=False)
     found = photo_vectors(db, [photo_id], model=model)
     if photo_id not in found:
-        raise NotFound(f"photo_id {photo_id!r} has no vector for model {model!r} in {db.description} "
-                       f"(no such photo, or not embedded yet)")
+        raise NotFound(
+            f"photo_id {photo_id!r} has no vector for model {model!r} in {db.description} "
+            f"(no such photo, or not embedded yet)"
+        )
     return found[photo_id]
