@@ -81,7 +81,7 @@ def _add_store_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `clipsql` command (also used to document it)."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)  # the subcommands' parents: of the parser class they are made with
     common.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser = _Parser(prog="clipsql", description="SQL-centric multimodal photo search.", epilog=EXIT_STATUS_HELP)
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: object) -> str:
     """A message as one line: its non-empty lines joined."""
     return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
 

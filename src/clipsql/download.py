@@ -531,7 +531,7 @@ def download_photos(
         )
 
     own_bar = isinstance(progress, bool)
-    bar_context = (
+    bar_context: contextlib.AbstractContextManager[Any] = (
         tqdm(total=len(photos), desc="download", unit="photo", disable=not progress)
         if own_bar
         else contextlib.nullcontext(progress)
@@ -542,6 +542,8 @@ def download_photos(
         try:
             for future in as_completed(futures):
                 index, result = future.result()
+                if result is None:  # not started: the stage is stopping
+                    continue
                 results[index] = result
                 failed += not result.ok
                 bar.update(1)

@@ -19,6 +19,7 @@ import queue
 import re
 import threading
 import time
+from typing import TYPE_CHECKING, Any
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -27,6 +28,9 @@ import numpy as np
 from .constants import DEFAULT_MODEL
 from .errors import BadArgument, ModelError
 from .images import InvalidImage, open_rgb
+
+if TYPE_CHECKING:  # torch is imported when a model loads, not when clipsql.embed does
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +143,15 @@ class ClipEmbedder:
             raise ModelError(f"cannot load CLIP model {self.source!r}: {exc}") from exc
         # fp16 halves memory and doubles throughput on CUDA; CPU and MPS stay in fp32.
         self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
-        self.model = self.model.to(self.device, dtype=self.dtype).eval()
-        self.dim = int(self.model.config.projection_dim)
+        # transformers types `to` through a decorator as if it took the model: called as documented.
+        self.model = self.model.to(self.device, dtype=self.dtype).eval()  # type: ignore[arg-type]
+        dim = self.model.config.projection_dim
+        if not isinstance(dim, int) or dim < 1:
+            raise ModelError(f"CLIP model {self.source!r} has no projection_dim in its config (got {dim!r})")
+        self.dim = dim
 
     # --- preprocessing (CPU, thread-safe) ---
-    def preprocess(self, images: Sequence) -> "torch.Tensor":  # noqa: F821
+    def preprocess(self, images: Sequence) -> torch.Tensor:
         """PIL RGB images -> pixel_values (n, 3, H, W) float32, the checkpoint's own processing.
 
         Images longer than :data:`MAX_ASPECT_BEFORE_CROP` times their width (or wider than
@@ -182,7 +190,8 @@ class ClipEmbedder:
                 raise BadArgument(f"a query text must be a string, got {type(text).__name__}")
         # The text tower's position table bounds the length (77 for CLIP); a tokenizer saved
         # without model_max_length would otherwise let long texts overflow it.
-        max_length = int(self.model.config.text_config.max_position_embeddings)
+        text_config: Any = self.model.config.text_config
+        max_length = int(text_config.max_position_embeddings)
         tokens = self.processor.tokenizer(
             list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
         )

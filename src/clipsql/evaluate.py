@@ -455,7 +455,7 @@ def evaluate(
         isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 1_000_000 for k in ks
     ):
         raise BadArgument(f"ks must be three cutoffs from 1 to 1,000,000, got {ks!r}")
-    ks = tuple(int(k) for k in ks)  # type: ignore[assignment]
+    cutoffs = (int(ks[0]), int(ks[1]), int(ks[2]))
     kinds = _check_kinds(kinds)
     if embedder is not None:
         for attribute in ("embed_images", "embed_texts", "name", "dim"):
@@ -532,7 +532,7 @@ def evaluate(
         )
 
         t0 = time.perf_counter()
-        metrics = metrics_frame(opened, name, ks=ks, kinds=kinds, progress=progress)
+        metrics = metrics_frame(opened, name, ks=cutoffs, kinds=kinds, progress=progress)
         failures = get_query("eval_failures").run(opened, eval_set=name)
         timings["metrics"] = time.perf_counter() - t0
         description = opened.description
@@ -557,7 +557,7 @@ def evaluate(
         images_dir=str(images_dir),
         captions_file=str(captions_file),
         captions_format=fmt,
-        ks=ks,
+        ks=cutoffs,
         metrics=metrics,
         counts=counts,
         failures=failures,  # type: ignore[arg-type]

@@ -52,7 +52,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError, features
 try:  # LittleCMS; a Pillow built without it converts CMYK without the ICC profile
     from PIL import ImageCms
 except ImportError:  # pragma: no cover - the wheels on PyPI all have it
-    ImageCms = None
+    ImageCms = None  # type: ignore[assignment]
 
 from .errors import ClipsqlError
 

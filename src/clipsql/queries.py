@@ -117,7 +117,10 @@ def parse_query_file(path: Path) -> NamedQuery:
     name = m.group(1)
     if name != path.stem:
         raise fail(1, f"query name {name!r} differs from the file name {path.stem!r}")
-    description, parameters, in_params, body_start, runs_after = [], {}, False, None, []
+    description: list[str] = []
+    parameters: dict[str, Parameter] = {}
+    in_params, body_start = False, None
+    runs_after: list[tuple[str, int]] = []
     for number, line in enumerate(lines[1:], 2):
         if not line.startswith("--"):
             body_start = number
@@ -155,8 +158,8 @@ def parse_query_file(path: Path) -> NamedQuery:
     for pname, param in parameters.items():
         if pname not in used:
             raise fail(param.line, f"parameter {pname} is declared but not used")
-    for script, line in runs_after:
-        _check_runs_after(script, line, parameters, fail)
+    for script, script_line in runs_after:
+        _check_runs_after(script, script_line, parameters, fail)
     return NamedQuery(
         name, path, " ".join(d for d in description if d), parameters, text, tuple(script for script, _ in runs_after)
     )

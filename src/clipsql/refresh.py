@@ -513,7 +513,7 @@ class _Job:
             )
         log.info("store opened, model %s loaded", embedder.name)
 
-        keep = set() if reader.limit is not None else None
+        keep: set[str] | None = set() if reader.limit is not None else None
         photos_seen = 0
         try:
             # One bar per stage, per photo, over the photos of the source (known from the
@@ -649,7 +649,7 @@ class _Job:
         for r in results:
             if not r.ok:
                 download_stage.failed += 1
-                self._count(r.reason)
+                self._count(r.reason or "unexpected_error")
         download_stage.ok += len(fetched)
         download_stage.skipped += sum(r.cached for r in fetched)
         self.healed += sum(r.ok and r.photo_id in healing for r in results)

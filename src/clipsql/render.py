@@ -544,6 +544,7 @@ def embedding_map(
         coords = _umap(matrix, seed, 15)
         axes = ("UMAP 1", "UMAP 2")
     frame = frame.reset_index(drop=True)
+    legend: list
     if color_by is None:
         colors, shown, legend = [PALETTE[0]] * len(frame), [""] * len(frame), []
     else:

@@ -264,14 +264,15 @@ class Setting:
     def help_text(self) -> str:
         """The option's help: its text and "(default X)", X the default (floats as 60, 0.1;
         bools as on/off) or `default_text`; ready for argparse ('%' escaped)."""
+        shown: str | None = None
         if self.default_text is not None:
             shown = self.default_text
         elif isinstance(self.default, bool):
             shown = "on" if self.default else "off"
         elif isinstance(self.default, float):
             shown = f"{self.default:g}"
-        else:
-            shown = None if self.default is None else str(self.default)
+        elif self.default is not None:
+            shown = str(self.default)
         text = self.help if shown is None else f"{self.help} (default {shown})"
         return text.replace("%", "%%")
 

@@ -495,6 +495,8 @@ def _iter_file(
                 continue
             if not text:
                 continue
+            if header is None:  # a data line before any header: the first line of a part is its header
+                raise SourceError(f"{part.name}: line {number} comes before the header")
             fields = text.split("\t")
             if len(fields) != len(header):
                 malformed.append(

@@ -105,7 +105,7 @@ def embed_rows(
     Raises:
         ModelError: `embed` returned a number of rows other than the texts it was given.
     """
-    distinct = list(dict.fromkeys(t for t in texts if not is_blank(t)))
+    distinct = list(dict.fromkeys(t for t in texts if t is not None and not is_blank(t)))
     vectors: dict[str, np.ndarray] = {}
     for start in range(0, len(distinct), batch_size):
         batch = distinct[start : start + batch_size]
@@ -113,7 +113,7 @@ def embed_rows(
         if out.ndim != 2 or out.shape[0] != len(batch):
             raise ModelError(f"the text model returned shape {out.shape} for {len(batch)} texts")
         vectors.update(zip(batch, out))
-    return [None if is_blank(t) else vectors[t] for t in texts]
+    return [None if t is None or is_blank(t) else vectors[t] for t in texts]
 
 
 class CachedEmbed:

@@ -5,6 +5,7 @@ siblings write every filter as `{name:Type} IS NULL OR ...`)."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 import datetime as dt
 from collections.abc import Sequence
 
@@ -80,7 +81,7 @@ class Filters:
         Raises:
             BadArgument: a value of the wrong type or range.
         """
-        out = {}
+        out: dict[str, Any] = {}
         for name in ("country", "city", "photographer", "camera_make", "camera_model", "color", "orientation"):
             value = getattr(self, name)
             out[name] = None if value is None else check_text(name, value)

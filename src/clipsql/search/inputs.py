@@ -64,7 +64,7 @@ def _fetch_image(url: str) -> bytes:
     )
     with tempfile.TemporaryDirectory(prefix="clipsql-query-") as folder:
         result = download_photos([("query", url)], folder, options, progress=False)[0]
-        if not result.ok:
+        if not result.ok or result.path is None:
             raise BadArgument(f"cannot fetch image {url[:200]}: {result.reason}: {result.detail}")
         return Path(result.path).read_bytes()
 

@@ -17,7 +17,7 @@ a filter, and refused as ``BadArgument: unknown filter NAME; filters are ...``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -30,7 +30,7 @@ from .checks import MAX_OFFSET, check_float, check_int, check_k, check_text
 from .filters import Filters
 from .inputs import crop_box, load_image
 from .models import resolve_model
-from .options import FacetOptions, SearchOptions, fold_keywords
+from .options import Backend, FacetOptions, SearchOptions, fold_facet_keywords, fold_filter_keywords, fold_keywords
 from .rerank import reranked
 from .sql import page_params, photo_frame, run_query, search_photos
 from .terms import combine_vectors, parse_terms
@@ -39,7 +39,7 @@ from .vectors import check_query_vector, photo_vector
 StorePath = str | os.PathLike
 
 
-def _open(db: Store | None, store: StorePath | None, backend: Mapping[str, object]):
+def _open(db: Store | None, store: StorePath | None, backend: Backend):
     """The store to search: `db` itself (left open), else one opened from `store` and the
     backend keywords (closed when the block ends)."""
     return use_store(db, store, clickhouse_url=backend["clickhouse_url"], duckdb=backend["duckdb"])
@@ -58,6 +58,8 @@ def _ranked(
     with `vector` None, to the stored vector of `similar_to`, read by the SQL itself) that
     pass `filters`, re-ranked as `options.rerank` asks."""
     if options.rerank is not None:
+        if vector is None:  # similar() reads the photo's vector first for a re-ranked search
+            raise TypeError("a re-ranked search needs the query vector")
         return reranked(db, vector, model, options, filters, similar_to=similar_to)
     if similar_to is not None:
         frame = run_query(
@@ -67,6 +69,8 @@ def _ranked(
             model=model,
             **page_params(filters, options.k, options.offset, options.max_distance),
         )
+    elif vector is None:
+        raise TypeError("a search needs a query vector or similar_to")
     else:
         frame = search_photos(
             db, vector, model, filters, k=options.k, offset=options.offset, max_distance=options.max_distance
@@ -375,7 +379,7 @@ def duplicates(
     max_distance = check_float("max_distance", max_distance, 0.0, 2.0)
     k = check_k(k)
     offset = check_int("offset", offset, 0, MAX_OFFSET)
-    _, flt, backend = fold_keywords(keywords, None, filters, option_type=None)
+    flt, backend = fold_filter_keywords(keywords, filters)
     with _open(db, store, backend) as opened:
         label, _, _ = resolve_model(opened, model)
         frame = run_query(
@@ -425,7 +429,7 @@ def facets(
         raise BadArgument("facets needs exactly one of query, image, photo_id or query_vec")
     if query_vec is not None:
         query_vec = check_query_vector(query_vec, STORE_DIM)
-    opts, flt, backend = fold_keywords(keywords, options, filters, option_type=FacetOptions)
+    opts, flt, backend = fold_facet_keywords(keywords, options, filters)
     if query is not None:
         check_text("query text", query, allow_empty=False)
     picture = load_image(image) if image is not None else None

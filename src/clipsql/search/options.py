@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
+from typing import Any, TypedDict, TypeVar
 
 from ..errors import BadArgument
 from .checks import MAX_K, MAX_OFFSET, MAX_OVERFETCH, check_float, check_int, check_k
@@ -17,8 +19,6 @@ DEFAULT_OVERFETCH = 10
 RERANKS = ("exact", "mmr")
 #: Facets of the facets query (a fixed list written in queries/facets.sql).
 FACETS = ("camera_make", "city", "color", "country", "keyword", "photographer")
-#: Keywords that choose the backend beside `db` and `store` (see clipsql.db.use_store).
-BACKEND_KEYWORDS = ("clickhouse_url", "duckdb")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,16 +92,44 @@ class FacetOptions:
         normalize(self, "by", tuple(wanted))
 
 
+class Backend(TypedDict):
+    """The first wave's backend keywords of a query kind (see :func:`clipsql.db.use_store`)."""
+
+    clickhouse_url: str | None
+    duckdb: str | os.PathLike | None
+
+
+_Options = TypeVar("_Options", SearchOptions, FacetOptions)
+
+
+def _backend(rest: dict[str, Any], takes_backend: bool) -> Backend:
+    if not takes_backend:  # left in `rest`: refused below as unknown filters, as the first wave did
+        return Backend(clickhouse_url=None, duckdb=None)
+    return Backend(clickhouse_url=rest.pop("clickhouse_url", None), duckdb=rest.pop("duckdb", None))
+
+
+def _options(rest: dict[str, Any], options: object, option_type: type[_Options], named: dict) -> _Options:
+    """`options` (or `option_type`'s defaults) with the option keywords of `rest` (popped) and
+    the kind's non-None `named` option parameters applied on top."""
+    fields = {f.name for f in dataclasses.fields(option_type)}
+    changes = {name: value for name, value in named.items() if value is not None}
+    changes.update({name: rest.pop(name) for name in list(rest) if name in fields})
+    if options is None:
+        return option_type(**changes)
+    if not isinstance(options, option_type):
+        raise BadArgument(f"options must be a clipsql.search.{option_type.__name__}, got {type(options).__name__}")
+    return dataclasses.replace(options, **changes) if changes else options
+
+
 def fold_keywords(
     keywords: Mapping[str, object],
-    options=None,
+    options: SearchOptions | None = None,
     filters: Filters | None = None,
     *,
-    option_type: type | None = SearchOptions,
     backend: bool = True,
     **named,
-) -> tuple[SearchOptions | FacetOptions | None, Filters, dict[str, object]]:
-    """Fold a query kind's keyword shortcuts into its (options, filters, backend keywords).
+) -> tuple[SearchOptions, Filters, Backend]:
+    """Fold a photo search's keyword shortcuts into its (options, filters, backend keywords).
 
     Every query kind takes ``**keywords``: the fields of its options (``offset=20``), the
     backend keywords ``clickhouse_url=`` / ``duckdb=`` (kinds that open a store), and filter
@@ -111,16 +139,13 @@ def fold_keywords(
 
     Args:
         keywords: the kind's ``**keywords``.
-        options: the ``options=`` value given, or None (the defaults of `option_type`).
+        options: the ``options=`` value given, or None (the defaults of :class:`SearchOptions`).
         filters: the ``filters=`` value given, or None; filter keywords apply on top of it.
-        option_type: :class:`SearchOptions`, :class:`FacetOptions`, or None for a kind
-            without options (its keywords then hold only filters and the backend).
         backend: whether the kind opens a store (takes clickhouse_url= and duckdb=).
         named: option fields the kind takes as parameters (k=...), None when not given.
 
     Returns:
-        (options of `option_type` or None, Filters, {"clickhouse_url": ..., "duckdb": ...}),
-        every value checked; options are checked before filters.
+        (SearchOptions, Filters, Backend), every value checked; options before filters.
 
     Raises:
         BadArgument: options or filters of the wrong type, a bad value, or an unknown keyword
@@ -128,15 +153,23 @@ def fold_keywords(
             keyword is taken for a filter).
     """
     rest = dict(keywords)
-    store_keywords = {name: rest.pop(name, None) if backend else None for name in BACKEND_KEYWORDS}
-    if option_type is not None:
-        fields = {f.name for f in dataclasses.fields(option_type)}
-        changes = {name: value for name, value in named.items() if value is not None}
-        changes.update({name: rest.pop(name) for name in list(rest) if name in fields})
-        if options is None:
-            options = option_type(**changes)
-        elif not isinstance(options, option_type):
-            raise BadArgument(f"options must be a clipsql.search.{option_type.__name__}, got {type(options).__name__}")
-        elif changes:
-            options = dataclasses.replace(options, **changes)
-    return options, Filters.of(filters, **rest), store_keywords
+    store = _backend(rest, backend)
+    opts = _options(rest, options, SearchOptions, named)
+    return opts, Filters.of(filters, **rest), store
+
+
+def fold_facet_keywords(
+    keywords: Mapping[str, object], options: FacetOptions | None = None, filters: Filters | None = None
+) -> tuple[FacetOptions, Filters, Backend]:
+    """:func:`fold_keywords` for the facets kind: (FacetOptions, Filters, Backend)."""
+    rest = dict(keywords)
+    store = _backend(rest, True)
+    opts = _options(rest, options, FacetOptions, {})
+    return opts, Filters.of(filters, **rest), store
+
+
+def fold_filter_keywords(keywords: Mapping[str, object], filters: Filters | None = None) -> tuple[Filters, Backend]:
+    """:func:`fold_keywords` for a kind without options (duplicates): (Filters, Backend)."""
+    rest = dict(keywords)
+    store = _backend(rest, True)
+    return Filters.of(filters, **rest), store
