@@ -181,7 +181,18 @@ CASES = [
     Case(
         "refresh-busy",
         BUSY,
-        lambda w: ["refresh", "--source", w["images"], "--model", w["model"], "-q", "--store", w["held"]],
+        lambda w: [
+            "refresh",
+            "--source",
+            w["images"],
+            "--model",
+            w["model"],
+            "-q",
+            "--store",
+            w["held"],
+            "--wait",
+            "0",
+        ],
         "is busy: held by pid",
     ),
     Case(
@@ -195,7 +206,7 @@ CASES = [
     Case("status-ok", OK, lambda w: ["status", *w["store"]()]),
     Case("status-bad-argument", ERROR, lambda w: ["status", "--runs", "0", *w["store"]()], "runs must be"),
     Case("status-engine-error", ERROR, lambda w: ["status", *w["broken"]()], "status failed: CatalogException"),
-    Case("status-busy", BUSY, lambda w: ["status", "--store", w["held"]], "is busy: held by pid"),
+    Case("status-busy", BUSY, lambda w: ["status", "--store", w["held"], "--wait", "0"], "is busy: held by pid"),
     Case(
         "status-interrupted",
         INTERRUPTED,
@@ -246,7 +257,12 @@ CASES = [
         lambda w: ["search", "similar", "p0001", "--html", "/dev/full", *w["store"]()],
         "No space left on device",
     ),
-    Case("search-busy", BUSY, lambda w: ["search", "text", "x", "--store", w["held"]], "is busy: held by pid"),
+    Case(
+        "search-busy",
+        BUSY,
+        lambda w: ["search", "text", "x", "--store", w["held"], "--wait", "0"],
+        "is busy: held by pid",
+    ),
     Case(
         "search-interrupted",
         INTERRUPTED,
@@ -323,6 +339,8 @@ CASES = [
             w["model"],
             "--store",
             w["held"],
+            "--wait",
+            "0",
         ],
         "is busy: held by pid",
     ),
@@ -350,9 +368,10 @@ CASES = [
     ),
 ]
 
+#: A process that holds the store's engine (a session block) until its stdin closes.
 HOLD = (
     "import sys; from clipsql.db import open_store; db = open_store(store=sys.argv[1]); "
-    "print('held', flush=True); sys.stdin.read()"
+    "s = db.session(); s.__enter__(); print('held', flush=True); sys.stdin.read()"
 )
 
 
@@ -677,7 +696,7 @@ def test_a_duckdb_file_held_by_another_process_is_busy(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         done = subprocess.run(
-            cli_command("status", "--store", str(tmp_path / "s"), "--duckdb", str(target)),
+            cli_command("status", "--store", str(tmp_path / "s"), "--duckdb", str(target), "--wait", "0"),
             env=_env(),
             capture_output=True,
             text=True,

@@ -25,7 +25,16 @@ from clipsql.engines.base import Store
 from clipsql.errors import BadArgument, StoreError
 
 #: The protocol every engine's Store implements.
-PROTOCOL = ("translate", "_execute", "query_arrow", "_insert", "after_load", "close", "is_missing_table")
+PROTOCOL = (
+    "translate",
+    "_connect",
+    "_disconnect",
+    "_execute",
+    "_query_arrow",
+    "_insert",
+    "_after_load",
+    "is_missing_table",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +48,7 @@ def test_an_engine_module_holds_what_the_registry_needs(name):
     module = engines.engine_module(name)
     assert module.SCHEMES and all(s.isascii() and s == s.lower() for s in module.SCHEMES)
     assert isinstance(module.CAPABILITIES, engines.Capabilities)
-    assert callable(module.open_target) and callable(module.exists)
+    assert callable(module.open_target) and callable(module.exists) and callable(module.holder)
     classes = [
         c
         for _, c in inspect.getmembers(module, inspect.isclass)

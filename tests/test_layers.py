@@ -41,7 +41,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("images", "cache", "sqlfiles"),  # image decoding; the image cache's layout; the SQL files' syntax
     ("queries",),  # the named-query registry (reads queries/, needs no engine)
     ("dialect",),  # ClickHouse query text -> DuckDB (and MyScale)
-    ("lock",),  # the store's refresh lock
+    ("lock", "unrecorded"),  # the store's refresh lock; the runs that could not get the store
     ("engines.base", "engines.busy"),  # the engine protocol; who holds a busy store
     ("engines.clickhouse", "engines.duckdb"),  # the engines ...
     ("engines.chdb",),  # ... chdb is the ClickHouse engine in process

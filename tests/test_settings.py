@@ -68,7 +68,7 @@ def test_the_tree_mirrors_the_job_file_tables():
     assert {table: [leaf.key for leaf in leaves(table)] for table in TABLES} == {
         "source": ["location", "limit"],
         "model": ["name", "label", "device", "batch_size"],
-        "store": ["path", "clickhouse_url", "duckdb"],
+        "store": ["path", "clickhouse_url", "duckdb", "wait_s"],
         "download": [
             "workers",
             "width",
@@ -93,6 +93,7 @@ def test_the_tree_mirrors_the_job_file_tables():
         "--store",
         "--clickhouse-url",
         "--duckdb",
+        "--wait",
         "--workers",
         "--width",
         "--timeout",

@@ -164,7 +164,9 @@ def _status(args: argparse.Namespace) -> int:
     from .status import status
 
     store = Settings.load(args.job, **{leaf.dest: getattr(args, leaf.dest) for leaf in leaves("store")}).store
-    frame = status(store.path, clickhouse_url=store.clickhouse_url, duckdb=store.duckdb, runs=args.runs)
+    frame = status(
+        store.path, clickhouse_url=store.clickhouse_url, duckdb=store.duckdb, runs=args.runs, wait_s=store.wait_s
+    )
     print(frame.format())
     return 0
 

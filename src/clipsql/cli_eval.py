@@ -109,6 +109,7 @@ def _eval(args: argparse.Namespace) -> int:
         store=args.store,
         clickhouse_url=args.clickhouse_url,
         duckdb=args.duckdb,
+        wait_s=args.wait,
         progress=not args.quiet,
     )
     path = args.json or default_json_path(store_root(args.store), report.name)

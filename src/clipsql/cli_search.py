@@ -244,7 +244,7 @@ def _image_dir(args: argparse.Namespace) -> Path:
 
 
 def _store_kwargs(args: argparse.Namespace) -> dict:
-    return dict(store=args.store, clickhouse_url=args.clickhouse_url, duckdb=args.duckdb)
+    return dict(store=args.store, clickhouse_url=args.clickhouse_url, duckdb=args.duckdb, wait_s=args.wait)
 
 
 def _common(args: argparse.Namespace, *, device: bool = True) -> dict:

@@ -25,17 +25,18 @@ import numpy as np
 import pyarrow as pa
 
 from .engines import TABLES, Capabilities, Store, StoreTarget, default_store_dir, open_target, resolve_target
-from .engines.base import SCRIPT_FOLDERS
+from .engines.base import DEFAULT_WAIT_S, SCRIPT_FOLDERS
 from .engines.chdb import SEARCH_SNAPSHOT_MAX_BYTES, ChdbStore
 from .engines.clickhouse import DEFERRED_INDEX_SETTINGS, ClickHouseStore
 from .engines.duckdb import DuckDBStore
-from .errors import StoreError
+from .errors import BadArgument, StoreError
 from .resources import sql_dir
 from .sqlfiles import split_statements
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_WAIT_S",
     "DEFERRED_INDEX_SETTINGS",
     "SCRIPT_FOLDERS",
     "SEARCH_SNAPSHOT_MAX_BYTES",
@@ -46,6 +47,7 @@ __all__ = [
     "DuckDBStore",
     "Store",
     "StoreTarget",
+    "check_wait",
     "chosen_clickhouse_url",
     "default_store_dir",
     "migrate",
@@ -93,8 +95,13 @@ def open_store(
     clickhouse_url: str | None = None,
     duckdb: str | os.PathLike | None = None,
     migrate_schema: bool = True,
+    wait_s: float | None = None,
 ) -> Store:
     """Open (and create, and migrate) a store.
+
+    The store holds its engine only while it works (see :class:`clipsql.engines.base.Store`):
+    on chdb and DuckDB, which let one process in at a time, it lets go when idle, and every
+    operation waits up to `wait_s` seconds for a store another process holds.
 
     Args:
         store: a store URL (`chdb:///path`, `http(s)://user:password@host:8123/database`,
@@ -104,20 +111,43 @@ def open_store(
             `$CLICKHOUSE_URL`) or a DuckDB file (':memory:' for a throwaway one), with `store`
             the image cache directory.
         migrate_schema: apply the dialect's migrations not yet applied.
+        wait_s: seconds to wait for a store another process holds (0: fail at once); None:
+            `$CLIPSQL_WAIT`, else :data:`DEFAULT_WAIT_S` (300).
 
     Raises:
-        BadArgument: two backends named, or a malformed URL.
+        BadArgument: two backends named, a malformed URL, or a bad `wait_s`.
         StoreError: the store cannot be opened (StoreBusy: a chdb path or DuckDB file another
-            process holds).
+            process held for all of `wait_s`).
     """
-    result = open_target(resolve_target(store, clickhouse_url=clickhouse_url, duckdb=duckdb))
-    if migrate_schema:
-        try:
-            migrate(result)
-        except BaseException:
-            result.close()
-            raise
+    target = resolve_target(store, clickhouse_url=clickhouse_url, duckdb=duckdb)
+    result = open_target(target, wait_s=check_wait(wait_s))
+    try:
+        with result.session():  # connect now: a store that cannot be opened says so here
+            if migrate_schema:
+                migrate(result)
+    except BaseException:
+        result.close()
+        raise
     return result
+
+
+def check_wait(wait_s: float | str | None) -> float:
+    """The wait for a busy store, seconds: `wait_s`, else `$CLIPSQL_WAIT`, else
+    :data:`DEFAULT_WAIT_S`.
+
+    Raises:
+        BadArgument: not a finite number from 0 to 86,400 (a day).
+    """
+    where = "wait_s"
+    if wait_s is None:
+        wait_s, where = os.environ.get("CLIPSQL_WAIT") or DEFAULT_WAIT_S, "$CLIPSQL_WAIT"
+    try:
+        value = float(wait_s)
+    except (TypeError, ValueError):
+        raise BadArgument(f"{where} must be a number of seconds, got {wait_s!r}") from None
+    if isinstance(wait_s, bool) or not 0 <= value <= 86_400:  # NaN fails too
+        raise BadArgument(f"{where} must be from 0 to 86400 seconds, got {wait_s!r}")
+    return value
 
 
 @contextlib.contextmanager
@@ -127,14 +157,16 @@ def use_store(
     *,
     clickhouse_url: str | None = None,
     duckdb: str | os.PathLike | None = None,
+    wait_s: float | None = None,
 ) -> Iterator[Store]:
     """`db` itself when given (left open: the caller owns it, e.g. a notebook's store), else
     :func:`open_store` of the other arguments, closed on exit. The Python API functions take
-    both forms through this."""
+    both forms through this; the block holds the engine (one session) either way."""
     if db is not None:
-        yield db
+        with db.session():
+            yield db
     else:
-        with open_store(store, clickhouse_url=clickhouse_url, duckdb=duckdb) as new:
+        with open_store(store, clickhouse_url=clickhouse_url, duckdb=duckdb, wait_s=wait_s) as new, new.session():
             yield new
 
 

@@ -399,6 +399,7 @@ def evaluate(
     store: str | os.PathLike | None = None,
     clickhouse_url: str | None = None,
     duckdb: str | os.PathLike | None = None,
+    wait_s: float | None = None,
     db: Store | None = None,
     progress: bool = True,
 ) -> EvalReport:
@@ -425,7 +426,8 @@ def evaluate(
         ks: the three Recall@k cutoffs, default (1, 5, 10).
         kinds: the query kinds to measure (default all of :data:`QUERY_KINDS`); each costs
             one exact scan of captions x images (4 to 7 s for 5,000 x 1,000 on 2 cores).
-        store / clickhouse_url / duckdb / db: the backend, as :func:`clipsql.search.text`.
+        store / clickhouse_url / duckdb / db: the backend, as :func:`clipsql.search.text`;
+            wait_s: seconds to wait for a store another process holds (default 300).
         progress: show progress bars.
 
     Returns:
@@ -477,7 +479,7 @@ def evaluate(
 
     # The store first: one that cannot be opened (a chdb path held by another process) fails
     # before minutes of embedding.
-    with use_store(db, store, clickhouse_url=clickhouse_url, duckdb=duckdb) as opened:
+    with use_store(db, store, clickhouse_url=clickhouse_url, duckdb=duckdb, wait_s=wait_s) as opened:
         if embedder is None:
             from .embed import ClipEmbedder
 

@@ -42,6 +42,8 @@ import os
 import socket
 import time
 import uuid
+from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -53,10 +55,11 @@ from .constants import (
     DEFAULT_RETRY_BACKOFF_S,
     STORE_DIM,
 )
-from .db import Store, open_store, store_root
+from . import unrecorded
+from .db import Store, check_wait, open_store, store_root
 from .download import DownloadOptions, DownloadResult, download_photos
 from .embed import DEFAULT_BATCH_SIZE, EMBED_FAILED, ClipEmbedder, check_model_source, embed_photos, model_label
-from .errors import BadArgument, ModelError, SourceError
+from .errors import BadArgument, ModelError, SourceError, StoreBusy
 from .load import Loader
 from .lock import StoreLock
 from .queries import get_query
@@ -178,6 +181,7 @@ def refresh(
     purge: bool = False,
     retry_backoff_s: float = DEFAULT_RETRY_BACKOFF_S,
     max_delete_fraction: float = DEFAULT_MAX_DELETE_FRACTION,
+    wait_s: float | None = None,
 ) -> RefreshSummary:
     """Run the main job once: read `source`, download, embed with `model`, load into the store.
 
@@ -200,6 +204,10 @@ def refresh(
         max_delete_fraction: largest share (0..1) of the store's photos this run may flag
             deleted (or, with `purge`, remove) because the source lost them; a run that would
             do more stops before any data write (1.0 allows anything).
+        wait_s: seconds to wait for a store another process holds (a notebook, a search);
+            default `$CLIPSQL_WAIT`, else 300. The refresh itself holds the engine only
+            while it reads or writes: it lets go while it downloads and embeds as soon as
+            another process waits (see :class:`clipsql.engines.base.Store`).
 
     Returns:
         RefreshSummary with per-stage counts and seconds (also written to etl_runs).
@@ -207,6 +215,9 @@ def refresh(
     Raises:
         BadArgument: before any work (the store is not touched).
         StoreLocked: another refresh holds the store's lock (raised at once).
+        StoreBusy: another process held the store for all of `wait_s`; the failed run is
+            recorded in `<store>/unrecorded_runs.jsonl` (status lists it; the next refresh
+            moves it into etl_runs).
         ModelError, SourceError, StoreError: the model, source or store cannot be used (an
             empty or header-only photos file; a run that would flag or purge more than
             `max_delete_fraction` of the store); the run is recorded in etl_runs as 'failed'.
@@ -215,8 +226,14 @@ def refresh(
     _check_arguments(model, limit, batch_size, chunk_size, purge, retry_backoff_s, max_delete_fraction)
     download.validate()
     label = model_name or model_label(model)
-    with StoreLock(store_root(store)) as lock, open_store(store, clickhouse_url=clickhouse_url, duckdb=duckdb) as db:
-        run = _RunLog(db, source=os.fspath(source), model=label, model_source=str(model), limit=limit)
+    wait_s = check_wait(wait_s)
+    root = store_root(store)
+    identity: dict[str, Any] = dict(source=os.fspath(source), model=label, model_source=str(model), limit=limit)
+    with (
+        StoreLock(root) as lock,
+        _open_or_record(root, identity, store, clickhouse_url=clickhouse_url, duckdb=duckdb, wait_s=wait_s) as db,
+    ):
+        run = _RunLog(db, **identity)
         if lock.previous is not None:
             log.warning("the previous refresh (%s) was killed; this run completes its work", lock.previous)
         if db.image_dir.is_dir() and (stale := remove_stale_temp_files(db.image_dir)):
@@ -273,6 +290,56 @@ def refresh(
     return summary
 
 
+def _open_or_record(root: Path, identity: dict, store, **options) -> Store:
+    """:func:`open_store`; when another process holds the store for all of the wait, the
+    failed run is written to the store's file of unrecorded runs before StoreBusy is raised."""
+    started = dt.datetime.now(dt.timezone.utc)
+    try:
+        return open_store(store, **options)
+    except StoreBusy as busy:
+        row = run_row(run_id=uuid.uuid4().hex, started_at=started, **identity)
+        ended = dt.datetime.now(dt.timezone.utc)
+        row.update(status="failed", ended_at=ended, error=f"StoreBusy: {busy}"[:1000])
+        row.update(seconds=(ended - started).total_seconds(), version=int(time.time() * 1000))
+        unrecorded.add(root, row)
+        raise
+
+
+def run_row(
+    *, run_id: str, started_at: dt.datetime, source: str, model: str, model_source: str, limit: int | None
+) -> dict:
+    """A run's etl_runs row as it starts: status 'running', every count 0 (no version)."""
+    row = {
+        "run_id": run_id,
+        "started_at": started_at,
+        "ended_at": None,
+        "status": "running",
+        "error": None,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "model": model,
+        "model_source": model_source,
+        "source": source,
+        "source_version": "",
+        "photo_limit": limit,
+    }
+    for stage in ("source", "download", "embed"):
+        row.update({f"{stage}_ok": 0, f"{stage}_failed": 0, f"{stage}_s": 0.0})
+    row.update(
+        {
+            "download_skipped": 0,
+            "embed_skipped": 0,
+            "load_rows": 0,
+            "load_s": 0.0,
+            "index_s": 0.0,
+            "deleted": 0,
+            "purged": 0,
+            "seconds": 0.0,
+        }
+    )
+    return row
+
+
 def _check_arguments(model, limit, batch_size, chunk_size, purge, retry_backoff_s, max_delete_fraction) -> None:
     for name, value, most in (("batch_size", batch_size, 4096), ("chunk_size", chunk_size, 1_000_000)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
@@ -315,35 +382,23 @@ class _RunLog:
         self.version = max(int(time.time() * 1000), last + 2)
         self.started_at = dt.datetime.now(dt.timezone.utc)
         self.source_version = ""
-        self.row = {
-            "run_id": self.run_id,
-            "started_at": self.started_at,
-            "ended_at": None,
-            "status": "running",
-            "error": None,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "model": model,
-            "model_source": model_source,
-            "source": source,
-            "source_version": "",
-            "photo_limit": limit,
-        }
-        for stage in ("source", "download", "embed"):
-            self.row.update({f"{stage}_ok": 0, f"{stage}_failed": 0, f"{stage}_s": 0.0})
-        self.row.update(
-            {
-                "download_skipped": 0,
-                "embed_skipped": 0,
-                "load_rows": 0,
-                "load_s": 0.0,
-                "index_s": 0.0,
-                "deleted": 0,
-                "purged": 0,
-                "seconds": 0.0,
-            }
+        self.row = run_row(
+            run_id=self.run_id,
+            started_at=self.started_at,
+            source=source,
+            model=model,
+            model_source=model_source,
+            limit=limit,
         )
         db.run_script("mark_runs_interrupted", {"run_version": self.version})
+        # Nights that could not get the store are written now that one did.
+        earlier = unrecorded.read(db.root)
+        for row in earlier:
+            version = int(row.pop("version", 0) or 0)
+            Loader(db, version).run(row, version)
+        if earlier:
+            unrecorded.clear(db.root, earlier)
+            log.info("recorded %d earlier run(s) that could not get the store in etl_runs", len(earlier))
         Loader(db, self.version).run(self.row, self.version)
         log.info("run %s started (version %d) on %s", self.run_id, self.version, db.description)
 

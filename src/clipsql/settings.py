@@ -156,6 +156,15 @@ class StoreSettings:
         relative="path",
         backend=True,
     )
+    wait_s: float | None = _setting(
+        None,
+        "--wait",
+        "seconds to wait for a store another process holds (a notebook, a search, a refresh between "
+        "its writes); 0 fails at once (exit 75)",
+        metavar="SECONDS",
+        default_text="$CLIPSQL_WAIT or 300",
+        to="wait_s",
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,9 +14,10 @@ import pandas as pd
 
 from .cache import cached_names, image_path
 from .db import open_store
-from .engines import capabilities_of, resolve_target, store_exists
+from .engines import resolve_target, store_exists, store_holder
 from .errors import BadArgument, NotFound
-from .lock import LockHolder, StoreLock, StoreLocked
+from . import unrecorded
+from .lock import LockHolder, StoreLock
 from .queries import get_query
 
 #: Most runs `status` lists.
@@ -37,6 +38,10 @@ class StoreStatus:
             (queries/failures_by_reason.sql).
         missing_images: photos recorded as downloaded whose cached image file is gone
             (the next refresh fetches them again).
+        held_by: who had the store's engine open when status asked (None: nobody), e.g.
+            'pid 123 (clipsql search text beach)'; status waited for it.
+        unrecorded: runs that could not get the store and are not in etl_runs yet (they are
+            also among `runs`), from `<store>/unrecorded_runs.jsonl`.
     """
 
     store: str
@@ -46,12 +51,21 @@ class StoreStatus:
     models: pd.DataFrame
     failures: pd.DataFrame
     missing_images: int = 0
+    held_by: str | None = None
+    unrecorded: int = 0
 
     def format(self) -> str:
         """Four small tables for the terminal."""
         out = [f"store {self.store}"]
         if self.running is not None:
             out.append(f"a refresh is running: {self.running}")
+        if self.held_by is not None:
+            out.append(f"held by {self.held_by} when status asked (status waited for it)")
+        if self.unrecorded:
+            out.append(
+                f"{self.unrecorded} run(s) could not get the store and are not in etl_runs yet "
+                "(listed below; the next refresh records them)"
+            )
         out.append("")
         out.append("last runs:")
         if self.runs.empty:
@@ -119,18 +133,20 @@ def status(
     clickhouse_url: str | None = None,
     duckdb: str | os.PathLike | None = None,
     runs: int = 10,
+    wait_s: float | None = None,
 ) -> StoreStatus:
     """Read the state of a store (see :class:`StoreStatus`).
 
     Args:
         store / clickhouse_url / duckdb: the backend (see :func:`clipsql.db.open_store`).
         runs: how many of the last runs to list (1..1000).
+        wait_s: seconds to wait for a store another process holds (a refresh lets go of it
+            between writes); default `$CLIPSQL_WAIT`, else 300.
 
     Raises:
         BadArgument: runs out of range.
         NotFound: no store there (nothing is created).
-        StoreLocked: an embedded store (chdb, DuckDB) is busy with a refresh: those engines
-            let one process open a store at a time, so status waits for the refresh to end.
+        StoreBusy: another process held the store for all of `wait_s`.
         StoreError: the store cannot be opened.
     """
     if not isinstance(runs, int) or not 1 <= runs <= MAX_RUNS:
@@ -139,23 +155,32 @@ def status(
     root = target.root
     if not store_exists(target):
         raise NotFound(f"no store at {target.description} (run `clipsql refresh` first)")
-    holder = StoreLock.holder(root) if root.is_dir() else None
-    if holder is not None and capabilities_of(target).one_process:
-        raise StoreLocked(
-            root / "refresh.lock",
-            holder,
-            hint=" (chdb and DuckDB let one process open a store at a time: ask again when it ends)",
-        )
-    with open_store(store, clickhouse_url=clickhouse_url, duckdb=duckdb) as db:
+    refresh = StoreLock.holder(root) if root.is_dir() else None
+    held_by = store_holder(target)
+    with open_store(store, clickhouse_url=clickhouse_url, duckdb=duckdb, wait_s=wait_s) as db, db.session():
+        recorded = get_query("etl_runs").run(db, n=runs)
+        pending = [row for row in unrecorded.read(root) if row.get("run_id") not in set(recorded["run_id"])]
         return StoreStatus(
             store=db.description,
-            running=holder,
-            runs=get_query("etl_runs").run(db, n=runs),
+            running=refresh,
+            runs=_with_unrecorded(recorded, pending, runs),
             tables=get_query("table_sizes").run(db),
             models=get_query("models").run(db, min_vectors=0),
             failures=get_query("failures_by_reason").run(db),
             missing_images=missing_cached_images(db),
+            held_by=held_by,
+            unrecorded=len(pending),
         )
+
+
+def _with_unrecorded(recorded: pd.DataFrame, pending: list[dict], n: int) -> pd.DataFrame:
+    """The last `n` runs of etl_runs and of the unrecorded file together, newest first."""
+    if not pending:
+        return recorded
+    extra = pd.DataFrame(pending).reindex(columns=recorded.columns)
+    both = pd.concat([recorded.astype(object), extra.astype(object)], ignore_index=True)
+    order = pd.to_datetime(both["started_at"], utc=True)
+    return both.iloc[order.sort_values(ascending=False, kind="stable").index].head(n).reset_index(drop=True)
 
 
 def missing_cached_images(db) -> int:

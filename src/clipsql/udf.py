@@ -382,7 +382,12 @@ def register_text_embedding(
         return label
     _check_checkpoint(checkpoint)
     if how == "in_process":
-        _register_duckdb(db.connection, checkpoint, label, device, batch_size)
+        # The function lives on the connection: registered again on every connect (a store
+        # lets go of an idle engine, see clipsql.engines.base.Store).
+        db.on_connect(
+            FUNCTION_NAME,
+            lambda store: _register_duckdb(store.connection, checkpoint, label, device, batch_size),  # type: ignore[attr-defined]
+        )
     elif how == "engine_script":
         _register_chdb(db, checkpoint, device, batch_size)
     else:

@@ -20,8 +20,11 @@ a dialect), one module here, and one line of :data:`ENGINES`. An engine module h
 - a :class:`~clipsql.engines.base.Store` subclass implementing the protocol (translate,
   execute, query as Arrow, insert, after-load, close, is-missing-table);
 - ``exists(target) -> bool``: whether the store is there, told without opening it;
-- ``open_target(target) -> Store``: open (and create) the store a :class:`StoreTarget` names,
-  raising :class:`~clipsql.errors.StoreError` (or StoreBusy) with the reason.
+- ``holder(target) -> int | None``: the pid of the process holding the store now, told
+  without opening it (None: free, or the engine lets many processes in);
+- ``open_target(target, **lease) -> Store``: the store a :class:`StoreTarget`
+  names; its Store subclass connects (``_connect``, raising StoreBusy naming the holder, or
+  StoreError with the reason) on the first operation.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from types import ModuleType
 
 from ..errors import BadArgument
 from .base import TABLES, Capabilities, Store
+from .busy import describe_holder
 
 __all__ = [
     "ENGINES",
@@ -49,6 +53,7 @@ __all__ = [
     "open_target",
     "resolve_target",
     "store_exists",
+    "store_holder",
     "without_password",
 ]
 
@@ -200,15 +205,23 @@ def absolute_store(store: str, base: Path) -> str:
     return f"{scheme}://" + os.path.normpath(base / Path(path).expanduser())
 
 
-def open_target(target: StoreTarget) -> Store:
-    """Open (and create) the store `target` names, on its engine; not migrated.
+def store_holder(target: StoreTarget) -> str | None:
+    """Who holds the store now, e.g. 'pid 123 (clipsql search text beach)'; None when it is
+    free or its engine lets many processes in; told without opening it."""
+    pid = engine_module(target.engine).holder(target)
+    return None if pid is None else describe_holder(pid or None, target.root)[0]
+
+
+def open_target(target: StoreTarget, **lease) -> Store:
+    """The store `target` names, on its engine, created when missing; the engine is connected
+    on the first operation. `lease`: :class:`~clipsql.engines.base.Store`'s wait_s,
+    idle_release_s, max_idle_s. Not migrated.
 
     Raises:
-        StoreError: the engine cannot open it (StoreBusy: another process holds it).
         BadArgument: a malformed server URL.
     """
     target.root.mkdir(parents=True, exist_ok=True)
-    return engine_module(target.engine).open_target(target)
+    return engine_module(target.engine).open_target(target, **lease)
 
 
 def without_password(url: str) -> str:

@@ -32,6 +32,15 @@ def posix_lock_holder(path: Path) -> int | None:
 def store_busy(where: object, path: object, pid: int | None, root: Path) -> StoreBusy:
     """The StoreBusy error of a store another process holds: its pid and, when readable, its
     command line (/proc/<pid>/cmdline, or the refresh lock file of the store)."""
+    who, command = describe_holder(pid, root)
+    return StoreBusy(
+        f"store {where} is busy: held by {who}; try again when it ends", path=path, pid=pid, command=command
+    )
+
+
+def describe_holder(pid: int | None, root: Path) -> tuple[str, str]:
+    """(who, command) of the process `pid` holding a store: e.g. ('pid 123 (clipsql search
+    text beach)', 'clipsql search text beach'); command '' when it cannot be read."""
     from ..lock import StoreLock
 
     argv: list[str] = []
@@ -60,6 +69,4 @@ def store_busy(where: object, path: object, pid: int | None, root: Path) -> Stor
         who += f" ({command})"
     elif refresh is not None and refresh.pid == pid:
         who += f" (a refresh started {refresh.started_at})"
-    return StoreBusy(
-        f"store {where} is busy: held by {who}; try again when it ends", path=path, pid=pid, command=command
-    )
+    return who, command

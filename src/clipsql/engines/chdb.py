@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import tempfile
+from pathlib import Path
 
 from ..errors import StoreError
 from ..resources import chdb_scripts_dir
@@ -48,6 +49,9 @@ class ChdbStore(ClickHouseStore):
     capabilities = CAPABILITIES
     search_snapshot_max_bytes = SEARCH_SNAPSHOT_MAX_BYTES
 
+    def _connect(self):
+        self.client = connect_chdb(self.target)
+
     @contextlib.contextmanager
     def _recovering(self):
         """Re-raise a failed query's error, leaving the connection usable. With chdb
@@ -68,18 +72,63 @@ def exists(target) -> bool:
     return (target.root / "chdb").is_dir()
 
 
-def open_target(target) -> ChdbStore:
-    """Open (and create) the chdb store under `target.location` (its data in `<location>/chdb`).
+def data_path(target) -> Path:
+    """The engine's data directory of a store: `<store>/chdb`, absolute."""
+    return (target.root / "chdb").resolve()
+
+
+def holder(target) -> int | None:
+    """The pid of the process whose chdb engine has this store open now (0: held, pid not
+    readable), or None when it is free; told without starting an engine: a running engine
+    holds an exclusive flock on `<data>/status` and has written its PID there."""
+    try:
+        fd = os.open(data_path(target) / "status", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return None
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)  # free: released at once
+            return None
+        found = re.search(rb"PID:\s*(\d+)", os.pread(fd, 4096, 0))
+        return int(found.group(1)) if found else 0
+    finally:
+        os.close(fd)
+
+
+def open_target(target, **lease) -> ChdbStore:
+    """The chdb store under `target.location` (its data in `<location>/chdb`), connected on
+    first use; a process waiting for it announces itself in `<location>/waiting/`."""
+    return ChdbStore(target, waiting_dir=target.root / "waiting", **lease)
+
+
+#: ClickHouse's error code CANNOT_OPEN_FILE (src/Common/ErrorCodes.cpp): how the engine says it
+#: could not take the lock on `<data>/status`.
+CANNOT_OPEN_FILE = 76
+_CODE_RE = re.compile(r"\bCode:\s*(\d+)")
+
+
+def connect_chdb(target):
+    """Start this process's chdb engine on the store's data path; its clickhouse-connect client.
 
     Raises:
-        StoreBusy: another process has the engine open on this path (told by the flock chdb
-            holds on `chdb/status`, not by the engine's message).
+        StoreBusy: another process has the engine open on this path (:func:`holder`), or had it
+            a moment ago: the engine could not lock the path (CANNOT_OPEN_FILE) although no
+            holder is there now (one that was letting go); a wait tries again.
         StoreError: any other failure to open, with the engine's first line of reason.
     """
+    return _start_engine(target)
+
+
+def _start_engine(target):
     import clickhouse_connect
 
     root = target.root
-    path = (root / "chdb").resolve()
+    path = data_path(target)
     # The engine prints why an open failed on stderr (fd 2) itself, beside the exception it
     # raises: that text is caught here, so that a failure is one message (the CLI's one line).
     with tempfile.TemporaryFile() as said:
@@ -108,33 +157,19 @@ def open_target(target) -> ChdbStore:
     if failure is None:
         if engine_text.strip():  # what the engine says on a good open is shown as before
             os.write(2, engine_text.encode("utf-8"))
-        return ChdbStore(client, root, f"chdb:{path}")
+        return client
     if engine_text.strip():
         log.debug("the chdb engine said: %s", engine_text.strip())
 
-    # Busy or not is told by the lock itself, not by the engine's words: a running engine holds
-    # an exclusive flock on <path>/status and has written its PID there.
-    busy, content = False, b""
-    try:
-        fd = os.open(path / "status", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        fd = None
-    if fd is not None:
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                busy = exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
-            else:
-                fcntl.flock(fd, fcntl.LOCK_UN)  # free: released at once
-            if busy:
-                content = os.pread(fd, 4096, 0)
-        finally:
-            os.close(fd)
-    if busy:
-        found = re.search(rb"PID:\s*(\d+)", content)
-        raise store_busy(path.parent, path, int(found.group(1)) if found else None, root) from failure
+    # Busy or not is told by the lock itself, not by the engine's words.
+    held = holder(target)
+    if held is not None:
+        raise store_busy(path.parent, path, held or None, root) from failure
     said_lines = [line.strip() for line in engine_text.splitlines() if line.strip()]
     reason = said_lines[0] if said_lines else (str(failure).strip().splitlines() or [type(failure).__name__])[0]
     reason = re.sub(r"\?udf_path=[^'\s]*", "", reason).split(", Stack trace")[0]
+    # chdb raises plain exceptions; the engine's code is in its text, as clickhouse-connect reads it.
+    code = _CODE_RE.search(f"{failure} {engine_text}")
+    if code and int(code.group(1)) == CANNOT_OPEN_FILE and (path / "status").exists():
+        raise store_busy(path.parent, path, None, root) from failure
     raise StoreError(f"cannot open chdb store at {path}: {reason}") from failure

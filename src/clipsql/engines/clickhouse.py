@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 import urllib.parse
+from typing import Any
 
 import pyarrow as pa
 
@@ -37,28 +38,41 @@ _DATABASE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 class ClickHouseStore(Store):
     """A store on a ClickHouse engine reached through a clickhouse-connect client (a server
-    here; chdb in :mod:`clipsql.engines.chdb`)."""
+    here; chdb in :mod:`clipsql.engines.chdb`).
+
+    Attributes:
+        client: the clickhouse-connect client while the engine is held (None otherwise).
+    """
 
     engine = "clickhouse"
     capabilities = CAPABILITIES
 
-    def __init__(self, client, target_root, description: str):
-        super().__init__(target_root, description)
-        self.client = client
+    def __init__(self, target, **lease) -> None:
+        super().__init__(target.root, target.description, **lease)
+        self.target = target
+        self.client: Any = None
 
     def translate(self, sql):
         return sql
+
+    def _connect(self):
+        self.client = connect_server(self.target)
+
+    def _disconnect(self):
+        client, self.client = self.client, None
+        if client is not None:
+            client.close()
 
     def _execute(self, sql, parameters):
         with self._recovering():
             self.client.command(sql, parameters=parameters)
 
-    def query_arrow(self, sql, parameters=None):
+    def _query_arrow(self, sql, parameters):
         # Arrow keeps the column names and types of an empty result.
         with self._recovering():
             return self.client.query_arrow(sql, parameters=parameters, use_strings=True)
 
-    def query_rows(self, sql, parameters=None):
+    def _query_rows(self, sql, parameters):
         # No Arrow: the small answers read on every search (the snapshot's state) are faster so.
         with self._recovering():
             return self.client.query(sql, parameters=parameters).result_rows
@@ -72,17 +86,15 @@ class ClickHouseStore(Store):
         settings = DEFERRED_INDEX_SETTINGS if table == "photo_embeddings" else None
         self.client.insert_arrow(table, data, settings=settings)
 
-    def after_load(self):
+    def _after_load(self):
         """Build the HNSW index for parts inserted with it deferred (blocks until done)."""
-        self.command("ALTER TABLE photo_embeddings MATERIALIZE INDEX embedding_hnsw SETTINGS mutations_sync = 1")
+        self._execute("ALTER TABLE photo_embeddings MATERIALIZE INDEX embedding_hnsw SETTINGS mutations_sync = 1", None)
+        self.forget()
         return True
 
     def materialize_vector_index(self) -> None:
         """:meth:`after_load` (the first wave's name)."""
         self.after_load()
-
-    def close(self):
-        self.client.close()
 
     def is_missing_table(self, exc):
         return getattr(exc, "code", None) == UNKNOWN_TABLE or getattr(exc, "name", None) == "UNKNOWN_TABLE"
@@ -93,34 +105,62 @@ def exists(target) -> bool:
     return True
 
 
-def open_target(target) -> ClickHouseStore:
-    """Connect to the server `target.location` names, creating its database if missing.
+def holder(target):
+    """None: a server has no one-process rule, so no process holds it."""
+    return None
+
+
+def open_target(target, **lease) -> ClickHouseStore:
+    """The store on the server `target.location` names (connected on first use; `lease`: the
+    keywords of :class:`~clipsql.engines.base.Store` such as wait_s).
 
     Raises:
         BadArgument: not an http(s) URL with a host, or a database name that is not an identifier.
-        StoreError: the server cannot be reached or refuses.
     """
-    import clickhouse_connect
+    check_url(target)
+    return ClickHouseStore(target, **lease)
 
-    url, shown = target.location, target.description
-    parts = urllib.parse.urlsplit(url)
+
+def check_url(target) -> tuple[str, str]:
+    """(scheme, database) of the server URL `target.location`, checked before any connection.
+
+    Raises:
+        BadArgument: not an http(s) URL with a host, or a database name that is not an identifier.
+    """
+    parts = urllib.parse.urlsplit(target.location)
     try:
         hostname = parts.hostname
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number
     except ValueError as exc:
-        raise BadArgument(f"ClickHouse URL {shown!r}: {exc}") from None
+        raise BadArgument(f"ClickHouse URL {target.description!r}: {exc}") from None
     if parts.scheme not in SCHEMES or not hostname:
-        raise BadArgument(f"ClickHouse URL must look like http(s)://user:password@host:8123/database, got {shown!r}")
+        raise BadArgument(
+            f"ClickHouse URL must look like http(s)://user:password@host:8123/database, got {target.description!r}"
+        )
     database = urllib.parse.unquote(parts.path.strip("/")) or "default"
     if not _DATABASE_RE.fullmatch(database):
         raise BadArgument(f"ClickHouse database name {database!r} must be letters, digits and _")
+    return parts.scheme, database
+
+
+def connect_server(target):
+    """A clickhouse-connect client of the server `target.location` names, its database created
+    when missing.
+
+    Raises:
+        BadArgument: a malformed URL (:func:`check_url`).
+        StoreError: the server cannot be reached or refuses.
+    """
+    import clickhouse_connect
+
+    scheme, database = check_url(target)
+    url = target.location
     try:
         # The scheme picks the interface: clickhouse-connect reads user, password, host, port,
         # database and ?settings from the DSN, but not http vs https.
-        admin = clickhouse_connect.get_client(dsn=url, interface=parts.scheme, database="default")
+        admin = clickhouse_connect.get_client(dsn=url, interface=scheme, database="default")
         admin.command(f"CREATE DATABASE IF NOT EXISTS {database}")  # an identifier, checked above
         admin.close()
-        client = clickhouse_connect.get_client(dsn=url, interface=parts.scheme, database=database)
+        return clickhouse_connect.get_client(dsn=url, interface=scheme, database=database)
     except Exception as exc:
-        raise StoreError(f"cannot connect to ClickHouse at {shown}: {exc}") from exc
-    return ClickHouseStore(client, target.root, shown)
+        raise StoreError(f"cannot connect to ClickHouse at {target.description}: {exc}") from exc

@@ -42,7 +42,9 @@ StorePath = str | os.PathLike
 def _open(db: Store | None, store: StorePath | None, backend: Backend):
     """The store to search: `db` itself (left open), else one opened from `store` and the
     backend keywords (closed when the block ends)."""
-    return use_store(db, store, clickhouse_url=backend["clickhouse_url"], duckdb=backend["duckdb"])
+    return use_store(
+        db, store, clickhouse_url=backend["clickhouse_url"], duckdb=backend["duckdb"], wait_s=backend["wait_s"]
+    )
 
 
 def _ranked(

@@ -97,6 +97,7 @@ class Backend(TypedDict):
 
     clickhouse_url: str | None
     duckdb: str | os.PathLike | None
+    wait_s: float | None
 
 
 _Options = TypeVar("_Options", SearchOptions, FacetOptions)
@@ -104,8 +105,12 @@ _Options = TypeVar("_Options", SearchOptions, FacetOptions)
 
 def _backend(rest: dict[str, Any], takes_backend: bool) -> Backend:
     if not takes_backend:  # left in `rest`: refused below as unknown filters, as the first wave did
-        return Backend(clickhouse_url=None, duckdb=None)
-    return Backend(clickhouse_url=rest.pop("clickhouse_url", None), duckdb=rest.pop("duckdb", None))
+        return Backend(clickhouse_url=None, duckdb=None, wait_s=None)
+    return Backend(
+        clickhouse_url=rest.pop("clickhouse_url", None),
+        duckdb=rest.pop("duckdb", None),
+        wait_s=rest.pop("wait_s", None),
+    )
 
 
 def _options(rest: dict[str, Any], options: object, option_type: type[_Options], named: dict) -> _Options:
