@@ -61,3 +61,24 @@ def test_deleted_photos_are_not_in_it_and_each_row_is_flat(db):
     first = rows.set_index("photo_id").loc["p0002"]
     assert (first["country"], first["orientation"], first["color"]) == ("Kenya", "landscape", "black")
     assert sorted(first["keywords"]) == ["j2", "k2"] and len(first["embedding"]) == 512
+
+
+def test_clipsql_sql_runs_the_hand_written_query_on_the_store(db, capsys):
+    """`clipsql sql "SELECT ..."` runs a statement on chdb or DuckDB, the text function
+    registered, and prints the same rows as the API."""
+    import json
+
+    from clipsql.cli import main
+
+    options = ["--store", str(db.root)] + (["--duckdb", db.target.location] if db.engine == "duckdb" else [])
+    statement = (
+        f"SELECT photo_id, cosineDistance(embedding, clip_text_embedding('{TEXT}')) AS distance "
+        f"FROM photo_search WHERE model = '{searchdata.MODEL}' AND country = 'Japan' ORDER BY distance LIMIT 5"
+    )
+    db.release()  # the command opens the store in this process, as a console user's would
+    assert main(["sql", statement, "--format", "json", "--device", "cpu", "--wait", "30", *options]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    api = search.text(TEXT, 5, db=db, device="cpu", country="Japan")
+    assert [r["photo_id"] for r in rows] == api["photo_id"].tolist()
+    assert main(["sql", "SELECT count() AS n FROM photo_search", "--format", "csv", *options]) == 0
+    assert capsys.readouterr().out.split() == ["n", str(N - len(searchdata.DELETED))]

@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_search import add_search_commands, add_sql_command
 
     add_search_commands(commands, common, _add_store_options)
-    add_sql_command(commands, common)
+    add_sql_command(commands, common, _add_store_options)
 
     from .cli_eval import add_eval_command
 

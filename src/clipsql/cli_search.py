@@ -194,20 +194,25 @@ def add_search_commands(
     t.add_argument("--max-distance", type=float, default=None, help="only photos with a cosine distance <= this")
 
 
-def add_sql_command(commands, common: argparse.ArgumentParser) -> None:
-    """Register `clipsql sql`: print DDL and queries in an engine's dialect."""
+def add_sql_command(commands, common: argparse.ArgumentParser, add_store_options: Callable | None = None) -> None:
+    """Register `clipsql sql`: run a statement on the store, or print DDL and queries in an
+    engine's dialect."""
     from .cli_common import EXIT_STATUS_HELP
     from .dialect import MYSCALE_INDEX_TYPES
 
     p = commands.add_parser(
         "sql",
         parents=[common],
-        help="print the DDL or a named query in an engine's dialect",
+        help="run a SQL statement on the store, or print the DDL or a named query",
         epilog=EXIT_STATUS_HELP,
-        description="Print the DDL of an engine (clickhouse and chdb, duckdb, myscale) or, with "
-        "--query, one named query of queries/ in that engine's form. For MyScale "
-        "the DDL is followed by the search query's distance() form.",
+        description="With a STATEMENT (ClickHouse SQL, e.g. over the photo_search relation), run it on the "
+        "store (chdb, a server or DuckDB through the dialect layer) and print its rows; "
+        "clip_text_embedding is registered first when the statement uses it. Without one, print "
+        "the DDL of an engine (clickhouse and chdb, duckdb, myscale) or, with --query, one named "
+        "query of queries/ in that engine's form. For MyScale the DDL is followed by the search "
+        "query's distance() form.",
     )
+    p.add_argument("statement", nargs="?", default=None, metavar="STATEMENT", help="a SQL statement to run")
     p.add_argument("--dialect", choices=("clickhouse", "duckdb", "myscale"), default="clickhouse")
     p.add_argument(
         "--index-type",
@@ -221,6 +226,10 @@ def add_sql_command(commands, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print one clickhouse-client command per query of queries/ (docs/console.md)",
     )
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format of a statement's rows")
+    p.add_argument("--device", default="auto", help="where clip_text_embedding runs: auto, cpu, cuda[:N], mps")
+    if add_store_options is not None:
+        add_store_options(p)
     p.set_defaults(func=_sql)
 
 
@@ -470,10 +479,29 @@ def sql_text(dialect_name: str, query: str | None = None, index_type: str = "MST
 
 
 def _sql(args: argparse.Namespace) -> int:
+    if args.statement is not None:
+        return _run_statement(args)
     if args.console:
         from .queries import console_commands
 
         print(console_commands(), end="")
         return 0
     print(sql_text(args.dialect, args.query, args.index_type), end="")
+    return 0
+
+
+def _run_statement(args: argparse.Namespace) -> int:
+    """`clipsql sql STATEMENT`: the statement's rows in --format (the user's own SQL, run as
+    written: a console, not a query built from values)."""
+    from .db import open_store
+    from .udf import FUNCTION_NAME, register_text_embedding
+
+    statement = args.statement.strip().rstrip(";").strip()
+    if not statement:
+        raise BadArgument("the SQL statement is empty")
+    with open_store(**_store_kwargs(args)) as db, db.session():
+        if FUNCTION_NAME in statement:  # the model loads only for a statement that embeds text
+            register_text_embedding(db, device=args.device)
+        frame = db.query_clickhouse(statement)
+    print(render_frame(frame, args.format))
     return 0
