@@ -45,6 +45,7 @@ import contextlib
 import io
 import logging
 import warnings
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
@@ -362,3 +363,114 @@ def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
     rgb = image.convert("RGB")
     rgb.info.pop("icc_profile", None)
     return rgb
+
+
+# --- what an image file says about itself (image-folder sources) ------------------------
+
+#: EXIF tags (the EXIF 2.32 standard, CIPA DC-008): in IFD0 ...
+_EXIF_MAKE, _EXIF_MODEL, _EXIF_DATETIME = 0x010F, 0x0110, 0x0132
+#: ... in the Exif IFD ...
+_EXIF_IFD, _EXIF_DATETIME_ORIGINAL, _EXIF_OFFSET_TIME_ORIGINAL = 0x8769, 0x9003, 0x9011
+_EXIF_ISO, _EXIF_FNUMBER, _EXIF_FOCAL_LENGTH, _EXIF_EXPOSURE_TIME = 0x8827, 0x829D, 0x920A, 0x829A
+#: ... and in the GPS IFD: latitude/longitude refs ('N'/'S', 'E'/'W') and (deg, min, sec) rationals.
+_GPS_IFD, _GPS_LAT_REF, _GPS_LAT, _GPS_LON_REF, _GPS_LON = 0x8825, 1, 2, 3, 4
+#: Orientations that swap width and height (EXIF orientation 5..8: turned a quarter).
+_QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def photo_metadata(path) -> dict:
+    """What an image file says about itself, in the photos columns the Unsplash release fills:
+    photo_width, photo_height (pixels, as shown: after the EXIF orientation),
+    photo_aspect_ratio (width / height), photo_submitted_at (when it was taken: EXIF
+    DateTimeOriginal, else DateTime; UTC when the file gives its offset, else the local time
+    taken as UTC), exif_camera_make, exif_camera_model, exif_iso, exif_aperture_value
+    (f-number), exif_focal_length (mm), exif_exposure_time (text, e.g. '1/250'),
+    photo_location_latitude and photo_location_longitude (decimal degrees).
+
+    Reads the header only (Pillow opens lazily). Anything unreadable is left out: never raises.
+    """
+    out: dict = {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                width, height = image.size
+                exif = image.getexif()
+                orientation = exif.get(_EXIF_ORIENTATION, 1)
+                if orientation in _QUARTER_TURNS:
+                    width, height = height, width
+                if width > 0 and height > 0:
+                    out.update(photo_width=width, photo_height=height, photo_aspect_ratio=width / height)
+                details = _sub_ifd(exif, _EXIF_IFD)
+                gps = _sub_ifd(exif, _GPS_IFD)
+    except Exception as exc:  # noqa: BLE001 - an unreadable file is the download stage's to record
+        log.debug("no metadata read from %s: %s", path, _describe(exc))
+        return out
+    try:
+        _exif_columns(exif, details, gps, out)
+    except Exception as exc:  # noqa: BLE001 - EXIF of a kind not foreseen: what was read so far
+        log.debug("EXIF of %s partly unreadable: %s", path, _describe(exc))
+    return out
+
+
+def _exif_columns(exif, details: dict[int, Any], gps: dict[int, Any], out: dict) -> None:
+    """Fill `out` with the EXIF columns of :func:`photo_metadata` that read cleanly."""
+    import datetime as dt
+
+    for column, value in (("exif_camera_make", exif.get(_EXIF_MAKE)), ("exif_camera_model", exif.get(_EXIF_MODEL))):
+        text = _text(value)
+        if text:
+            out[column] = text
+    taken = _text(details.get(_EXIF_DATETIME_ORIGINAL)) or _text(exif.get(_EXIF_DATETIME))
+    if taken:
+        with contextlib.suppress(ValueError):
+            moment = dt.datetime.strptime(taken[:19], "%Y:%m:%d %H:%M:%S")
+            offset = _text(details.get(_EXIF_OFFSET_TIME_ORIGINAL))
+            zone = dt.timezone.utc
+            if offset and len(offset) == 6 and offset[0] in "+-":
+                sign = 1 if offset[0] == "+" else -1
+                zone = dt.timezone(sign * dt.timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
+            out["photo_submitted_at"] = moment.replace(tzinfo=zone).astimezone(dt.timezone.utc)
+    with contextlib.suppress(TypeError, ValueError, ZeroDivisionError, OverflowError):
+        iso: Any = details.get(_EXIF_ISO)
+        iso = iso[0] if isinstance(iso, tuple) and iso else iso
+        if iso is not None and 0 < int(iso) < 10**7:
+            out["exif_iso"] = int(iso)
+    for column, tag in (("exif_aperture_value", _EXIF_FNUMBER), ("exif_focal_length", _EXIF_FOCAL_LENGTH)):
+        with contextlib.suppress(TypeError, ValueError, ZeroDivisionError, OverflowError):
+            value = float(details[tag]) if tag in details else 0.0
+            if 0 < value < 1e5:
+                out[column] = round(value, 3)
+    with contextlib.suppress(TypeError, ValueError, ZeroDivisionError, OverflowError):
+        exposure = details.get(_EXIF_EXPOSURE_TIME)
+        if exposure is not None and float(exposure) > 0:
+            numerator, denominator = getattr(exposure, "numerator", None), getattr(exposure, "denominator", None)
+            out["exif_exposure_time"] = (
+                f"{numerator}/{denominator}" if numerator == 1 and denominator else f"{float(exposure):g}"
+            )
+    for column, ref_tag, tag, negative in (
+        ("photo_location_latitude", _GPS_LAT_REF, _GPS_LAT, "S"),
+        ("photo_location_longitude", _GPS_LON_REF, _GPS_LON, "W"),
+    ):
+        if tag not in gps:
+            continue
+        with contextlib.suppress(TypeError, ValueError, ZeroDivisionError, OverflowError, IndexError):
+            degrees, minutes, seconds = (float(x) for x in gps[tag])
+            value = degrees + minutes / 60 + seconds / 3600
+            value = -value if _text(gps.get(ref_tag)).upper().startswith(negative) else value
+            if abs(value) <= (90 if column.endswith("latitude") else 180):
+                out[column] = round(value, 7)
+
+
+def _sub_ifd(exif, tag: int) -> dict:
+    try:
+        return dict(exif.get_ifd(tag))
+    except Exception:  # noqa: BLE001 - a broken IFD: nothing from it
+        return {}
+
+
+def _text(value) -> str:
+    """An EXIF ASCII value as clean text ('' for none): NULs and padding stripped."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value.replace("\x00", "").strip() if isinstance(value, str) else ""

@@ -48,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import BadArgument, SourceError
+from .images import photo_metadata
 
 log = logging.getLogger(__name__)
 
@@ -715,10 +716,28 @@ def _walk_image_folder(root: Path) -> tuple[list[tuple[str, Path]], list[Skipped
     return files, skipped
 
 
+#: The photos columns an image-folder photo fills from its own file (clipsql.images.photo_metadata).
+FOLDER_METADATA_COLUMNS = (
+    "photo_width",
+    "photo_height",
+    "photo_aspect_ratio",
+    "photo_submitted_at",
+    "exif_camera_make",
+    "exif_camera_model",
+    "exif_iso",
+    "exif_aperture_value",
+    "exif_focal_length",
+    "exif_exposure_time",
+    "photo_location_latitude",
+    "photo_location_longitude",
+)
+
+
 def _read_image_folder(path: Path, limit: int | None) -> SourceReader:
     files, skipped = _walk_image_folder(path)
     malformed: list[MalformedRow] = []
     ids, urls, stamps = [], [], []
+    metadata: list[dict] = []
     for rel, file in files:
         try:
             rel.encode("utf-8")
@@ -731,6 +750,7 @@ def _read_image_folder(path: Path, limit: int | None) -> SourceReader:
             continue
         ids.append(folder_photo_id(rel))
         urls.append(file.absolute().as_uri())
+        metadata.append(photo_metadata(file))  # the file's own size, date, camera and place
         st = file.stat()
         stamps.append(f"{rel}:{st.st_size}:{int(st.st_mtime)}")
         if limit is not None and len(ids) >= limit:
@@ -748,5 +768,9 @@ def _read_image_folder(path: Path, limit: int | None) -> SourceReader:
     photos = pa.table({f.name: pa.nulls(n, f.type) for f in schema}, schema=schema)
     photos = photos.set_column(0, "photo_id", pa.array(ids, pa.string()))
     photos = photos.set_column(2, "photo_image_url", pa.array(urls, pa.string()))
+    for column in FOLDER_METADATA_COLUMNS:
+        index = schema.get_field_index(column)
+        values = pa.array([m.get(column) for m in metadata], schema.field(column).type)
+        photos = photos.set_column(index, column, values)
     version = hashlib.sha256(",".join(stamps).encode()).hexdigest()[:16]
     return SourceReader("folder", str(path), version, None, photos, malformed, limit, skipped)
