@@ -178,6 +178,13 @@ def snapshot(backend: dict) -> dict[str, pd.DataFrame]:
             "FROM models FINAL ORDER BY model"
         )
         runs = q("SELECT run_id, status, version FROM etl_runs FINAL ORDER BY version")
+        # The search relation (a view over the tables above), its flat columns; keywords sorted
+        # here since the engines aggregate them in no set order.
+        relation = q(
+            "SELECT model, photo_id, description, country, width, orientation, featured, keywords, color "
+            "FROM photo_search ORDER BY model, photo_id"
+        )
+        relation["keywords"] = relation["keywords"].map(lambda k: sorted(k))
         dupes = {
             t: int(q(f"SELECT count() - count(DISTINCT {key}) AS d FROM {t} FINAL")["d"].iloc[0])
             for t, key in (
@@ -193,13 +200,14 @@ def snapshot(backend: dict) -> dict[str, pd.DataFrame]:
         "keywords": keywords,
         "models": models,
         "runs": runs,
+        "relation": relation,
         "dupes": dupes,
     }
 
 
 def assert_same_tables(got: dict, want: dict) -> None:
     """Two snapshots hold the same rows (vectors equal to float tolerance)."""
-    for name in ("photos", "status", "keywords", "models"):
+    for name in ("photos", "status", "keywords", "models", "relation"):
         pd.testing.assert_frame_equal(
             got[name].reset_index(drop=True), want[name].reset_index(drop=True), check_dtype=False, obj=name
         )

@@ -70,6 +70,13 @@ def check_invariants(backend, finished=False):
             "SELECT count() AS n FROM photo_embeddings FINAL WHERE photo_id NOT IN (SELECT photo_id FROM photos FINAL)"
         )["n"].iloc[0]
         assert orphans == 0, "a vector without its photo"
+        # photo_search holds exactly the vectors of the photos not deleted, one row each.
+        implied = q(
+            "SELECT count() AS n FROM photo_embeddings FINAL "
+            "WHERE photo_id IN (SELECT photo_id FROM photos FINAL WHERE is_deleted = 0)"
+        )["n"].iloc[0]
+        relation = q("SELECT count() AS n, count(DISTINCT model || '/' || photo_id) AS keys FROM photo_search")
+        assert relation["n"].iloc[0] == relation["keys"].iloc[0] == implied, "photo_search disagrees with its tables"
         assert (
             q(
                 "SELECT count() AS n FROM (SELECT model, photo_id FROM photo_embeddings FINAL "
