@@ -49,41 +49,38 @@ def _options(backend: dict) -> list[str]:
     return out + (["--duckdb", backend["duckdb"]] if "duckdb" in backend else [])
 
 
-def test_a_reader_in_a_loop_gets_in_while_a_refresh_runs(image_server, tmp_path, tiny_clip, backend):
-    # Slow images (3 s each, one download at a time) keep the refresh busy outside the store
-    # for most of its run; its writes come in between.
-    slow = [{"photo_id": f"slow{i}", "photo_image_url": f"{image_server.url}/slow.jpg"} for i in range(4)]
-    release = make_release(tmp_path / "release", image_server.url, 8, extra_rows=slow)
+def _start_reader(backend: dict, stop) -> subprocess.Popen:
+    """Create the store, then start READER on it (it reads until `stop` exists)."""
     with open_store(**backend):
-        pass  # the store exists before the reader starts
-    stop = tmp_path / "stop"
-    reader = subprocess.Popen(
+        pass
+    return subprocess.Popen(
         [sys.executable, "-c", READER, json.dumps(backend), str(stop)],
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _refresh_command(release, tiny_clip, backend: dict) -> list[str]:
+    """One download at a time, small chunks and batches: many write phases with gaps between."""
+    return cli_command(
+        "refresh", "--source", str(release), "--model", str(tiny_clip), "-q", "--workers", "1",
+        "--chunk-size", "4", "--batch-size", "2", "--timeout", "10", *_options(backend),
+    )  # fmt: skip
+
+
+def test_a_reader_in_a_loop_gets_in_while_a_refresh_runs(image_server, tmp_path, tiny_clip, backend):
+    # Slow images (3 s each, one download at a time) keep the refresh busy outside the store
+    # for most of its run; its writes come in between.
+    slow = [{"photo_id": f"slow{i}", "photo_image_url": f"{image_server.url}/slow.jpg"} for i in range(4)]
+    release = make_release(tmp_path / "release", image_server.url, 8, extra_rows=slow)
+    stop = tmp_path / "stop"
+    reader = _start_reader(backend, stop)
     try:
         time.sleep(2)  # the reader is reading
         refresh = subprocess.run(
-            cli_command(
-                "refresh",
-                "--source",
-                str(release),
-                "--model",
-                str(tiny_clip),
-                "-q",
-                "--workers",
-                "1",
-                "--chunk-size",
-                "4",
-                "--batch-size",
-                "2",
-                "--timeout",
-                "10",
-                *_options(backend),
-            ),
+            _refresh_command(release, tiny_clip, backend),
             env=_env(),
             capture_output=True,
             text=True,
@@ -110,33 +107,9 @@ def test_a_refresh_killed_while_another_process_reads_leaves_the_store_consisten
 ):
     slow = [{"photo_id": f"slow{i}", "photo_image_url": f"{image_server.url}/slow.jpg"} for i in range(3)]
     release = make_release(tmp_path / "release", image_server.url, 8, extra_rows=slow)
-    with open_store(**backend):
-        pass
     stop = tmp_path / "stop"
-    reader = subprocess.Popen(
-        [sys.executable, "-c", READER, json.dumps(backend), str(stop)],
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    command = cli_command(
-        "refresh",
-        "--source",
-        str(release),
-        "--model",
-        str(tiny_clip),
-        "-q",
-        "--workers",
-        "1",
-        "--chunk-size",
-        "4",
-        "--batch-size",
-        "2",
-        "--timeout",
-        "10",
-        *_options(backend),
-    )
+    reader = _start_reader(backend, stop)
+    command = _refresh_command(release, tiny_clip, backend)
     try:
         first = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(8)  # mid-run: some chunks written, a slow download under way
