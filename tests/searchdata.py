@@ -124,5 +124,5 @@ def load(db, n: int = 2000, model_source: str = "tiny-model", seed: int = 0) -> 
         ),
     )
     if db.engine != "duckdb":
-        db.materialize_vector_index()
+        db.after_load()
     return vecs

@@ -36,6 +36,10 @@ def test_a_file_says_its_size_as_shown_date_taken_camera_and_place(tmp_path):
     assert (found["exif_iso"], found["exif_aperture_value"], found["exif_focal_length"]) == (400, 2.8, 50.0)
     assert found["exif_exposure_time"] == "1/250"
     assert (found["photo_location_latitude"], found["photo_location_longitude"]) == (64.1333333, -21.9333333)
+    # A date the stores cannot hold (a broken camera clock) is left out; the rest is kept.
+    _camera_jpeg(tmp_path / "old.jpg", make="X" * 5000, taken="1066:10:14 09:00:00", offset="+00:00")
+    old = photo_metadata(tmp_path / "old.jpg")
+    assert "photo_submitted_at" not in old and old["exif_camera_make"] == "X" * 200 and old["photo_width"] == 80
     (tmp_path / "junk.jpg").write_bytes(b"not an image")
     assert photo_metadata(tmp_path / "junk.jpg") == {} and photo_metadata(tmp_path / "gone.jpg") == {}
 

@@ -48,7 +48,6 @@ __all__ = [
     "Store",
     "StoreTarget",
     "check_wait",
-    "chosen_clickhouse_url",
     "default_store_dir",
     "migrate",
     "migration_files",
@@ -71,13 +70,6 @@ def store_root(store: str | os.PathLike | None = None) -> Path:
         BadArgument: a store URL that names no path.
     """
     return resolve_target(store).root
-
-
-def chosen_clickhouse_url(clickhouse_url: str | None = None, duckdb: str | os.PathLike | None = None) -> str | None:
-    """The ClickHouse server the first wave's options choose: `clickhouse_url`, else
-    `$CLICKHOUSE_URL` unless a DuckDB file is given; None: an embedded store. Kept for callers
-    of the first wave; :func:`clipsql.engines.resolve_target` decides for :func:`open_store`."""
-    return clickhouse_url or (None if duckdb else os.environ.get("CLICKHOUSE_URL"))
 
 
 def vectors_array(vectors: np.ndarray) -> pa.ListArray:

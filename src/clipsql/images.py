@@ -374,6 +374,10 @@ _EXIF_IFD, _EXIF_DATETIME_ORIGINAL, _EXIF_OFFSET_TIME_ORIGINAL = 0x8769, 0x9003,
 _EXIF_ISO, _EXIF_FNUMBER, _EXIF_FOCAL_LENGTH, _EXIF_EXPOSURE_TIME = 0x8827, 0x829D, 0x920A, 0x829A
 #: ... and in the GPS IFD: latitude/longitude refs ('N'/'S', 'E'/'W') and (deg, min, sec) rationals.
 _GPS_IFD, _GPS_LAT_REF, _GPS_LAT, _GPS_LON_REF, _GPS_LON = 0x8825, 1, 2, 3, 4
+#: Dates taken outside these years are left out (the range ClickHouse's DateTime64 holds).
+MIN_TAKEN_YEAR, MAX_TAKEN_YEAR = 1900, 2299
+#: Longest camera make or model kept, characters (EXIF ASCII fields may run to 64 KB).
+MAX_EXIF_TEXT_CHARS = 200
 #: Orientations that swap width and height (EXIF orientation 5..8: turned a quarter).
 _QUARTER_TURNS = (5, 6, 7, 8)
 
@@ -418,7 +422,7 @@ def _exif_columns(exif, details: dict[int, Any], gps: dict[int, Any], out: dict)
     import datetime as dt
 
     for column, value in (("exif_camera_make", exif.get(_EXIF_MAKE)), ("exif_camera_model", exif.get(_EXIF_MODEL))):
-        text = _text(value)
+        text = _text(value)[:MAX_EXIF_TEXT_CHARS]
         if text:
             out[column] = text
     taken = _text(details.get(_EXIF_DATETIME_ORIGINAL)) or _text(exif.get(_EXIF_DATETIME))
@@ -430,7 +434,11 @@ def _exif_columns(exif, details: dict[int, Any], gps: dict[int, Any], out: dict)
             if offset and len(offset) == 6 and offset[0] in "+-":
                 sign = 1 if offset[0] == "+" else -1
                 zone = dt.timezone(sign * dt.timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
-            out["photo_submitted_at"] = moment.replace(tzinfo=zone).astimezone(dt.timezone.utc)
+            taken_at = moment.replace(tzinfo=zone).astimezone(dt.timezone.utc)
+            # ClickHouse's DateTime64 holds 1900..2299 (its docs, "DateTime64"); a date outside is a
+            # broken clock or a forged file, and would fail the load of the photo's whole batch.
+            if MIN_TAKEN_YEAR <= taken_at.year <= MAX_TAKEN_YEAR:
+                out["photo_submitted_at"] = taken_at
     with contextlib.suppress(TypeError, ValueError, ZeroDivisionError, OverflowError):
         iso: Any = details.get(_EXIF_ISO)
         iso = iso[0] if isinstance(iso, tuple) and iso else iso

@@ -433,7 +433,9 @@ class _RunLog:
         try:
             Loader(self.db, self.version).run(row, self.version + 1)
         except Exception:  # the run's own error matters more than its log row
-            log.exception("could not record the end of run %s", self.run_id)
+            log.exception("could not record the end of run %s in etl_runs; recording it beside the store", self.run_id)
+            # e.g. another process held the store for all of the wait: the next refresh writes it.
+            unrecorded.add(self.db.root, dict(row, version=self.version + 1))
 
 
 class _Job:

@@ -92,10 +92,6 @@ class ClickHouseStore(Store):
         self.forget()
         return True
 
-    def materialize_vector_index(self) -> None:
-        """:meth:`after_load` (the first wave's name)."""
-        self.after_load()
-
     def is_missing_table(self, exc):
         return getattr(exc, "code", None) == UNKNOWN_TABLE or getattr(exc, "name", None) == "UNKNOWN_TABLE"
 
