@@ -390,8 +390,9 @@ class _RunLog:
             model_source=model_source,
             limit=limit,
         )
-        db.run_script("mark_runs_interrupted", {"run_version": self.version})
-        # Nights that could not get the store are written now that one did.
+        # Nights that could not get the store (or lost it before their last row) are written now
+        # that one did; before the dead runs are marked, so that a run which had written its
+        # start row ends 'failed' with its error, not 'interrupted'.
         earlier = unrecorded.read(db.root)
         for row in earlier:
             version = int(row.pop("version", 0) or 0)
@@ -399,6 +400,7 @@ class _RunLog:
         if earlier:
             unrecorded.clear(db.root, earlier)
             log.info("recorded %d earlier run(s) that could not get the store in etl_runs", len(earlier))
+        db.run_script("mark_runs_interrupted", {"run_version": self.version})
         Loader(db, self.version).run(self.row, self.version)
         log.info("run %s started (version %d) on %s", self.run_id, self.version, db.description)
 
