@@ -67,9 +67,10 @@ def _bytes_to_unicode() -> list[str]:
     return [chr(c) for c in cs]
 
 
-def build_tiny_clip(out: Path) -> Path:
-    """A CLIP checkpoint with random weights, 512-dim projection (the store's width), tiny towers,
-    and a byte-level tokenizer without merges; saved with save_pretrained."""
+def build_tiny_clip(out: Path, dim: int = 512, seed: int = 0) -> Path:
+    """A CLIP checkpoint with random weights (torch seed `seed`), a `dim`-wide projection
+    (512: ViT-B/32's width), tiny towers, and a byte-level tokenizer without merges; saved
+    with save_pretrained."""
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
@@ -82,9 +83,9 @@ def build_tiny_clip(out: Path) -> Path:
     config = CLIPConfig(
         text_config=dict(small, vocab_size=len(vocab), max_position_embeddings=77),
         vision_config=dict(small, patch_size=32, image_size=224),
-        projection_dim=512,
+        projection_dim=dim,
     )
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     CLIPModel(config).eval().save_pretrained(out)
     tokenizer = CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"))
     CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer).save_pretrained(out)

@@ -96,10 +96,12 @@ CREATE TABLE IF NOT EXISTS conversions
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (photo_id, converted_at, conversion_type, keyword, anonymous_user_id, conversion_country);
 
--- photo_embeddings: one L2-normalized CLIP vector per (model, photo_id).
--- The vector index (HNSW, usearch; MyScale's own index in its DDL) serves approximate
--- ORDER BY cosineDistance ... LIMIT k; the index and the CHECK fix the dimension at 512,
--- the width of ViT-B/32 and ViT-B/16 CLIP.
+-- photo_embeddings: one L2-normalized vector per (model, photo_id), of the model's width
+-- (models.dim: 512 for CLIP ViT-B/32, 768 for ViT-L/14 or SigLIP base, ...), so models of
+-- different widths sit side by side. No vector index here (an HNSW index has one width and
+-- would make every plain ORDER BY cosineDistance ... LIMIT k over this table approximate):
+-- each width's approximate index lives in its own table, photo_embeddings_ann_<dim>
+-- (sql/clickhouse/vector_index/), which every refresh brings up to date from this one.
 CREATE TABLE IF NOT EXISTS photo_embeddings
 (
     photo_id String,
@@ -107,8 +109,7 @@ CREATE TABLE IF NOT EXISTS photo_embeddings
     embedding Array(Float32),
     loaded_at DateTime64(3, 'UTC') DEFAULT now64(3),
     version UInt64,
-    CONSTRAINT embedding_length CHECK length(embedding) = 512,
-    INDEX embedding_hnsw embedding TYPE vector_similarity('hnsw', 'cosineDistance', 512) GRANULARITY 100000000
+    CONSTRAINT embedding_not_empty CHECK length(embedding) > 0
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (model, photo_id);

@@ -90,7 +90,7 @@ CREATE TABLE IF NOT EXISTS photo_embeddings
 (
     photo_id VARCHAR,
     model VARCHAR,
-    embedding FLOAT[] NOT NULL CHECK (len(embedding) = 512),
+    embedding FLOAT[] NOT NULL CHECK (len(embedding) > 0),
     loaded_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
     version UBIGINT NOT NULL,
     PRIMARY KEY (model, photo_id)

@@ -1,8 +1,8 @@
 """Constants several layers share, kept in the lowest module so that no module imports an
 upper one (or an ETL stage) for a number.
 
-:data:`STORE_DIM` is the store's vector width (search checks query vectors against it, the
-refresh checks the model against it); :data:`DEFAULT_MODEL` the checkpoint used when none
+:data:`MAX_WIDTH` is the widest vector a store holds (each model's own width is in the models
+table); :data:`DEFAULT_MODEL` the checkpoint used when none
 is named (the embedder, the refresh, the UDF script, the SQL console's examples). The
 refresh's own defaults live here too, so that :mod:`clipsql.settings` (below the refresh)
 can offer them; `from clipsql.refresh import DEFAULT_CHUNK_SIZE` works as before.
@@ -14,8 +14,8 @@ from __future__ import annotations
 VERSION = "0.1.0"
 #: The CLIP checkpoint used when none is named: a hub name (512-dim).
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
-#: Vector width the store's HNSW index and CHECK are built for (sql/*/001_core.sql).
-STORE_DIM = 512
+#: The widest vector a store holds, in floats: models.dim is a UInt16 (sql/*/001_core.sql).
+MAX_WIDTH = 65535
 #: The device the CLIP model runs on when none is named: cuda, then mps, then cpu.
 DEFAULT_DEVICE = "auto"
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 from .engines import TABLES, Capabilities, Store, StoreTarget, default_store_dir, open_target, resolve_target
 from .engines.base import DEFAULT_WAIT_S, SCRIPT_FOLDERS
 from .engines.chdb import SEARCH_SNAPSHOT_MAX_BYTES, ChdbStore
-from .engines.clickhouse import DEFERRED_INDEX_SETTINGS, ClickHouseStore
+from .engines.clickhouse import ClickHouseStore
 from .engines.duckdb import DuckDBStore
 from .errors import BadArgument, StoreError
 from .resources import sql_dir
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_WAIT_S",
-    "DEFERRED_INDEX_SETTINGS",
     "SCRIPT_FOLDERS",
     "SEARCH_SNAPSHOT_MAX_BYTES",
     "TABLES",

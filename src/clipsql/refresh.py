@@ -53,7 +53,6 @@ from .constants import (
     DEFAULT_MAX_DELETE_FRACTION,
     DEFAULT_MODEL,
     DEFAULT_RETRY_BACKOFF_S,
-    STORE_DIM,
 )
 from . import unrecorded
 from .db import Store, check_wait, open_store, store_root
@@ -67,10 +66,9 @@ from .sources import DEFAULT_SOURCE, SourceReader, open_source
 
 log = logging.getLogger(__name__)
 
-# STORE_DIM, the vector width the store's HNSW index and CHECK are built for, and the
-# refresh's defaults (DEFAULT_CHUNK_SIZE, DEFAULT_RETRY_BACKOFF_S, DEFAULT_MAX_DELETE_FRACTION)
+# The refresh's defaults (DEFAULT_CHUNK_SIZE, DEFAULT_RETRY_BACKOFF_S, DEFAULT_MAX_DELETE_FRACTION)
 # live in clipsql.constants, where clipsql.settings (below this module) reads them too;
-# `from clipsql.refresh import STORE_DIM, DEFAULT_CHUNK_SIZE` works as before.
+# `from clipsql.refresh import DEFAULT_CHUNK_SIZE` works as before.
 #: Longest wait before a transient failure is retried again (one week), seconds.
 MAX_RETRY_BACKOFF_S = 7 * 24 * 3600.0
 STAGES = ("source", "download", "embed", "load", "index")
@@ -256,11 +254,6 @@ def refresh(
             reader = open_source(source, limit=limit, cache_dir=db.root)
             job.plan(reader)
             embedder = ClipEmbedder(model, device=device, name=model_name, progress=progress)
-            if embedder.dim != STORE_DIM:
-                raise ModelError(
-                    f"model {model!r} gives {embedder.dim}-dim vectors; this store's vector "
-                    f"index holds {STORE_DIM}-dim ones (CLIP ViT-B/32 or ViT-B/16)"
-                )
             job.run(embedder, reader)
         except BaseException as exc:
             interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
@@ -562,6 +555,13 @@ class _Job:
         self.run_log.source_version = reader.version
         models = get_query("models").run(db, min_vectors=0)
         known = models[models["model"] == embedder.name]
+        if not known.empty and int(known["vectors"].iloc[0]) and int(known["dim"].iloc[0]) != embedder.dim:
+            # One label, one width: its vectors are compared with each other and with queries.
+            raise ModelError(
+                f"model label {embedder.name!r} holds {int(known['dim'].iloc[0])}-dim vectors in "
+                f"{db.description}, but {embedder.source!r} gives {embedder.dim}-dim ones: load it "
+                "under a label of its own (--model-name)"
+            )
         completed_at = None if known.empty or known["complete"].iloc[0] != 1 else known["completed_at"].iloc[0]
         if known.empty or known["model_source"].iloc[0] != embedder.source or int(known["dim"].iloc[0]) != embedder.dim:
             loader.model(

@@ -21,10 +21,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from ..cache import images_dir
+from ..constants import MAX_WIDTH
 from ..errors import BadArgument, StoreBusy, StoreError
 from ..resources import sql_dir
 from ..sqlfiles import split_statements, uses_parameter
@@ -51,7 +53,7 @@ TABLES = (
     "eval_caption_embeddings",
 )
 #: Folders of `sql/<dialect>/` that :meth:`Store.run_script` runs files from.
-SCRIPT_FOLDERS = ("etl", "session")
+SCRIPT_FOLDERS = ("etl", "session", "vector_index")
 #: How long an operation waits for a store another process holds, seconds (the CLI's --wait).
 DEFAULT_WAIT_S = 300.0
 #: A store lets go of an idle one-process engine after this many seconds when another
@@ -225,6 +227,17 @@ class Store:
     def _after_load(self) -> bool:
         """See :meth:`after_load`."""
         raise NotImplementedError
+
+    def ann_table(self, dim: int) -> str | None:
+        """The table whose vector index answers approximate searches over vectors `dim` wide
+        (`photo_embeddings_ann_<dim>`), or None when the engine has no vector index (its
+        searches scan exactly). The name is made from the integer, never from a user's text.
+
+        Raises:
+            BadArgument: `dim` is not an integer in 1..65535 (models.dim is a UInt16).
+        """
+        check_width(dim)
+        return None
 
     def is_missing_table(self, exc: BaseException) -> bool:
         """Whether `exc`, raised by this store's engine, says a table does not exist: told by
@@ -517,6 +530,17 @@ class Store:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def check_width(dim: object) -> int:
+    """`dim` as a vector width: an int in 1..:data:`MAX_WIDTH`.
+
+    Raises:
+        BadArgument: anything else (a bool, a float, a number out of range).
+    """
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not 1 <= int(dim) <= MAX_WIDTH:
+        raise BadArgument(f"a vector width must be an integer in 1..{MAX_WIDTH}, got {dim!r}")
+    return int(dim)
 
 
 def _seconds(seconds: float) -> str:

@@ -15,7 +15,9 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import BadArgument, StoreError
-from .base import Capabilities, Store
+from ..resources import sql_dir
+from ..sqlfiles import split_statements
+from .base import Capabilities, Store, check_width
 
 SCHEMES = ("http", "https")
 CAPABILITIES = Capabilities(
@@ -26,10 +28,8 @@ CAPABILITIES = Capabilities(
     text_function="server_installed",
     one_process=False,
 )
-#: Insert settings of the vector table: build the HNSW index in merges (or MATERIALIZE INDEX),
-#: not per insert, which costs ~8 s per 25k x 512 vectors on 2 cores (measured, see
-#: docs/speed.md: 18.7 s under load).
-DEFERRED_INDEX_SETTINGS = {"materialize_skip_indexes_on_insert": 0}
+#: Prefix of the per-width approximate-index tables (sql/clickhouse/vector_index/create_ann_table.sql).
+ANN_TABLE_PREFIX = "photo_embeddings_ann_"
 #: ClickHouse's error code UNKNOWN_TABLE (src/Common/ErrorCodes.cpp), which clickhouse-connect's
 #: DatabaseError carries as `.code` (and `.name`).
 UNKNOWN_TABLE = 60
@@ -83,17 +83,40 @@ class ClickHouseStore(Store):
         yield
 
     def _insert(self, table, data: pa.Table):
-        settings = DEFERRED_INDEX_SETTINGS if table == "photo_embeddings" else None
-        self.client.insert_arrow(table, data, settings=settings)
+        self.client.insert_arrow(table, data)
+
+    def ann_table(self, dim):
+        return ANN_TABLE_PREFIX + str(check_width(dim))
 
     def _after_load(self):
-        """Build the HNSW index for parts inserted with it deferred (blocks until done)."""
-        self._execute("ALTER TABLE photo_embeddings MATERIALIZE INDEX embedding_hnsw SETTINGS mutations_sync = 1", None)
+        """Bring every width's approximate index (photo_embeddings_ann_<dim>) up to
+        photo_embeddings, creating the table of a width seen for the first time, and build
+        the HNSW index of the rows added (blocks until done). The widths are those of the
+        stored vectors (sql/clickhouse/vector_index/vector_widths.sql)."""
+        folder = sql_dir() / "clickhouse" / "vector_index"
+        widths = self._query_df((folder / "vector_widths.sql").read_text(encoding="utf-8"), None)["dim"]
+        for dim in (int(d) for d in widths):
+            for statement in split_statements(ann_table_ddl(dim)):
+                self._execute(statement, None)
+            self.run_script("sync_ann_table", {"ann_table": self.ann_table(dim), "dim": dim}, folder="vector_index")
         self.forget()
         return True
 
     def is_missing_table(self, exc):
         return getattr(exc, "code", None) == UNKNOWN_TABLE or getattr(exc, "name", None) == "UNKNOWN_TABLE"
+
+
+def ann_table_ddl(dim: int) -> str:
+    """The DDL of the approximate-index table of vectors `dim` wide
+    (sql/clickhouse/vector_index/create_ann_table.sql with its `<dim>` filled in).
+
+    Raises:
+        BadArgument: `dim` is not an integer in 1..65535.
+    """
+    template = (sql_dir() / "clickhouse" / "vector_index" / "create_ann_table.sql").read_text(encoding="utf-8")
+    # An integer checked here, written into the text because ClickHouse takes only literals
+    # as index arguments (a bound {dim:UInt32} is refused there).
+    return template.replace("<dim>", str(check_width(dim)))
 
 
 def exists(target) -> bool:

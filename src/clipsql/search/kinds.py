@@ -22,7 +22,6 @@ from collections.abc import Sequence
 import pandas as pd
 
 from ..cache import cached_image
-from ..constants import STORE_DIM
 from ..db import Store, use_store
 from ..embed import cached_embedder
 from ..errors import BadArgument, NotFound
@@ -109,12 +108,11 @@ def nearest(
         BadArgument: a bad vector, page, filter, rerank option or unknown keyword.
         NotFound: no vectors for `model`.
     """
-    # Checked against the store's width before any SQL runs (sql/*/001_core.sql fix it at 512).
-    vector = check_query_vector(query_vec, STORE_DIM)
+    # Checked before any SQL runs; its width against the model's once the model is looked up.
+    vector = check_query_vector(query_vec)
     opts, flt, _ = fold_keywords(keywords, options, filters, backend=False, k=k)
     label, _, dim = resolve_model(db, model)
-    if dim != STORE_DIM:  # a store holds STORE_DIM-wide vectors only; kept for stores built otherwise
-        vector = check_query_vector(vector, dim)
+    vector = check_query_vector(vector, dim, model=label)
     return _ranked(db, vector, label, opts, flt)
 
 
@@ -408,7 +406,7 @@ def facets(
     photographer, camera_make, keyword and dominant color.
 
     Exactly one query: `query` (text), `image`, `photo_id` (its stored vector; the photo
-    itself counts) or `query_vec` ((512,) floats).
+    itself counts) or `query_vec` ((d,) floats, d the model's width).
 
     Args:
         options: n (photos counted, 1..10,000), per_facet (values per facet, most frequent
@@ -430,7 +428,7 @@ def facets(
     if sum(given) != 1:
         raise BadArgument("facets needs exactly one of query, image, photo_id or query_vec")
     if query_vec is not None:
-        query_vec = check_query_vector(query_vec, STORE_DIM)
+        query_vec = check_query_vector(query_vec)
     opts, flt, backend = fold_facet_keywords(keywords, options, filters)
     if query is not None:
         check_text("query text", query, allow_empty=False)
@@ -448,7 +446,7 @@ def facets(
         frame = run_query(
             opened,
             "facets",
-            query_vec=check_query_vector(vector, dim),
+            query_vec=check_query_vector(vector, dim, model=label),
             model=label,
             n=opts.n,
             per_facet=opts.per_facet,

@@ -59,9 +59,11 @@ def reranked(
     `vector` ((d,) floats) for `model` that pass `filters`; `similar_to` (a photo_id) is
     left out of the results.
 
-    "exact" without filters lets the HNSW index propose ``overfetch * (k + offset)``
-    candidates (queries/search_photos_ann.sql) and re-scores them exactly; with a filter
-    set the exact, pre-filtered search runs instead. "mmr" orders the
+    "exact" without filters lets the HNSW index of the model's width (its table
+    photo_embeddings_ann_<dim>) propose ``overfetch * (k + offset)`` candidates
+    (queries/search_photos_ann.sql) and re-scores them exactly; with a filter set, on an
+    engine without a vector index (DuckDB), or before a refresh has built the index of this
+    width (a store upgraded from a 512-only one), the exact, pre-filtered search runs instead. "mmr" orders the
     ``overfetch * (k + offset)`` nearest photos by :func:`mmr_order`.
 
     Returns:
@@ -71,19 +73,31 @@ def reranked(
     # Re-ranked kinds work on the first k + offset (+1 for the photo itself when similar).
     extra = 1 if similar_to is not None else 0
     wanted = options.k + options.offset + extra
-    if options.rerank == "exact" and not filters.active:
-        frame = run_query(
-            db,
-            "search_photos_ann",
-            query_vec=vector,
-            model=model,
-            k=min(wanted, MAX_K),
-            offset=0,
-            candidates=max(options.overfetch * wanted, wanted),
-            max_distance=options.max_distance,
-        )
-    else:
-        if options.rerank == "exact":
+    frame = None
+    ann_table = db.ann_table(len(vector)) if options.rerank == "exact" and not filters.active else None
+    if ann_table is not None:
+        try:
+            frame = run_query(
+                db,
+                "search_photos_ann",
+                ann_table=ann_table,
+                query_vec=vector,
+                model=model,
+                k=min(wanted, MAX_K),
+                offset=0,
+                candidates=max(options.overfetch * wanted, wanted),
+                max_distance=options.max_distance,
+            )
+        except Exception as exc:
+            if not db.is_missing_table(exc):
+                raise
+            log.warning(
+                "%s has no approximate index of width %d yet (`clipsql refresh` builds it): searching exactly",
+                db.description,
+                len(vector),
+            )
+    if frame is None:
+        if options.rerank == "exact" and filters.active:
             log.info("a filter is set: running the exact (pre-filtered) search instead of the index")
         fetch = wanted if options.rerank == "exact" else max(options.overfetch * wanted, wanted)
         frame = search_photos(

@@ -7,26 +7,35 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..constants import MAX_WIDTH
 from ..db import Store
 from ..errors import BadArgument, NotFound
 from ..queries import get_query
 from .checks import check_text
 
 
-def check_query_vector(vector, dim: int) -> list[float]:
-    """Validate a query vector: (dim,) finite numbers, non-zero, with a finite positive norm in
-    float32. Returns it as a float list.
+def check_query_vector(vector, dim: int | None = None, *, model: str | None = None) -> list[float]:
+    """Validate a query vector: (dim,) finite numbers (any width 1..65535 when `dim` is None,
+    before the model is known), non-zero, with a finite positive norm in float32. Returns it
+    as a float list.
+
+    Args:
+        model: the label whose width `dim` is, named in the error.
 
     Raises:
-        BadArgument: wrong shape or dimension, NaN or infinite values, a zero vector, or a
+        BadArgument: wrong shape or width, NaN or infinite values, a zero vector, or a
             norm that overflows (e.g. 512 values of 1e38) or underflows to 0 in float32.
     """
+    wanted = "numbers" if dim is None else f"{dim} numbers"
     try:
         array = np.asarray(vector, dtype=np.float32)
     except (TypeError, ValueError) as exc:
-        raise BadArgument(f"query vector must be a sequence of {dim} numbers: {exc}") from None
-    if array.ndim != 1 or array.shape[0] != dim:
-        raise BadArgument(f"query vector must have shape ({dim},), got {array.shape}")
+        raise BadArgument(f"query vector must be a sequence of {wanted}: {exc}") from None
+    if array.ndim != 1 or not 1 <= array.shape[0] <= MAX_WIDTH:
+        raise BadArgument(f"query vector must be a sequence of {wanted} (a 1-d array), got shape {array.shape}")
+    if dim is not None and array.shape[0] != dim:
+        whose = f"model {model!r} stores" if model is not None else "the store holds"
+        raise BadArgument(f"query vector has {array.shape[0]} values, but {whose} {dim}-dim vectors")
     if not np.all(np.isfinite(array)):
         raise BadArgument("query vector holds NaN or infinite values")
     if not np.any(array):
