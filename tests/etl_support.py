@@ -185,6 +185,17 @@ def snapshot(backend: dict) -> dict[str, pd.DataFrame]:
             "FROM photo_search ORDER BY model, photo_id"
         )
         relation["keywords"] = relation["keywords"].map(lambda k: sorted(k))
+        # Each width's approximate index (ClickHouse: photo_embeddings_ann_<dim>) must hold
+        # exactly the stored vectors of that width once a refresh has ended.
+        ann_mismatch = 0
+        if db.dialect == "clickhouse":
+            tables = q("SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name")["name"]
+            stored = {(m, p): tuple(np.round(e, 5)) for m, p, e in vectors.itertuples(index=False)}
+            indexed: dict = {}
+            for table in (t for t in tables if t.startswith("photo_embeddings_ann_")):
+                ann = q(f"SELECT model, photo_id, embedding FROM {table} FINAL")
+                indexed.update({(m, p): tuple(np.round(e, 5)) for m, p, e in ann.itertuples(index=False)})
+            ann_mismatch = len(set(stored.items()) ^ set(indexed.items()))
         dupes = {
             t: int(q(f"SELECT count() - count(DISTINCT {key}) AS d FROM {t} FINAL")["d"].iloc[0])
             for t, key in (
@@ -202,6 +213,7 @@ def snapshot(backend: dict) -> dict[str, pd.DataFrame]:
         "runs": runs,
         "relation": relation,
         "dupes": dupes,
+        "ann_mismatch": ann_mismatch,
     }
 
 
@@ -220,3 +232,4 @@ def assert_same_tables(got: dict, want: dict) -> None:
         atol=1e-5,
     )
     assert got["dupes"] == want["dupes"] == {k: 0 for k in got["dupes"]}
+    assert got["ann_mismatch"] == want["ann_mismatch"] == 0, "an approximate index differs from photo_embeddings"
