@@ -637,9 +637,11 @@ class _Job:
                 )
 
         t0 = time.perf_counter()
-        if db.capabilities.vector_index and (self.stage("embed").ok or self.purged):
-            db.after_load()
-            log.info("vector index materialized")
+        if db.capabilities.vector_index:
+            # Every width's index after a change; otherwise only a width without one (a store
+            # upgraded from 512-only gets its index from its first refresh, even an idle one).
+            db.after_load(only_missing=not (self.stage("embed").ok or self.purged or self.renamed))
+            log.info("vector indexes up to date")
         index = self.stage("index")
         index.ok, index.seconds = self.stage("embed").ok, time.perf_counter() - t0
 

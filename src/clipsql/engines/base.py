@@ -224,7 +224,7 @@ class Store:
         """Insert `data` into `table` (a name of :data:`TABLES`), replacing rows of the same key."""
         raise NotImplementedError
 
-    def _after_load(self) -> bool:
+    def _after_load(self, only_missing: bool) -> bool:
         """See :meth:`after_load`."""
         raise NotImplementedError
 
@@ -427,15 +427,17 @@ class Store:
         """Run a query written in ClickHouse's dialect ({name:Type} parameters) on this store."""
         return self.query_df(self.translate(sql), parameters)
 
-    def after_load(self) -> bool:
-        """Finish a load so that searches see it at full speed (build the vector index of the
-        rows inserted with it deferred); blocks until done.
+    def after_load(self, *, only_missing: bool = False) -> bool:
+        """Finish a load so that approximate searches see it: bring each width's vector index
+        up to the stored vectors (on engines that have one); blocks until done.
+        `only_missing=True` only creates and fills the index of a width that has none yet
+        (a store upgraded from 512-only, a refresh that loaded nothing).
 
         Returns:
             True when there was work of this kind to do (the engine has a vector index).
         """
         with self.session():
-            return self._after_load()
+            return self._after_load(only_missing)
 
     def remember(self, key, compute):
         """`compute()`, kept under `key` for :data:`MEMO_TTL_S` seconds unless anything is

@@ -88,14 +88,22 @@ class ClickHouseStore(Store):
     def ann_table(self, dim):
         return ANN_TABLE_PREFIX + str(check_width(dim))
 
-    def _after_load(self):
+    def _after_load(self, only_missing):
         """Bring every width's approximate index (photo_embeddings_ann_<dim>) up to
         photo_embeddings, creating the table of a width seen for the first time, and build
-        the HNSW index of the rows added (blocks until done). The widths are those of the
-        stored vectors (sql/clickhouse/vector_index/vector_widths.sql)."""
+        the HNSW index of the rows added (blocks until done); with `only_missing` just the
+        widths without a table yet. The widths are those of the stored vectors
+        (sql/clickhouse/vector_index/vector_widths.sql)."""
         folder = sql_dir() / "clickhouse" / "vector_index"
-        widths = self._query_df((folder / "vector_widths.sql").read_text(encoding="utf-8"), None)["dim"]
-        for dim in (int(d) for d in widths):
+        widths = [
+            int(d) for d in self._query_df((folder / "vector_widths.sql").read_text(encoding="utf-8"), None)["dim"]
+        ]
+        if only_missing:
+            existing = set(
+                self._query_df("SELECT name FROM system.tables WHERE database = currentDatabase()", None)["name"]
+            )
+            widths = [dim for dim in widths if self.ann_table(dim) not in existing]
+        for dim in widths:
             for statement in split_statements(ann_table_ddl(dim)):
                 self._execute(statement, None)
             self.run_script("sync_ann_table", {"ann_table": self.ann_table(dim), "dim": dim}, folder="vector_index")
