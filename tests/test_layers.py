@@ -59,6 +59,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("search.kinds",),  # the query kinds
     ("search", "status", "render"),  # reading a store: search, its state, the notebooks' views
     ("evaluate", "udf"),  # built on search (combine_vectors, resolve_model)
+    ("console",),  # the SQL console: statements through a store, clip_text_embedding registered
     ("sources",),  # ETL stages only the refresh uses: reading sources ...
     ("load",),  # ... and loading rows
     ("settings",),  # the refresh's settings tree (job file and CLI map onto it)

@@ -8,7 +8,8 @@ disk, bad arguments alike; the traceback goes to the log at -vv); 75 the store i
     clipsql refresh [JOB.toml] [--source SRC] [--model NAME|DIR] [--limit N] [--store DIR | --clickhouse-url URL | --duckdb FILE]
     clipsql status [JOB.toml] [--runs 10] [--store DIR | --clickhouse-url URL | --duckdb FILE]
     clipsql search text|image|similar|combined|crop|duplicates|facets ... [filters] [--format table|json|csv] [--html FILE]
-    clipsql sql --dialect clickhouse|duckdb|myscale [--index-type MSTG|SCANN] [--query NAME]
+    clipsql sql [STATEMENT] [--ui auto|harlequin|line] [--format table|json|csv]   (no STATEMENT: the SQL console)
+    clipsql sql --ddl | --dialect clickhouse|duckdb|myscale [--index-type MSTG|SCANN] [--query NAME] | --console
     clipsql eval --images DIR --captions FILE [--name NAME] [--model NAME|DIR] [--limit N] [--kind KIND] [--json FILE]
 """
 

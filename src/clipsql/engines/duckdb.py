@@ -72,7 +72,7 @@ class DuckDBStore(Store):
         self.connection.execute(sql, parameters or None)
 
     def _query_arrow(self, sql, parameters):
-        return self.connection.execute(sql, parameters or None).fetch_arrow_table()
+        return self.connection.execute(sql, parameters or None).to_arrow_table()
 
     def _query_df(self, sql, parameters):
         # Straight to pandas: DuckDB's own conversion keeps its column types as the first wave had them.
