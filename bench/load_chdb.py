@@ -39,7 +39,7 @@ def main():
             loader.embeddings(ids[start : start + 1024], vectors[start : start + 1024], "bench")
         loader.flush()
         t2 = time.perf_counter()
-        db.materialize_vector_index()
+        db.after_load()
         t3 = time.perf_counter()
         assert db.count("photo_embeddings") == a.n and db.count("photos") == a.n
     print(

@@ -3,9 +3,9 @@
     python bench/search_breakdown.py [--n 25000] [--queries 30]
 
 Each row adds one piece to the one above it, so the differences are the cost of that piece:
-reading the vector column alone, the cosine scan, FINAL, leaving out deleted photos, the join
-with photos (= queries/search_photos_unfiltered.sql), then the same after the table is merged
-into one part. Two references show what a different storage would give: the scan over a
+reading the vector column alone, the cosine scan, FINAL, leaving out deleted photos, the
+joins of photo_search (= queries/search_photos.sql, no filter), then the same after the table
+is merged into one part. Two references show what a different storage would give: the scan over a
 Memory-engine copy of the vectors (no MergeTree read) and over a BFloat16 copy (half the
 bytes; approximate). The last row is the search snapshot's query (clipsql.snapshot), which
 is what search.* runs on chdb. Issue 3's target is <= 10 ms for the whole exact query.
@@ -46,7 +46,7 @@ def main() -> None:
         load(db, a.n, rng, "bench")
         queries = rng.standard_normal((a.queries, 512)).astype(np.float32)
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-        full = get_query("search_photos_unfiltered").executable_sql
+        full = get_query("search_photos").executable_sql
 
         def p50(sql: str, with_vector: bool = True) -> float:
             times = []
@@ -76,7 +76,7 @@ def main() -> None:
                 ("cosine top-10, no FINAL", scan("", ""), True),
                 ("+ FINAL", scan(" FINAL", ""), True),
                 ("+ deleted photos left out", scan(" FINAL", DELETED), True),
-                ("+ join with photos = search_photos_unfiltered.sql", full, True),
+                ("+ the joins of photo_search = search_photos.sql", full, True),
             ]:
                 print(f"  {name:<52} {p50(sql, vec):7.2f} ms", flush=True)
 
@@ -111,8 +111,7 @@ def main() -> None:
         snapshot.use_snapshot(db, MODEL)
         print("the search snapshot (what search.* runs on chdb)")
         print(
-            f"  {'search_photos_unfiltered_snapshot.sql':<52} "
-            f"{p50(get_query('search_photos_unfiltered_snapshot').executable_sql):7.2f} ms",
+            f"  {'search_photos_snapshot.sql':<52} {p50(get_query('search_photos_snapshot').executable_sql):7.2f} ms",
             flush=True,
         )
 

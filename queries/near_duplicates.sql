@@ -2,84 +2,20 @@
 -- Pairs of photos whose vectors are closer than a cosine-distance threshold (near-duplicate
 -- and burst shots), closest pair first (ties broken by the two photo_ids), each pair once
 -- (photo_id_a < photo_id_b). Exact and quadratic: every pair of photos that pass the filters
--- is scored (about 1.3 s for 2,000 photos on 2 cores, growing with the square of the
--- count), so narrow big stores with the filters.
--- Deleted photos are left out. NULL (--param_x='\N') or [] switches a filter off.
+-- ("-- @filters", see search_photos) is scored (about 1.3 s for 2,000 photos on 2 cores,
+-- growing with the square of the count), so narrow big stores with the filters.
+-- Deleted photos are left out (photo_search holds none).
 -- Parameters:
---   model             String             label of the model whose vectors are compared (models.model)
---   max_distance      Float32            only pairs with a cosine distance <= this (0..2), e.g. 0.05
---   k                 UInt32             how many pairs to return (a page)
---   offset            UInt32             how many of the closest pairs to skip first (paging)
---   country           Nullable(String)   only photos taken in this country (photo_location_country, exact); \N for any
---   city              Nullable(String)   only photos taken in this city (photo_location_city, exact); \N for any
---   photographer      Nullable(String)   only photos by this photographer (photographer_username, exact); \N for any
---   submitted_from    Nullable(Date)     only photos submitted on or after this UTC date; \N for no bound
---   submitted_to      Nullable(Date)     only photos submitted on or before this UTC date; \N for no bound
---   orientation       Nullable(String)   'landscape' (width > height), 'portrait' (width < height) or 'square' (equal); \N for any
---   min_aspect_ratio  Nullable(Float32)  only photos with photo_aspect_ratio (width / height) >= this; \N for no bound
---   max_aspect_ratio  Nullable(Float32)  only photos with photo_aspect_ratio (width / height) <= this; \N for no bound
---   min_width         Nullable(UInt32)   only photos at least this many pixels wide (photo_width); \N for no bound
---   min_height        Nullable(UInt32)   only photos at least this many pixels high (photo_height); \N for no bound
---   min_views         Nullable(UInt64)   only photos with at least this many views (stats_views); \N for no bound
---   min_downloads     Nullable(UInt64)   only photos with at least this many downloads (stats_downloads); \N for no bound
---   featured          Nullable(Bool)     only featured (true) or only not featured (false) photos; \N for any
---   camera_make       Nullable(String)   only photos taken with this camera make (exif_camera_make, exact); \N for any
---   camera_model      Nullable(String)   only photos taken with this camera model (exif_camera_model, exact); \N for any
---   keywords_any      Array(String)      only photos tagged with at least one of these keywords; [] for any
---   keywords_all      Array(String)      only photos tagged with every one of these keywords; [] for any
---   color             Nullable(String)   only photos whose dominant color (colors.keyword of the largest coverage) is this; \N for any
---   has_description   Nullable(Bool)     only photos with (true) or without (false) a photo_description; \N for any
+--   model         String   label of the model whose vectors are compared (models.model)
+--   max_distance  Float32  only pairs with a cosine distance <= this (0..2), e.g. 0.05
+--   k             UInt32   how many pairs to return (a page)
+--   offset        UInt32   how many of the closest pairs to skip first (paging)
 WITH pool AS
 (
     SELECT photo_id, embedding
-    FROM photo_embeddings FINAL
+    FROM photo_search
     WHERE model = {model:String}
-      AND photo_id NOT IN (SELECT photo_id FROM photos FINAL WHERE is_deleted != 0)
-      -- filters: begin (the same text in every query file; tests/test_search_queries.py checks it)
-      AND (
-          (    {country:Nullable(String)} IS NULL AND {city:Nullable(String)} IS NULL
-           AND {photographer:Nullable(String)} IS NULL
-           AND {submitted_from:Nullable(Date)} IS NULL AND {submitted_to:Nullable(Date)} IS NULL
-           AND {orientation:Nullable(String)} IS NULL
-           AND {min_aspect_ratio:Nullable(Float32)} IS NULL AND {max_aspect_ratio:Nullable(Float32)} IS NULL
-           AND {min_width:Nullable(UInt32)} IS NULL AND {min_height:Nullable(UInt32)} IS NULL
-           AND {min_views:Nullable(UInt64)} IS NULL AND {min_downloads:Nullable(UInt64)} IS NULL
-           AND {featured:Nullable(Bool)} IS NULL
-           AND {camera_make:Nullable(String)} IS NULL AND {camera_model:Nullable(String)} IS NULL
-           AND length({keywords_any:Array(String)}) = 0 AND length({keywords_all:Array(String)}) = 0
-           AND {color:Nullable(String)} IS NULL AND {has_description:Nullable(Bool)} IS NULL)
-          OR photo_id IN (
-              SELECT photo_id FROM photos FINAL
-              WHERE ({country:Nullable(String)} IS NULL OR photo_location_country = {country:Nullable(String)})
-                AND ({city:Nullable(String)} IS NULL OR photo_location_city = {city:Nullable(String)})
-                AND ({photographer:Nullable(String)} IS NULL OR photographer_username = {photographer:Nullable(String)})
-                AND ({submitted_from:Nullable(Date)} IS NULL OR toDate(photo_submitted_at) >= {submitted_from:Nullable(Date)})
-                AND ({submitted_to:Nullable(Date)} IS NULL OR toDate(photo_submitted_at) <= {submitted_to:Nullable(Date)})
-                AND ({orientation:Nullable(String)} IS NULL
-                     OR ({orientation:Nullable(String)} = 'landscape' AND photo_width > photo_height)
-                     OR ({orientation:Nullable(String)} = 'portrait' AND photo_width < photo_height)
-                     OR ({orientation:Nullable(String)} = 'square' AND photo_width = photo_height))
-                AND ({min_aspect_ratio:Nullable(Float32)} IS NULL OR photo_aspect_ratio >= {min_aspect_ratio:Nullable(Float32)})
-                AND ({max_aspect_ratio:Nullable(Float32)} IS NULL OR photo_aspect_ratio <= {max_aspect_ratio:Nullable(Float32)})
-                AND ({min_width:Nullable(UInt32)} IS NULL OR photo_width >= {min_width:Nullable(UInt32)})
-                AND ({min_height:Nullable(UInt32)} IS NULL OR photo_height >= {min_height:Nullable(UInt32)})
-                AND ({min_views:Nullable(UInt64)} IS NULL OR stats_views >= {min_views:Nullable(UInt64)})
-                AND ({min_downloads:Nullable(UInt64)} IS NULL OR stats_downloads >= {min_downloads:Nullable(UInt64)})
-                AND ({featured:Nullable(Bool)} IS NULL OR photo_featured = {featured:Nullable(Bool)})
-                AND ({camera_make:Nullable(String)} IS NULL OR exif_camera_make = {camera_make:Nullable(String)})
-                AND ({camera_model:Nullable(String)} IS NULL OR exif_camera_model = {camera_model:Nullable(String)})
-                AND ({has_description:Nullable(Bool)} IS NULL
-                     OR (photo_description IS NOT NULL AND photo_description != '') = {has_description:Nullable(Bool)})
-                AND (length({keywords_any:Array(String)}) = 0 OR photo_id IN (
-                        SELECT photo_id FROM keywords FINAL WHERE has({keywords_any:Array(String)}, keyword)))
-                AND (length({keywords_all:Array(String)}) = 0 OR photo_id IN (
-                        SELECT photo_id FROM keywords FINAL WHERE has({keywords_all:Array(String)}, keyword)
-                        GROUP BY photo_id
-                        HAVING count(DISTINCT keyword) = length(arrayDistinct({keywords_all:Array(String)}))))
-                AND ({color:Nullable(String)} IS NULL OR photo_id IN (
-                        SELECT photo_id FROM colors FINAL GROUP BY photo_id
-                        HAVING argMax(keyword, (coverage, hex)) = {color:Nullable(String)}))))
-      -- filters: end
+      -- @filters
 )
 SELECT
     a.photo_id AS photo_id_a,

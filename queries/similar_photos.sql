@@ -1,35 +1,16 @@
 -- name: similar_photos
 -- Photos most similar to an indexed photo, pure SQL: the query vector is the photo's own
 -- stored vector for the model (no model runs). Closest first, ties broken by photo_id; the
--- photo itself is left out. Exact, with the same optional filters and paging as
--- search_photos. An unknown photo_id (or one without a vector for the model) is an error
--- on ClickHouse ("Scalar subquery returned empty result") and no rows on DuckDB.
--- NULL (clickhouse-client: --param_x='\N') or [] switches a filter off.
+-- photo itself is left out, and so are deleted photos (photo_search holds none). Exact, with
+-- the same filters ("-- @filters", see search_photos) and paging as search_photos. An unknown
+-- photo_id (or one without a vector for the model) is an error on ClickHouse ("Scalar
+-- subquery returned empty result") and no rows on DuckDB.
 -- Parameters:
---   photo_id          String             the photo whose vector is the query (photos.photo_id)
---   model             String             label of the model whose vectors are searched (models.model)
---   k                 UInt32             how many photos to return (a page of top-k)
---   offset            UInt32             how many of the nearest photos to skip first (paging: page n has offset n*k)
---   max_distance      Nullable(Float32)  only photos with a cosine distance <= this (0..2); \N for no bound
---   country           Nullable(String)   only photos taken in this country (photo_location_country, exact); \N for any
---   city              Nullable(String)   only photos taken in this city (photo_location_city, exact); \N for any
---   photographer      Nullable(String)   only photos by this photographer (photographer_username, exact); \N for any
---   submitted_from    Nullable(Date)     only photos submitted on or after this UTC date; \N for no bound
---   submitted_to      Nullable(Date)     only photos submitted on or before this UTC date; \N for no bound
---   orientation       Nullable(String)   'landscape' (width > height), 'portrait' (width < height) or 'square' (equal); \N for any
---   min_aspect_ratio  Nullable(Float32)  only photos with photo_aspect_ratio (width / height) >= this; \N for no bound
---   max_aspect_ratio  Nullable(Float32)  only photos with photo_aspect_ratio (width / height) <= this; \N for no bound
---   min_width         Nullable(UInt32)   only photos at least this many pixels wide (photo_width); \N for no bound
---   min_height        Nullable(UInt32)   only photos at least this many pixels high (photo_height); \N for no bound
---   min_views         Nullable(UInt64)   only photos with at least this many views (stats_views); \N for no bound
---   min_downloads     Nullable(UInt64)   only photos with at least this many downloads (stats_downloads); \N for no bound
---   featured          Nullable(Bool)     only featured (true) or only not featured (false) photos; \N for any
---   camera_make       Nullable(String)   only photos taken with this camera make (exif_camera_make, exact); \N for any
---   camera_model      Nullable(String)   only photos taken with this camera model (exif_camera_model, exact); \N for any
---   keywords_any      Array(String)      only photos tagged with at least one of these keywords; [] for any
---   keywords_all      Array(String)      only photos tagged with every one of these keywords; [] for any
---   color             Nullable(String)   only photos whose dominant color (colors.keyword of the largest coverage) is this; \N for any
---   has_description   Nullable(Bool)     only photos with (true) or without (false) a photo_description; \N for any
+--   photo_id      String             the photo whose vector is the query (photos.photo_id)
+--   model         String             label of the model whose vectors are searched (models.model)
+--   k             UInt32             how many photos to return (a page of top-k)
+--   offset        UInt32             how many of the nearest photos to skip first (paging: page n has offset n*k)
+--   max_distance  Nullable(Float32)  only photos with a cosine distance <= this (0..2); \N for no bound
 SELECT
     t.photo_id AS photo_id,
     t.distance AS distance,
@@ -38,64 +19,20 @@ SELECT
     p.photo_image_url AS photo_image_url
 FROM
 (
+    -- The top k + offset on the vectors alone, then the photo columns of those rows only (as
+    -- search_photos). The query vector as photo_vectors.sql reads it: a deleted photo's too.
     SELECT photo_id,
            cosineDistance(embedding, (SELECT embedding FROM photo_embeddings FINAL
                                       WHERE model = {model:String} AND photo_id = {photo_id:String})) AS distance
-    FROM photo_embeddings FINAL
+    FROM photo_search
     WHERE model = {model:String}
-      AND photo_id NOT IN (SELECT photo_id FROM photos FINAL WHERE is_deleted != 0)
       AND photo_id != {photo_id:String}
       AND distance IS NOT NULL  -- DuckDB: an unknown photo_id gives a NULL vector, so no rows
       AND ({max_distance:Nullable(Float32)} IS NULL OR distance <= {max_distance:Nullable(Float32)})
-      -- filters: begin (the same text in every query file; tests/test_search_queries.py checks it)
-      AND (
-          (    {country:Nullable(String)} IS NULL AND {city:Nullable(String)} IS NULL
-           AND {photographer:Nullable(String)} IS NULL
-           AND {submitted_from:Nullable(Date)} IS NULL AND {submitted_to:Nullable(Date)} IS NULL
-           AND {orientation:Nullable(String)} IS NULL
-           AND {min_aspect_ratio:Nullable(Float32)} IS NULL AND {max_aspect_ratio:Nullable(Float32)} IS NULL
-           AND {min_width:Nullable(UInt32)} IS NULL AND {min_height:Nullable(UInt32)} IS NULL
-           AND {min_views:Nullable(UInt64)} IS NULL AND {min_downloads:Nullable(UInt64)} IS NULL
-           AND {featured:Nullable(Bool)} IS NULL
-           AND {camera_make:Nullable(String)} IS NULL AND {camera_model:Nullable(String)} IS NULL
-           AND length({keywords_any:Array(String)}) = 0 AND length({keywords_all:Array(String)}) = 0
-           AND {color:Nullable(String)} IS NULL AND {has_description:Nullable(Bool)} IS NULL)
-          OR photo_id IN (
-              SELECT photo_id FROM photos FINAL
-              WHERE ({country:Nullable(String)} IS NULL OR photo_location_country = {country:Nullable(String)})
-                AND ({city:Nullable(String)} IS NULL OR photo_location_city = {city:Nullable(String)})
-                AND ({photographer:Nullable(String)} IS NULL OR photographer_username = {photographer:Nullable(String)})
-                AND ({submitted_from:Nullable(Date)} IS NULL OR toDate(photo_submitted_at) >= {submitted_from:Nullable(Date)})
-                AND ({submitted_to:Nullable(Date)} IS NULL OR toDate(photo_submitted_at) <= {submitted_to:Nullable(Date)})
-                AND ({orientation:Nullable(String)} IS NULL
-                     OR ({orientation:Nullable(String)} = 'landscape' AND photo_width > photo_height)
-                     OR ({orientation:Nullable(String)} = 'portrait' AND photo_width < photo_height)
-                     OR ({orientation:Nullable(String)} = 'square' AND photo_width = photo_height))
-                AND ({min_aspect_ratio:Nullable(Float32)} IS NULL OR photo_aspect_ratio >= {min_aspect_ratio:Nullable(Float32)})
-                AND ({max_aspect_ratio:Nullable(Float32)} IS NULL OR photo_aspect_ratio <= {max_aspect_ratio:Nullable(Float32)})
-                AND ({min_width:Nullable(UInt32)} IS NULL OR photo_width >= {min_width:Nullable(UInt32)})
-                AND ({min_height:Nullable(UInt32)} IS NULL OR photo_height >= {min_height:Nullable(UInt32)})
-                AND ({min_views:Nullable(UInt64)} IS NULL OR stats_views >= {min_views:Nullable(UInt64)})
-                AND ({min_downloads:Nullable(UInt64)} IS NULL OR stats_downloads >= {min_downloads:Nullable(UInt64)})
-                AND ({featured:Nullable(Bool)} IS NULL OR photo_featured = {featured:Nullable(Bool)})
-                AND ({camera_make:Nullable(String)} IS NULL OR exif_camera_make = {camera_make:Nullable(String)})
-                AND ({camera_model:Nullable(String)} IS NULL OR exif_camera_model = {camera_model:Nullable(String)})
-                AND ({has_description:Nullable(Bool)} IS NULL
-                     OR (photo_description IS NOT NULL AND photo_description != '') = {has_description:Nullable(Bool)})
-                AND (length({keywords_any:Array(String)}) = 0 OR photo_id IN (
-                        SELECT photo_id FROM keywords FINAL WHERE has({keywords_any:Array(String)}, keyword)))
-                AND (length({keywords_all:Array(String)}) = 0 OR photo_id IN (
-                        SELECT photo_id FROM keywords FINAL WHERE has({keywords_all:Array(String)}, keyword)
-                        GROUP BY photo_id
-                        HAVING count(DISTINCT keyword) = length(arrayDistinct({keywords_all:Array(String)}))))
-                AND ({color:Nullable(String)} IS NULL OR photo_id IN (
-                        SELECT photo_id FROM colors FINAL GROUP BY photo_id
-                        HAVING argMax(keyword, (coverage, hex)) = {color:Nullable(String)}))))
-      -- filters: end
+      -- @filters
     ORDER BY distance ASC, photo_id ASC
     LIMIT {k:UInt32} + {offset:UInt32}
 ) AS t
 INNER JOIN photos AS p FINAL ON p.photo_id = t.photo_id
 ORDER BY distance ASC, photo_id ASC
 LIMIT {k:UInt32} OFFSET {offset:UInt32}
-SETTINGS vector_search_filter_strategy = 'prefilter'

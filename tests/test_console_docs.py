@@ -83,6 +83,7 @@ def test_every_console_command_runs_on_chdb_as_clickhouse_client_sends_it(tmp_pa
     with open_store(tmp_path) as db:
         vectors = searchdata.load(db, 300, model_source=str(tiny_clip))
         register_text_embedding(db, device="cpu")  # search_text_sql calls it (QUERY_VEC is given here)
+        db.after_load()  # photo_embeddings_ann_512, which search_photos_ann reads
         variables = {name: "" for name, _, _ in CONSOLE_VARIABLES}
         variables.update(
             MODEL=searchdata.MODEL, PHOTO_ID=searchdata.photo_id(7), QUERY_VEC=json.dumps(vectors[7].tolist())

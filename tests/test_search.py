@@ -368,13 +368,14 @@ class NoSQL:
     [
         ([float("nan")] * 512, "NaN or infinite"),
         ([1.0] * 511 + [float("inf")], "NaN or infinite"),
-        ([1.0] * 511, r"shape \(512,\)"),
-        ([[1.0] * 512], r"shape \(512,\)"),
+        ([], r"1-d array\), got shape \(0,\)"),
+        ([[1.0] * 512], r"1-d array\), got shape \(1, 512\)"),
         ([0.0] * 512, "all zeros"),
-        (["x"] * 512, "sequence of 512 numbers"),
+        (["x"] * 512, "sequence of numbers"),
     ],
 )
 def test_bad_query_vectors_are_rejected_before_any_sql(vector, message):
+    # Its width is checked against the model's once the model is looked up (test_widths.py).
     with pytest.raises(BadArgument, match=message):
         search.nearest(NoSQL(), vector, model="m")
     with pytest.raises(BadArgument, match=message):

@@ -3,10 +3,12 @@
 Each search kind calls the :mod:`clipsql.search` function of the same name with the same
 options (built here as one :class:`~clipsql.search.SearchOptions` or
 :class:`~clipsql.search.FacetOptions` and one :class:`~clipsql.search.Filters`), and prints the DataFrame as a table, JSON or CSV; `--html FILE` also writes an
-image grid (:mod:`clipsql.render`).
+image grid (:mod:`clipsql.render`). The filter options are made from the filter registry
+(:data:`clipsql.search.filters.FILTERS`), one per entry.
 
     clipsql search text|image|similar|combined|crop|duplicates|facets ... [filters] [--format table|json|csv] [--html FILE]
-    clipsql sql --dialect clickhouse|duckdb|myscale [--index-type MSTG|SCANN] [--query NAME]
+    clipsql sql [STATEMENT] [--ui auto|harlequin|line] [--format table|json|csv]
+    clipsql sql --ddl | --dialect clickhouse|duckdb|myscale [--index-type MSTG|SCANN] [--query NAME [filters]] | --console
 """
 
 from __future__ import annotations
@@ -18,59 +20,27 @@ from pathlib import Path
 from .errors import BadArgument
 
 FORMATS = ("table", "json", "csv")
-#: The filter options: argparse dest -> option name without the dashes (for messages).
-FILTER_OPTIONS: dict[str, str] = {}
 
 
 def _filter_options(parser: argparse.ArgumentParser) -> None:
-    from .search import ORIENTATIONS
+    """One option per entry of the filter registry (:data:`clipsql.search.filters.FILTERS`),
+    stored under the filter's name: a Bool filter as --x / --no-x, a list filter repeated."""
+    from .search.filters import FILTERS
 
-    g = parser.add_argument_group("filters (all optional; strings match exactly)")
-    g.add_argument("--country", help="photo_location_country")
-    g.add_argument("--city", help="photo_location_city")
-    g.add_argument("--photographer", help="photographer_username")
-    g.add_argument("--submitted-from", metavar="YYYY-MM-DD", help="submitted on or after this UTC date")
-    g.add_argument("--submitted-to", metavar="YYYY-MM-DD", help="submitted on or before this UTC date")
-    g.add_argument("--orientation", choices=ORIENTATIONS, help="landscape (w > h), portrait (w < h) or square")
-    g.add_argument("--min-aspect-ratio", type=float, metavar="W/H", help="photo_aspect_ratio >= this")
-    g.add_argument("--max-aspect-ratio", type=float, metavar="W/H", help="photo_aspect_ratio <= this")
-    g.add_argument("--min-width", type=int, metavar="PX")
-    g.add_argument("--min-height", type=int, metavar="PX")
-    g.add_argument("--min-views", type=int)
-    g.add_argument("--min-downloads", type=int)
-    g.add_argument(
-        "--featured",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="only featured (--featured) or only not featured (--no-featured) photos",
-    )
-    g.add_argument("--camera-make", help="exif_camera_make")
-    g.add_argument("--camera-model", help="exif_camera_model")
-    g.add_argument(
-        "--keyword",
-        dest="keywords_any",
-        action="append",
-        default=None,
-        metavar="KW",
-        help="tagged with this keyword; repeat: with any of them",
-    )
-    g.add_argument(
-        "--all-keywords",
-        dest="keywords_all",
-        action="append",
-        default=None,
-        metavar="KW",
-        help="repeat: tagged with every one of them",
-    )
-    g.add_argument("--color", help="dominant color (colors.keyword of the largest coverage, e.g. black)")
-    g.add_argument(
-        "--has-description",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="only photos with (--has-description) or without (--no-has-description) a description",
-    )
-    for action in g._group_actions:
-        FILTER_OPTIONS[action.dest] = action.option_strings[0].lstrip("-")
+    group = parser.add_argument_group("filters (all optional; strings match exactly)")
+    for spec in FILTERS.values():
+        kind = spec.kind
+        extra: dict = {}
+        if kind == "bool":
+            extra = dict(action=argparse.BooleanOptionalAction)
+        elif kind == "list":
+            extra = dict(action="append", metavar=spec.metavar)
+        else:
+            extra = dict(type={"int": int, "float": float}.get(kind, str), metavar=spec.metavar)
+            if spec.choices:
+                extra["choices"] = spec.choices
+        more = " (repeat the option for more)" if kind == "list" else ""
+        group.add_argument(spec.option, dest=spec.name, default=None, help=spec.help + more, **extra)
 
 
 def _output_options(parser: argparse.ArgumentParser, html: bool = True) -> None:
@@ -195,39 +165,64 @@ def add_search_commands(
 
 
 def add_sql_command(commands, common: argparse.ArgumentParser, add_store_options: Callable | None = None) -> None:
-    """Register `clipsql sql`: run a statement on the store, or print DDL and queries in an
-    engine's dialect."""
+    """Register `clipsql sql`: run a statement on the store, open the SQL console on it, or
+    print DDL and queries in an engine's dialect."""
     from .cli_common import EXIT_STATUS_HELP
+    from .console import UIS
     from .dialect import MYSCALE_INDEX_TYPES
 
     p = commands.add_parser(
         "sql",
         parents=[common],
-        help="run a SQL statement on the store, or print the DDL or a named query",
+        help="run SQL on the store (a statement, or a console), or print the DDL or a named query",
         epilog=EXIT_STATUS_HELP,
         description="With a STATEMENT (ClickHouse SQL, e.g. over the photo_search relation), run it on the "
         "store (chdb, a server or DuckDB through the dialect layer) and print its rows; "
-        "clip_text_embedding is registered first when the statement uses it. Without one, print "
-        "the DDL of an engine (clickhouse and chdb, duckdb, myscale) or, with --query, one named "
-        "query of queries/ in that engine's form. For MyScale the DDL is followed by the search "
-        "query's distance() form.",
+        "clip_text_embedding is registered first when the statement uses it. Without one, open the SQL "
+        "console on the store: statements typed (Harlequin when installed, pip install 'clipsql[console]'; "
+        "else a line console, statements ending in ';') or piped in (echo 'SELECT 1;' | clipsql sql: each "
+        "statement's rows on stdout, a failed one reported on stderr and the rest run; exit status 2 when "
+        "any failed). --ddl, --dialect or --query print instead: the DDL of an engine (clickhouse and "
+        "chdb, duckdb, myscale) or one named query of queries/ in that engine's form; for MyScale the DDL "
+        "is followed by the search query's distance() form.",
     )
     p.add_argument("statement", nargs="?", default=None, metavar="STATEMENT", help="a SQL statement to run")
-    p.add_argument("--dialect", choices=("clickhouse", "duckdb", "myscale"), default="clickhouse")
+    p.add_argument(
+        "--ui",
+        choices=UIS,
+        default="auto",
+        help="the console on a terminal: harlequin, line, or auto (default: Harlequin when installed)",
+    )
+    p.add_argument("--ddl", action="store_true", help="print the DDL of --dialect (default clickhouse)")
+    p.add_argument(
+        "--dialect",
+        choices=("clickhouse", "duckdb", "myscale"),
+        default=None,
+        help="print the DDL (or --query) in this engine's form",
+    )
     p.add_argument(
         "--index-type",
         choices=MYSCALE_INDEX_TYPES,
         default="MSTG",
         help="MyScale vector index: MSTG (MyScale Cloud) or SCANN (open-source MyScaleDB)",
     )
-    p.add_argument("--query", default=None, metavar="NAME", help="a query of queries/ (e.g. search_photos)")
+    p.add_argument(
+        "--query",
+        default=None,
+        metavar="NAME",
+        help="print a query of queries/ (e.g. search_photos); with filter options (--country X ...) "
+        "it is printed with their conditions in place of its '-- @filters' line",
+    )
     p.add_argument(
         "--console",
         action="store_true",
-        help="print one clickhouse-client command per query of queries/ (docs/console.md)",
+        help="print one clickhouse-client command per query of queries/ and the filters (docs/console.md)",
     )
-    p.add_argument("--format", choices=FORMATS, default="table", help="output format of a statement's rows")
+    p.add_argument(
+        "--format", choices=FORMATS, default="table", help="output format of a statement's rows (default table)"
+    )
     p.add_argument("--device", default="auto", help="where clip_text_embedding runs: auto, cpu, cuda[:N], mps")
+    _filter_options(p)  # for --query NAME
     if add_store_options is not None:
         add_store_options(p)
     p.set_defaults(func=_sql)
@@ -237,12 +232,10 @@ def add_sql_command(commands, common: argparse.ArgumentParser, add_store_options
 
 
 def _filters(args: argparse.Namespace):
-    import dataclasses
+    from .search.filters import FILTERS, Filters
 
-    from .search import Filters
-
-    # Every filter option stores into the Filters field of the same name (argparse dest).
-    return Filters.of(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Filters)})
+    # Every filter option stores under the filter's name (argparse dest); absent: None.
+    return Filters.of(**{name: getattr(args, name, None) for name in FILTERS})
 
 
 def _image_dir(args: argparse.Namespace) -> Path:
@@ -280,8 +273,11 @@ def _common(args: argparse.Namespace, *, device: bool = True) -> dict:
 def _narrowing(args: argparse.Namespace, distance: bool = True) -> tuple[list[str], list[str]]:
     """What the user set that narrows the results: (filters, other), each as 'name=value'
     (the option names without dashes: country='Iceland', keyword='beach', max-distance=0.1)."""
+    from .search.filters import FILTERS
+
     filters = []
-    for dest, name in FILTER_OPTIONS.items():
+    for dest, spec in FILTERS.items():
+        name = spec.option.lstrip("-")
         value = getattr(args, dest, None)
         if value is None:
             continue
@@ -445,21 +441,32 @@ def render_frame(frame, fmt: str, table_columns: list[str] | None = None) -> str
     return shown.fillna("").astype(floats).to_string(index=False, max_colwidth=60, float_format=lambda x: f"{x:.4f}")
 
 
-def sql_text(dialect_name: str, query: str | None = None, index_type: str = "MSTG") -> str:
-    """What `clipsql sql` prints: the engine's DDL, or one named query in its form; for
-    MyScale the DDL followed by the search query's distance() form.
+#: The vector width the printed DDL shows its approximate-index table for (CLIP ViT-B/32).
+DDL_EXAMPLE_WIDTH = 512
+
+
+def sql_text(dialect_name: str, query: str | None = None, index_type: str = "MSTG", filters=None) -> str:
+    """What `clipsql sql` prints: the engine's DDL, or one named query in its form (with
+    `filters`, a :class:`clipsql.search.Filters`, their conditions in place of its
+    ``-- @filters`` line and their parameters declared); for MyScale the DDL followed by the
+    search query's distance() form.
 
     Raises:
-        BadArgument: an unknown dialect or index type. NotFound: an unknown query name.
+        BadArgument: an unknown dialect or index type, filters without a query.
+        NotFound: an unknown query name. QueryFileError: filters for a query that takes none.
     """
     from . import dialect
     from .db import migration_files
+    from .engines.clickhouse import ann_table_ddl, ann_table_name
     from .queries import get_query
 
     if dialect_name not in ("clickhouse", "duckdb", "myscale"):
         raise BadArgument(f"dialect must be clickhouse, duckdb or myscale, got {dialect_name!r}")
+    if filters is not None and filters.active and query is None:
+        raise BadArgument("filter options go with --query NAME (they print that query with them in place)")
     if query is not None:
-        text = get_query(query).sql
+        named = get_query(query)
+        text = (named.with_filters(filters.conditions()) if filters is not None else named).sql
         if dialect_name == "duckdb":
             return dialect.to_duckdb(text) + "\n"
         if dialect_name == "myscale":
@@ -469,39 +476,74 @@ def sql_text(dialect_name: str, query: str | None = None, index_type: str = "MST
         p.read_text(encoding="utf-8")
         for p in migration_files("clickhouse" if dialect_name == "myscale" else dialect_name)
     )
+    if dialect_name == "duckdb":
+        return ddl
+    # The approximate index is a table per vector width, made by clipsql when a model of that
+    # width first loads; shown for ViT-B/32's 512.
+    ddl += f"\n-- One per width of the stored vectors; {DDL_EXAMPLE_WIDTH} here:\n" + ann_table_ddl(DDL_EXAMPLE_WIDTH)
     if dialect_name != "myscale":
         return ddl
-    search_form = dialect.to_myscale(get_query("search_photos").sql)
+    search_form = dialect.to_myscale(get_query("search_photos_ann").sql)
     return (
-        dialect.myscale_ddl(ddl, index_type) + "\n-- Query form: queries/search_photos.sql for MyScale "
-        "(cosineDistance -> distance)\n" + search_form
+        dialect.myscale_ddl(ddl, index_type) + "\n-- Query form: queries/search_photos_ann.sql for MyScale "
+        f"(cosineDistance -> distance; ann_table = {ann_table_name(DDL_EXAMPLE_WIDTH)})\n" + search_form
     )
 
 
 def _sql(args: argparse.Namespace) -> int:
     if args.statement is not None:
         return _run_statement(args)
+    filters = _filters(args)
     if args.console:
         from .queries import console_commands
+        from .search.filters import console_filters
 
-        print(console_commands(), end="")
+        print(console_commands() + "\n" + console_filters(), end="")
         return 0
-    print(sql_text(args.dialect, args.query, args.index_type), end="")
-    return 0
+    if args.ddl or args.dialect is not None or args.query is not None or filters.active:
+        print(sql_text(args.dialect or "clickhouse", args.query, args.index_type, filters), end="")
+        return 0
+    return _sql_console(args)
+
+
+def _sql_console(args: argparse.Namespace) -> int:
+    """`clipsql sql` with no statement: the statements piped in, or the console on a terminal
+    (:mod:`clipsql.console`). Exit status 0; 2 when a piped statement failed."""
+    import sys
+
+    from . import console
+    from .cli_common import EXIT_ERROR
+    from .db import open_store
+
+    interactive = sys.stdin.isatty()
+    if not interactive and args.ui == "harlequin":
+        raise BadArgument("--ui harlequin needs a terminal; stdin is a pipe or a file")
+
+    def render(frame) -> str:
+        return render_frame(frame, args.format)
+
+    with open_store(**_store_kwargs(args)) as db:
+        runner = console.SqlConsole(db, device=args.device)
+        if not interactive:
+            return EXIT_ERROR if console.run_script(runner, sys.stdin, render, sys.stdout, sys.stderr) else 0
+        use_harlequin = args.ui == "harlequin" or (
+            args.ui == "auto" and sys.stdout.isatty() and console.harlequin_installed()
+        )
+        if use_harlequin:
+            return console.run_harlequin(runner)
+        console.run_line_console(runner, render, sys.stdout, sys.stderr)
+        return 0
 
 
 def _run_statement(args: argparse.Namespace) -> int:
     """`clipsql sql STATEMENT`: the statement's rows in --format (the user's own SQL, run as
     written: a console, not a query built from values)."""
+    from .console import SqlConsole
     from .db import open_store
-    from .udf import FUNCTION_NAME, register_text_embedding
 
-    statement = args.statement.strip().rstrip(";").strip()
-    if not statement:
-        raise BadArgument("the SQL statement is empty")
-    with open_store(**_store_kwargs(args)) as db, db.session():
-        if FUNCTION_NAME in statement:  # the model loads only for a statement that embeds text
-            register_text_embedding(db, device=args.device)
-        frame = db.query_clickhouse(statement)
-    print(render_frame(frame, args.format))
+    with open_store(**_store_kwargs(args)) as db:
+        # The console's runner: a query prints its rows, a command (INSERT, ALTER, ...) nothing.
+        frame = SqlConsole(db, device=args.device).run(args.statement)
+    if frame is not None:
+        print(render_frame(frame, args.format))
     return 0

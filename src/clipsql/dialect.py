@@ -104,17 +104,19 @@ def to_duckdb(sql: str) -> str:
 #: MyScale index types: MSTG (MyScale Cloud) and SCANN (the open-source MyScaleDB build).
 MYSCALE_INDEX_TYPES = ("MSTG", "SCANN")
 _COSINE_RE = re.compile(r"\bcosineDistance\(")
-_MYSCALE_SETTINGS = "SETTINGS vector_search_filter_strategy = 'prefilter'"
+#: A SETTINGS line of ClickHouse's vector search (vector_search_filter_strategy,
+#: vector_search_with_rescoring, ...), settings MyScale does not have.
+_MYSCALE_SETTINGS_RE = re.compile(r"^\s*SETTINGS\s+vector_search_\w+\s*=.*$")
 
 
 def to_myscale(sql: str) -> str:
     """A ClickHouse query text in MyScale's form: `distance(column, query)` ranks by the
     column's VECTOR INDEX metric (Cosine in sql/myscale/, so the same 1 - cos values), and
-    the ClickHouse vector-search SETTINGS line, a setting MyScale does not have, is dropped.
+    the ClickHouse vector-search SETTINGS lines, settings MyScale does not have, are dropped.
     Text only: clipsql does not run MyScale.
     """
     sql = _COSINE_RE.sub("distance(", sql)
-    return "\n".join(line for line in sql.rstrip().splitlines() if line.strip() != _MYSCALE_SETTINGS) + "\n"
+    return "\n".join(line for line in sql.rstrip().splitlines() if not _MYSCALE_SETTINGS_RE.match(line)) + "\n"
 
 
 #: The vector index clause of sql/clickhouse/ (HNSW over cosineDistance), which MyScale does not have.

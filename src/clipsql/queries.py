@@ -14,6 +14,12 @@ clickhouse-client (`--param_k=10`), through clickhouse-connect, and on DuckDB th
 :mod:`clipsql.dialect`. Loading checks every file and raises :class:`QueryFileError` naming
 the file and line of a missing header, a parameter used but not declared, a parameter
 declared but not used, or a parameter used with a type other than the declared one.
+
+A query that takes the metadata filters has one body line ``-- @filters`` (a comment, so the
+file runs verbatim, unfiltered) where its WHERE may go on: :meth:`NamedQuery.with_filters`
+puts an ``AND <condition>`` line there for each filter set, and declares the filter's
+parameter in the header; the conditions themselves come from one registry,
+:data:`clipsql.search.filters.FILTERS`.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import dataclasses
 import functools
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -38,6 +45,8 @@ _PARAMS_RE = re.compile(r"^--\s*Parameters:\s*$", re.IGNORECASE)
 _RUNS_AFTER_RE = re.compile(r"^--\s*Runs after:\s*(sql/\S+\.sql)\b.*$")
 #: '--   name  Type  meaning' (the type written without spaces, e.g. Nullable(String)).
 _PARAM_LINE_RE = re.compile(r"^--\s+([A-Za-z_][A-Za-z0-9_]*)\s+(\S+)\s+(.+)$")
+#: The body line where :meth:`NamedQuery.with_filters` puts the filter conditions (group 1: its indent).
+FILTERS_MARKER_RE = re.compile(r"^([ \t]*)--[ \t]*@filters\b")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +74,15 @@ class NamedQuery:
     sql: str
     #: Scripts (paths as written, `sql/...`) that must run first in the same session.
     runs_after: tuple[str, ...] = ()
+    #: The line (1-based) of the file's ``-- @filters`` marker; None: the query takes no filters.
+    filters_line: int | None = None
+    # with_filters' answers by their conditions: one parse per combination of filters, not per search.
+    _filtered: dict = dataclasses.field(default_factory=dict, init=False, compare=False, repr=False)
+
+    @property
+    def takes_filters(self) -> bool:
+        """Whether the query has a ``-- @filters`` line (:meth:`with_filters`)."""
+        return self.filters_line is not None
 
     def bind(self, values: dict) -> dict:
         """Check `values` against the declared parameters; Nullable ones default to NULL.
@@ -99,6 +117,59 @@ class NamedQuery:
         """Run on `store` (any engine) with the values bound as parameters."""
         return store.query_clickhouse(self.executable_sql, self.bind(values))
 
+    def with_filters(self, conditions: Sequence[tuple[str, Parameter]]) -> NamedQuery:
+        """This query with filter conditions in place of its ``-- @filters`` line.
+
+        Args:
+            conditions: (condition, parameter) pairs, e.g. ("x = {x:String}",
+                Parameter("x", "String", ...)): each condition becomes a line
+                ``AND <condition>`` at the marker, and its parameter a line of the header.
+                Conditions come from :data:`clipsql.search.filters.FILTERS`, never from values.
+
+        Returns:
+            A :class:`NamedQuery` of the same name and path whose `sql` is a valid query file
+            (checked as a file is: parameters declared and used alike); itself when
+            `conditions` is empty. Made once per combination of conditions.
+
+        Raises:
+            QueryFileError: the query has no ``-- @filters`` line, a filter parameter has
+                the name of one of its own, or a condition does not use its parameter.
+        """
+        key = tuple(conditions)
+        if not key:
+            return self
+        made = self._filtered.get(key)
+        if made is None:
+            made = self._filtered[key] = self._make_filtered(key)
+        return made
+
+    def _make_filtered(self, conditions: tuple[tuple[str, Parameter], ...]) -> NamedQuery:
+        if self.filters_line is None:
+            raise QueryFileError(f"{self.path}: query {self.name!r} takes no filters (it has no '-- @filters' line)")
+        clash = sorted({p.name for _, p in conditions} & set(self.parameters))
+        if clash:
+            raise QueryFileError(f"{self.path}: filter parameter {', '.join(clash)} is a parameter of the query itself")
+        lines = self.sql.splitlines()
+        marker = FILTERS_MARKER_RE.match(lines[self.filters_line - 1])
+        indent = marker.group(1) if marker else ""
+        body = [f"{indent}AND {condition}" for condition, _ in conditions]
+        lines[self.filters_line - 1 : self.filters_line] = body
+        declared = [f"--   {p.name}  {p.type}  {p.meaning}" for _, p in conditions]
+        if self.parameters:  # the filter parameters follow the query's own in the header, aligned alike
+            after = max(p.line for p in self.parameters.values())
+            columns = re.match(r"^(--\s+\S+\s+)(\S+\s+)", lines[after - 1])
+            if columns:
+                name_width, type_width = len(columns.group(1)), len(columns.group(2))
+                declared = [
+                    (f"--   {p.name}  ".ljust(name_width) + f"{p.type}  ".ljust(type_width) + p.meaning)
+                    for _, p in conditions
+                ]
+            lines[after:after] = declared
+        else:
+            first_code = next(n for n, line in enumerate(lines) if not line.startswith("--"))
+            lines[first_code:first_code] = ["-- Parameters:", *declared]
+        return parse_query_text("\n".join(lines) + "\n", self.path)
+
 
 def parse_query_file(path: Path) -> NamedQuery:
     """Parse and check one query file (see the module docstring).
@@ -106,7 +177,15 @@ def parse_query_file(path: Path) -> NamedQuery:
     Raises:
         QueryFileError: with `path:line` of the first problem.
     """
-    text = path.read_text(encoding="utf-8")
+    return parse_query_text(path.read_text(encoding="utf-8"), path)
+
+
+def parse_query_text(text: str, path: Path) -> NamedQuery:
+    """Parse and check the text of the query file `path` (see the module docstring).
+
+    Raises:
+        QueryFileError: with `path:line` of the first problem.
+    """
     lines = text.splitlines()
 
     def fail(line: int, message: str) -> QueryFileError:
@@ -146,7 +225,12 @@ def parse_query_file(path: Path) -> NamedQuery:
     if body_start is None or not "\n".join(lines[body_start - 1 :]).strip():
         raise fail(len(lines), "the file has a header but no SQL")
     used: dict[str, tuple[str, int]] = {}
+    filters_line = None
     for number, line in enumerate(lines[body_start - 1 :], body_start):
+        if FILTERS_MARKER_RE.match(line):
+            if filters_line is not None:
+                raise fail(number, f"a second '-- @filters' line (the first is line {filters_line})")
+            filters_line = number
         code = line.split("--", 1)[0]
         for um in PARAMETER_RE.finditer(code):
             pname, ptype = um.group(1), um.group(2).replace(" ", "")
@@ -161,7 +245,13 @@ def parse_query_file(path: Path) -> NamedQuery:
     for script, script_line in runs_after:
         _check_runs_after(script, script_line, parameters, fail)
     return NamedQuery(
-        name, path, " ".join(d for d in description if d), parameters, text, tuple(script for script, _ in runs_after)
+        name,
+        path,
+        " ".join(d for d in description if d),
+        parameters,
+        text,
+        tuple(script for script, _ in runs_after),
+        filters_line,
     )
 
 
@@ -219,7 +309,7 @@ CONSOLE_VARIABLES = (
         "a query vector: a text's CLIP embedding, made by the server (sql/clickhouse/udf/)",
     ),
 )
-#: Example values by parameter name, as shell words; the others follow their type (see `_console_value`).
+#: Example values by parameter name, as shell words; the others follow their type (see :func:`console_value`).
 _CONSOLE_EXAMPLES = {
     "model": '"$MODEL"',
     "photo_id": '"$PHOTO_ID"',
@@ -231,6 +321,8 @@ _CONSOLE_EXAMPLES = {
     "n": "10",
     "per_facet": "10",
     "candidates": "100",
+    # the approximate-index table of the model's width (512: CLIP ViT-B/32)
+    "ann_table": "photo_embeddings_ann_512",
     "min_vectors": "1",
     "max_distance": "0.05",
     "k_1": "1",
@@ -247,7 +339,9 @@ _CONSOLE_BY_TYPE = (
 )
 
 
-def _console_value(param: Parameter) -> str:
+def console_value(param: Parameter) -> str:
+    """An example value of `param` as a clickhouse-client `--param_` word: NULL for a Nullable
+    parameter, else by its name (:data:`_CONSOLE_EXAMPLES`) or its type, else a shell variable."""
     if param.nullable:
         return "'\\N'"  # NULL: the filter or bound is off
     if param.name in _CONSOLE_EXAMPLES:
@@ -272,7 +366,7 @@ def console_command(query: NamedQuery, *, folder: str = "queries", client: str =
     `--queries-file <folder>/<name>.sql`, after the scripts it `runs_after` (clickhouse-client
     runs several files over one connection, so a temporary table they build is there); long
     commands are continued over lines with `\\`."""
-    words = [client] + [f"--param_{name}={_console_value(param)}" for name, param in query.parameters.items()]
+    words = [client] + [f"--param_{name}={console_value(param)}" for name, param in query.parameters.items()]
     # Scripts it runs after go first in the same invocation: one connection, one session.
     words.append(f"--queries-file {' '.join(query.runs_after + (f'{folder}/{query.path.name}',))}")
     line = " ".join(words)

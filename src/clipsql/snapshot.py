@@ -1,19 +1,18 @@
 """The search snapshot: exact search over an in-memory copy of one model's searchable vectors.
 
-An exact top-k over photo_embeddings on chdb costs ~16 ms at 25,000 x 512 vectors, most of
-it the MergeTree read of the 51 MB vector column (~6-8 ms, a copy out of the page cache
-that no read setting avoids), FINAL, the deleted-photo subquery and the join with photos
-(bench/search_breakdown.py). The same scan over a Memory-engine table reads nothing: ~5 ms.
-So a store keeps, per session, a temporary Memory table `search_snapshot` with the vectors
-of the model being searched, only photos not deleted, the columns a photo result shows and
-the ones the filters test, keywords as an array and the dominant color precomputed
+An exact top-k over the tables on chdb costs ~16 ms at 25,000 x 512 vectors, most of it the
+MergeTree read of the 51 MB vector column (~6-8 ms, a copy out of the page cache that no read
+setting avoids), FINAL and the joins behind photo_search (bench/search_breakdown.py). The
+same scan over a Memory-engine table reads nothing: ~5 ms. So a store keeps, per session, a
+temporary Memory table `search_snapshot` holding the model's rows of photo_search (the
+searchable photos, with photo_search's column names, so the filter conditions of
+:data:`clipsql.search.filters.FILTERS` run on it unchanged) and each vector's norm
 (sql/<dialect>/session/build_search_snapshot.sql), and text, image, combined, crop and
-nearest search read it, and no other table, through queries/search_photos_snapshot.sql and
-queries/search_photos_unfiltered_snapshot.sql, which return exactly what search_photos and
-search_photos_unfiltered return (tests/test_search_parity.py).
+nearest search read it, and no other table, through queries/search_photos_snapshot.sql, which
+returns exactly what search_photos returns (tests/test_search_parity.py).
 
 It is never stale: before each search :func:`use_snapshot` reads the active parts of the
-tables it copies, photo_embeddings, photos, keywords and colors
+tables behind photo_search, photo_embeddings, photos, keywords and colors
 (sql/clickhouse/session/search_snapshot_state.sql, ~1.5 ms); any insert, merge, mutation,
 TRUNCATE or DROP changes that list, and the snapshot is then rebuilt before the search runs
 (bench/search_latency.py measures the rebuild).
@@ -38,10 +37,7 @@ from .resources import sql_dir
 log = logging.getLogger(__name__)
 
 #: The query that runs instead of each searchable query when the snapshot is current.
-SNAPSHOT_QUERIES = {
-    "search_photos": "search_photos_snapshot",
-    "search_photos_unfiltered": "search_photos_unfiltered_snapshot",
-}
+SNAPSHOT_QUERIES = {"search_photos": "search_photos_snapshot"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -104,10 +104,12 @@ CREATE TABLE IF NOT EXISTS conversions
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (photo_id, converted_at, conversion_type, keyword, anonymous_user_id, conversion_country);
 
--- photo_embeddings: one L2-normalized CLIP vector per (model, photo_id).
--- The vector index (HNSW, usearch; MyScale's own index in its DDL) serves approximate
--- ORDER BY cosineDistance ... LIMIT k; the index and the CHECK fix the dimension at 512,
--- the width of ViT-B/32 and ViT-B/16 CLIP.
+-- photo_embeddings: one L2-normalized vector per (model, photo_id), of the model's width
+-- (models.dim: 512 for CLIP ViT-B/32, 768 for ViT-L/14 or SigLIP base, ...), so models of
+-- different widths sit side by side. No vector index here (an HNSW index has one width and
+-- would make every plain ORDER BY cosineDistance ... LIMIT k over this table approximate):
+-- each width's approximate index lives in its own table, photo_embeddings_ann_<dim>
+-- (sql/clickhouse/vector_index/), which every refresh brings up to date from this one.
 CREATE TABLE IF NOT EXISTS photo_embeddings
 (
     photo_id String,
@@ -115,8 +117,7 @@ CREATE TABLE IF NOT EXISTS photo_embeddings
     embedding Array(Float32),
     loaded_at DateTime64(3, 'UTC') DEFAULT now64(3),
     version UInt64,
-    CONSTRAINT embedding_length CHECK length(embedding) = 512,
-    VECTOR INDEX embedding_vector_index embedding TYPE MSTG('metric_type=Cosine')
+    CONSTRAINT embedding_not_empty CHECK length(embedding) > 0
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (model, photo_id);
@@ -347,39 +348,54 @@ LEFT JOIN (SELECT photo_id, groupArray(keyword) AS keywords FROM keywords FINAL 
 LEFT JOIN (SELECT photo_id, argMax(keyword, (coverage, hex)) AS color FROM colors FINAL GROUP BY photo_id) AS c
     ON c.photo_id = e.photo_id;
 
--- Query form: queries/search_photos.sql for MyScale (cosineDistance -> distance)
--- name: search_photos
--- Photos nearest to a query vector by cosine distance, closest first (ties broken by
--- photo_id), with optional metadata filters and paging: the query behind text, image,
--- combined and crop search. Exact: every vector that passes the filters is scored (the
--- filters are applied before the distance ranking, so a filter never returns fewer than k
--- rows while k photos match). Deleted photos are left out.
--- NULL (clickhouse-client: --param_x='\N') or [] switches a filter off.
+-- Any vector width (issue 13): photo_embeddings loses the 512-wide HNSW index and the CHECK
+-- length(embedding) = 512 that stores made before this migration have, so a model of any
+-- width can be loaded beside the others. The vectors stay where they are (nothing is
+-- embedded again); each width's approximate index is rebuilt in its own table,
+-- photo_embeddings_ann_<dim>, by the next refresh (or `clipsql index`). Idempotent: on a
+-- store created with today's 001_core.sql every statement changes nothing.
+ALTER TABLE photo_embeddings DROP INDEX IF EXISTS embedding_hnsw;
+ALTER TABLE photo_embeddings DROP CONSTRAINT IF EXISTS embedding_length;
+ALTER TABLE photo_embeddings ADD CONSTRAINT IF NOT EXISTS embedding_not_empty CHECK length(embedding) > 0;
+
+-- One per width of the stored vectors; 512 here:
+-- photo_embeddings_ann_<dim>: the approximate (HNSW) index of every stored vector <dim> wide,
+-- one table per width, so models of different widths each have an index of their own width
+-- (an HNSW index holds one width). A copy of those rows of photo_embeddings that
+-- clipsql.engines.clickhouse brings up to date after every refresh (sync_ann_table.sql):
+-- photo_embeddings stays the table of record and is searched exactly; this one is what
+-- `ORDER BY cosineDistance(embedding, q) LIMIT k` reads when an approximate answer is wanted
+-- (queries/search_photos_ann.sql).
+-- <dim> is written into the text by clipsql (an integer 1..65535, the width of stored
+-- vectors), not bound: ClickHouse takes only literals as index arguments.
+CREATE TABLE IF NOT EXISTS photo_embeddings_ann_512
+(
+    photo_id String,
+    model LowCardinality(String),
+    embedding Array(Float32),
+    version UInt64,
+    CONSTRAINT embedding_length CHECK length(embedding) = 512,
+    VECTOR INDEX embedding_vector_index embedding TYPE MSTG('metric_type=Cosine')
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (model, photo_id);
+-- Query form: queries/search_photos_ann.sql for MyScale (cosineDistance -> distance; ann_table = photo_embeddings_ann_512)
+-- name: search_photos_ann
+-- Approximate search with exact re-scoring: the HNSW index of the model's width (the table
+-- photo_embeddings_ann_<dim>, sql/clickhouse/vector_index/create_ann_table.sql) proposes the
+-- `candidates` nearest vectors, their distances are recomputed exactly from the stored
+-- vectors (vector_search_with_rescoring), and the top-k by exact distance are returned,
+-- ties broken by photo_id. Faster than search_photos on big stores, but approximate: a photo
+-- the index misses is not returned. It takes no metadata filters (clipsql runs the exact
+-- search_photos when a filter is set); deleted photos are dropped from the candidates.
 -- Parameters:
---   query_vec         Array(Float32)     the query embedding, (d,) float32, L2-normalized
---   model             String             label of the model whose vectors are searched (models.model)
---   k                 UInt32             how many photos to return (a page of top-k)
---   offset            UInt32             how many of the nearest photos to skip first (paging: page n has offset n*k)
---   max_distance      Nullable(Float32)  only photos with a cosine distance <= this (0..2); \N for no bound
---   country           Nullable(String)   only photos taken in this country (photo_location_country, exact); \N for any
---   city              Nullable(String)   only photos taken in this city (photo_location_city, exact); \N for any
---   photographer      Nullable(String)   only photos by this photographer (photographer_username, exact); \N for any
---   submitted_from    Nullable(Date)     only photos submitted on or after this UTC date; \N for no bound
---   submitted_to      Nullable(Date)     only photos submitted on or before this UTC date; \N for no bound
---   orientation       Nullable(String)   'landscape' (width > height), 'portrait' (width < height) or 'square' (equal); \N for any
---   min_aspect_ratio  Nullable(Float32)  only photos with photo_aspect_ratio (width / height) >= this; \N for no bound
---   max_aspect_ratio  Nullable(Float32)  only photos with photo_aspect_ratio (width / height) <= this; \N for no bound
---   min_width         Nullable(UInt32)   only photos at least this many pixels wide (photo_width); \N for no bound
---   min_height        Nullable(UInt32)   only photos at least this many pixels high (photo_height); \N for no bound
---   min_views         Nullable(UInt64)   only photos with at least this many views (stats_views); \N for no bound
---   min_downloads     Nullable(UInt64)   only photos with at least this many downloads (stats_downloads); \N for no bound
---   featured          Nullable(Bool)     only featured (true) or only not featured (false) photos; \N for any
---   camera_make       Nullable(String)   only photos taken with this camera make (exif_camera_make, exact); \N for any
---   camera_model      Nullable(String)   only photos taken with this camera model (exif_camera_model, exact); \N for any
---   keywords_any      Array(String)      only photos tagged with at least one of these keywords; [] for any
---   keywords_all      Array(String)      only photos tagged with every one of these keywords; [] for any
---   color             Nullable(String)   only photos whose dominant color (colors.keyword of the largest coverage) is this; \N for any
---   has_description   Nullable(Bool)     only photos with (true) or without (false) a photo_description; \N for any
+--   ann_table     Identifier         photo_embeddings_ann_<d>, d the model's width (models.dim); ClickHouse only
+--   query_vec     Array(Float32)     the query embedding, (d,) float32, L2-normalized
+--   model         String             label of the model whose vectors are searched (models.model)
+--   candidates    UInt32             how many candidates the index proposes (over-fetch, e.g. 10 * (k + offset))
+--   k             UInt32             how many photos to return (a page of top-k)
+--   offset        UInt32             how many of the nearest photos to skip first (paging)
+--   max_distance  Nullable(Float32)  only photos with a cosine distance <= this (0..2); \N for no bound
 SELECT
     t.photo_id AS photo_id,
     t.distance AS distance,
@@ -388,62 +404,14 @@ SELECT
     p.photo_image_url AS photo_image_url
 FROM
 (
-    -- Top-k on the vectors alone, then the join, which reads photos once (not per vector).
-    -- Deleted photos are left out before the ranking and ties at the cut are broken by
-    -- photo_id, so exactly k + offset rows reach the join.
     SELECT photo_id, distance(embedding, {query_vec:Array(Float32)}) AS distance
-    FROM photo_embeddings FINAL
+    FROM {ann_table:Identifier} FINAL
     WHERE model = {model:String}
-      AND photo_id NOT IN (SELECT photo_id FROM photos FINAL WHERE is_deleted != 0)
-      AND ({max_distance:Nullable(Float32)} IS NULL OR distance <= {max_distance:Nullable(Float32)})
-      -- filters: begin (the same text in every query file; tests/test_search_queries.py checks it)
-      AND (
-          (    {country:Nullable(String)} IS NULL AND {city:Nullable(String)} IS NULL
-           AND {photographer:Nullable(String)} IS NULL
-           AND {submitted_from:Nullable(Date)} IS NULL AND {submitted_to:Nullable(Date)} IS NULL
-           AND {orientation:Nullable(String)} IS NULL
-           AND {min_aspect_ratio:Nullable(Float32)} IS NULL AND {max_aspect_ratio:Nullable(Float32)} IS NULL
-           AND {min_width:Nullable(UInt32)} IS NULL AND {min_height:Nullable(UInt32)} IS NULL
-           AND {min_views:Nullable(UInt64)} IS NULL AND {min_downloads:Nullable(UInt64)} IS NULL
-           AND {featured:Nullable(Bool)} IS NULL
-           AND {camera_make:Nullable(String)} IS NULL AND {camera_model:Nullable(String)} IS NULL
-           AND length({keywords_any:Array(String)}) = 0 AND length({keywords_all:Array(String)}) = 0
-           AND {color:Nullable(String)} IS NULL AND {has_description:Nullable(Bool)} IS NULL)
-          OR photo_id IN (
-              SELECT photo_id FROM photos FINAL
-              WHERE ({country:Nullable(String)} IS NULL OR photo_location_country = {country:Nullable(String)})
-                AND ({city:Nullable(String)} IS NULL OR photo_location_city = {city:Nullable(String)})
-                AND ({photographer:Nullable(String)} IS NULL OR photographer_username = {photographer:Nullable(String)})
-                AND ({submitted_from:Nullable(Date)} IS NULL OR toDate(photo_submitted_at) >= {submitted_from:Nullable(Date)})
-                AND ({submitted_to:Nullable(Date)} IS NULL OR toDate(photo_submitted_at) <= {submitted_to:Nullable(Date)})
-                AND ({orientation:Nullable(String)} IS NULL
-                     OR ({orientation:Nullable(String)} = 'landscape' AND photo_width > photo_height)
-                     OR ({orientation:Nullable(String)} = 'portrait' AND photo_width < photo_height)
-                     OR ({orientation:Nullable(String)} = 'square' AND photo_width = photo_height))
-                AND ({min_aspect_ratio:Nullable(Float32)} IS NULL OR photo_aspect_ratio >= {min_aspect_ratio:Nullable(Float32)})
-                AND ({max_aspect_ratio:Nullable(Float32)} IS NULL OR photo_aspect_ratio <= {max_aspect_ratio:Nullable(Float32)})
-                AND ({min_width:Nullable(UInt32)} IS NULL OR photo_width >= {min_width:Nullable(UInt32)})
-                AND ({min_height:Nullable(UInt32)} IS NULL OR photo_height >= {min_height:Nullable(UInt32)})
-                AND ({min_views:Nullable(UInt64)} IS NULL OR stats_views >= {min_views:Nullable(UInt64)})
-                AND ({min_downloads:Nullable(UInt64)} IS NULL OR stats_downloads >= {min_downloads:Nullable(UInt64)})
-                AND ({featured:Nullable(Bool)} IS NULL OR photo_featured = {featured:Nullable(Bool)})
-                AND ({camera_make:Nullable(String)} IS NULL OR exif_camera_make = {camera_make:Nullable(String)})
-                AND ({camera_model:Nullable(String)} IS NULL OR exif_camera_model = {camera_model:Nullable(String)})
-                AND ({has_description:Nullable(Bool)} IS NULL
-                     OR (photo_description IS NOT NULL AND photo_description != '') = {has_description:Nullable(Bool)})
-                AND (length({keywords_any:Array(String)}) = 0 OR photo_id IN (
-                        SELECT photo_id FROM keywords FINAL WHERE has({keywords_any:Array(String)}, keyword)))
-                AND (length({keywords_all:Array(String)}) = 0 OR photo_id IN (
-                        SELECT photo_id FROM keywords FINAL WHERE has({keywords_all:Array(String)}, keyword)
-                        GROUP BY photo_id
-                        HAVING count(DISTINCT keyword) = length(arrayDistinct({keywords_all:Array(String)}))))
-                AND ({color:Nullable(String)} IS NULL OR photo_id IN (
-                        SELECT photo_id FROM colors FINAL GROUP BY photo_id
-                        HAVING argMax(keyword, (coverage, hex)) = {color:Nullable(String)}))))
-      -- filters: end
-    ORDER BY distance ASC, photo_id ASC
-    LIMIT {k:UInt32} + {offset:UInt32}
+    ORDER BY distance ASC
+    LIMIT {candidates:UInt32}
 ) AS t
 INNER JOIN photos AS p FINAL ON p.photo_id = t.photo_id
+WHERE p.is_deleted = 0
+  AND ({max_distance:Nullable(Float32)} IS NULL OR t.distance <= {max_distance:Nullable(Float32)})
 ORDER BY distance ASC, photo_id ASC
 LIMIT {k:UInt32} OFFSET {offset:UInt32}

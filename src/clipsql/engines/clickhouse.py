@@ -86,7 +86,7 @@ class ClickHouseStore(Store):
         self.client.insert_arrow(table, data)
 
     def ann_table(self, dim):
-        return ANN_TABLE_PREFIX + str(check_width(dim))
+        return ann_table_name(dim)
 
     def _after_load(self, only_missing):
         """Bring every width's approximate index (photo_embeddings_ann_<dim>) up to
@@ -114,6 +114,15 @@ class ClickHouseStore(Store):
         return getattr(exc, "code", None) == UNKNOWN_TABLE or getattr(exc, "name", None) == "UNKNOWN_TABLE"
 
 
+def ann_table_name(dim: int) -> str:
+    """`photo_embeddings_ann_<dim>`, the approximate-index table of vectors `dim` wide.
+
+    Raises:
+        BadArgument: `dim` is not an integer in 1..65535.
+    """
+    return ANN_TABLE_PREFIX + str(check_width(dim))
+
+
 def ann_table_ddl(dim: int) -> str:
     """The DDL of the approximate-index table of vectors `dim` wide
     (sql/clickhouse/vector_index/create_ann_table.sql with its `<dim>` filled in).
@@ -124,7 +133,10 @@ def ann_table_ddl(dim: int) -> str:
     template = (sql_dir() / "clickhouse" / "vector_index" / "create_ann_table.sql").read_text(encoding="utf-8")
     # An integer checked here, written into the text because ClickHouse takes only literals
     # as index arguments (a bound {dim:UInt32} is refused there).
-    return template.replace("<dim>", str(check_width(dim)))
+    width = str(check_width(dim))
+    return "\n".join(
+        line if line.lstrip().startswith("--") else line.replace("<dim>", width) for line in template.splitlines()
+    )
 
 
 def exists(target) -> bool:

@@ -13,19 +13,20 @@ Query kinds, one public function each, all returning pandas DataFrames:
 | :func:`facets` | any of the above: counts per facet among the top-n | facets |
 | :func:`nearest` | a vector you bring, (d,) float32 | search_photos |
 
-(With no filter set, search_photos_unfiltered runs instead: the same text without the filter
-block, which ClickHouse plans faster; tests/test_search_queries.py checks the two texts. On
-chdb both run as their `_snapshot` twins over the store's in-memory search snapshot, which
-return the same rows in under half the time: :mod:`clipsql.snapshot`.)
+(The query files read the search relation photo_search. On chdb search_photos runs as its
+twin search_photos_snapshot over the store's in-memory search snapshot, which returns the
+same rows in under half the time: :mod:`clipsql.snapshot`.)
 
 Photo results have the columns photo_id, distance (cosine, 0..2), description, photo_url,
 photo_image_url; closest first, ties broken by photo_id. Every kind takes the same optional
 metadata filters (``filters=`` a :class:`Filters`, or keyword arguments such as
-``country="Iceland"``). Photo searches take `k` and ``options=`` a :class:`SearchOptions`:
-`offset` (paging), `max_distance` and the re-ranking below, each also accepted as a keyword
-(``offset=20``), which wins over the same field of `options`. Filters run inside the one
-static SQL text before the distance ranking, so they never make a query return fewer than k
-rows while k photos match.
+``country="Iceland"``), one per entry of the filter registry :data:`FILTERS` (each a static
+SQL condition over photo_search with a bound, typed parameter, :mod:`~clipsql.search.filters`).
+Photo searches take `k` and ``options=`` a :class:`SearchOptions`: `offset` (paging),
+`max_distance` and the re-ranking below, each also accepted as a keyword (``offset=20``),
+which wins over the same field of `options`. The conditions of the filters that are set go
+into the query's WHERE before the distance ranking, so they never make a query return fewer
+than k rows while k photos match.
 
 Re-ranking (`rerank=`): ``"exact"`` lets the HNSW index propose ``overfetch * (k + offset)``
 candidates and re-scores them exactly (approximate; meant for stores too big to scan: at
@@ -43,7 +44,7 @@ The modules, lowest first (each imports only those before it):
 | module | holds |
 | --- | --- |
 | :mod:`~clipsql.search.checks` | value checks (check_text, check_int, ...) and limits (MAX_K, ...) |
-| :mod:`~clipsql.search.filters` | :class:`Filters`, ORIENTATIONS |
+| :mod:`~clipsql.search.filters` | the filter registry FILTERS, :class:`Filter`, :class:`Filters`, ORIENTATIONS |
 | :mod:`~clipsql.search.terms` | :func:`parse_terms`, :func:`combine_vectors` |
 | :mod:`~clipsql.search.inputs` | image inputs: :func:`load_image`, :func:`crop_box`, :func:`parse_box` |
 | :mod:`~clipsql.search.vectors` | :func:`check_query_vector`, :func:`photo_vectors`, :func:`photo_vector` |
@@ -57,7 +58,7 @@ The modules, lowest first (each imports only those before it):
 from __future__ import annotations
 
 from .checks import MAX_K, MAX_OFFSET, MAX_OVERFETCH, MAX_TEXT_CHARS
-from .filters import ORIENTATIONS, Filters
+from .filters import FILTERS, ORIENTATIONS, Filter, Filters
 from .inputs import MAX_IMAGE_BYTES, crop_box, load_image, parse_box
 from .kinds import combined, crop, duplicates, facets, image, nearest, similar, text
 from .models import lookup_model, resolve_model
@@ -79,6 +80,7 @@ __all__ = [
     "nearest",
     # values they take
     "Filters",
+    "Filter",
     "SearchOptions",
     "FacetOptions",
     # helpers
@@ -94,6 +96,7 @@ __all__ = [
     "resolve_model",
     "lookup_model",
     # constants
+    "FILTERS",
     "ORIENTATIONS",
     "FACETS",
     "RERANKS",

@@ -31,7 +31,7 @@ from .inputs import crop_box, load_image
 from .models import resolve_model
 from .options import Backend, FacetOptions, SearchOptions, fold_facet_keywords, fold_filter_keywords, fold_keywords
 from .rerank import reranked
-from .sql import page_params, photo_frame, run_query, search_photos
+from .sql import photo_frame, run_query, search_photos
 from .terms import combine_vectors, parse_terms
 from .vectors import check_query_vector, photo_vector
 
@@ -66,9 +66,12 @@ def _ranked(
         frame = run_query(
             db,
             "similar_photos",
+            filters,
             photo_id=similar_to,
             model=model,
-            **page_params(filters, options.k, options.offset, options.max_distance),
+            k=options.k,
+            offset=options.offset,
+            max_distance=options.max_distance,
         )
     elif vector is None:
         raise TypeError("a search needs a query vector or similar_to")
@@ -382,9 +385,7 @@ def duplicates(
     flt, backend = fold_filter_keywords(keywords, filters)
     with _open(db, store, backend) as opened:
         label, _, _ = resolve_model(opened, model)
-        frame = run_query(
-            opened, "near_duplicates", model=label, max_distance=max_distance, k=k, offset=offset, **flt.params()
-        )
+        frame = run_query(opened, "near_duplicates", flt, model=label, max_distance=max_distance, k=k, offset=offset)
     return frame[["photo_id_a", "photo_id_b", "distance"]].astype({"distance": "float64"}).reset_index(drop=True)
 
 
@@ -446,12 +447,12 @@ def facets(
         frame = run_query(
             opened,
             "facets",
+            flt,
             query_vec=check_query_vector(vector, dim, model=label),
             model=label,
             n=opts.n,
             per_facet=opts.per_facet,
             max_distance=opts.max_distance,
-            **flt.params(),
         )
     frame = frame[frame["facet"].isin(opts.by)][["facet", "value", "photos"]]
     return frame.astype({"photos": "int64"}).reset_index(drop=True)

@@ -1,6 +1,7 @@
 """Running the photo queries: the one place the search package runs the named queries of
-queries/ for a query vector (the exact search, on the store's snapshot when it has one) and
-shapes their result into the photo columns."""
+queries/, with the metadata filters put in place of a query's ``-- @filters`` line
+(:meth:`clipsql.queries.NamedQuery.with_filters`) and their values bound, and where the exact
+search picks the store's snapshot when it has one; and shaping a result into the photo columns."""
 
 from __future__ import annotations
 
@@ -21,10 +22,20 @@ log = logging.getLogger(__name__)
 PHOTO_COLUMNS = ["photo_id", "distance", "description", "photo_url", "photo_image_url"]
 
 
-def run_query(db: Store, name: str, **values) -> pd.DataFrame:
-    """The rows of the named query `name` with `values` bound as its parameters (timed at debug level)."""
+def run_query(db: Store, name: str, filters: Filters | None = None, **values) -> pd.DataFrame:
+    """The rows of the named query `name` with `values` bound as its parameters and, for a
+    query that takes filters, the `filters` that are set (timed at debug level).
+
+    Raises:
+        BadArgument: a value the query does not take, or a missing one.
+        QueryFileError: filters set for a query without a ``-- @filters`` line.
+    """
     started = time.perf_counter()
-    frame = get_query(name).run(db, **values)
+    query = get_query(name)
+    if filters is not None and filters.active:
+        query = query.with_filters(filters.conditions())  # made once per combination of filters
+        values.update(filters.params())
+    frame = query.run(db, **values)
     log.debug("query %s: %d rows in %.1f ms", name, len(frame), 1000 * (time.perf_counter() - started))
     return frame
 
@@ -44,36 +55,26 @@ def photo_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def page_params(filters: Filters, k: int, offset: int, max_distance: float | None) -> dict:
-    """The paging, distance and filter parameters shared by the photo queries."""
-    return dict(k=k, offset=offset, max_distance=max_distance, **filters.params())
-
-
 def search_photos(
     db: Store, vector: list[float], model: str, filters: Filters, *, k: int, offset: int, max_distance: float | None
 ) -> pd.DataFrame:
     """The exact search: rows offset..offset+k of the photos nearest to `vector` ((d,) floats)
     for `model` that pass `filters` and lie within `max_distance` (cosine, 0..2).
 
-    Runs queries/search_photos.sql, or search_photos_unfiltered.sql when no filter is set; on
-    a store with a search snapshot (:mod:`clipsql.snapshot`) their `_snapshot` twins.
+    Runs queries/search_photos.sql (over photo_search), or on a store with a search snapshot
+    (:mod:`clipsql.snapshot`) its twin over the snapshot, with the same filter conditions.
 
     Returns:
         The query's rows (photo columns, closest first), not yet shaped by :func:`photo_frame`.
     """
-    # search_photos_unfiltered is search_photos without the filter block (a test checks the
-    # texts): the same rows when no filter is set, and ClickHouse plans it faster.
-    if not filters.active:
-        name, values = "search_photos_unfiltered", dict(k=k, offset=offset, max_distance=max_distance)
-    else:
-        name, values = "search_photos", page_params(filters, k, offset, max_distance)
+    values = dict(query_vec=vector, model=model, k=k, offset=offset, max_distance=max_distance)
     if snapshot.use_snapshot(db, model):
         try:
-            return run_query(db, snapshot.SNAPSHOT_QUERIES[name], query_vec=vector, model=model, **values)
+            return run_query(db, snapshot.SNAPSHOT_QUERIES["search_photos"], filters, **values)
         except Exception as exc:
             if not db.is_missing_table(exc):
                 raise
             # The session lost its temporary table (a server session timed out, a DROP by hand).
             log.warning("the search snapshot is gone from this session; searching the tables")
             snapshot.discard(db)
-    return run_query(db, name, query_vec=vector, model=model, **values)
+    return run_query(db, "search_photos", filters, **values)
