@@ -52,7 +52,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("snapshot",),  # the search snapshot of a store
     # the search package (clipsql/search/), one concern per module:
     ("search.checks",),  # value checks and limits
-    ("search.filters", "search.terms", "search.inputs", "search.vectors", "search.models"),
+    ("search.filters", "search.terms", "search.inputs", "search.vectors", "search.models", "search.memory"),
     ("search.options",),  # SearchOptions, FacetOptions, the keyword folding
     ("search.sql",),  # running the photo queries
     ("search.rerank",),  # exact and MMR re-ranking

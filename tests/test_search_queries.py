@@ -22,7 +22,7 @@ GOLDEN = Path(__file__).parent / "golden"
 #: The query files that take the filters (a '-- @filters' line), and the parameters of each.
 FILTERED = {
     "search_photos": {"query_vec", "model", "k", "offset", "max_distance"},
-    "search_photos_snapshot": {"query_vec", "model", "k", "offset", "max_distance"},
+    "snapshot_photo_ids": {"model"},
     "similar_photos": {"photo_id", "model", "k", "offset", "max_distance"},
     "facets": {"query_vec", "model", "n", "per_facet", "max_distance"},
     "near_duplicates": {"model", "max_distance", "k", "offset"},
@@ -59,10 +59,6 @@ def test_the_filtered_query_files_are_short_and_declare_only_their_own_parameter
         assert set(query.parameters) == parameters, name
         assert sum(bool(re.match(r"\s*-- @filters", line)) for line in query.sql.splitlines()) == 1, name
         assert len(query.sql.splitlines()) < 60, f"{name} is {len(query.sql.splitlines())} lines long"
-    # The snapshot twin takes what search_photos takes, alike.
-    assert {n: (p.type, p.meaning) for n, p in queries["search_photos_snapshot"].parameters.items()} == {
-        n: (p.type, p.meaning) for n, p in queries["search_photos"].parameters.items()
-    }
 
 
 def test_with_filters_puts_one_condition_line_per_filter_set_and_declares_its_parameter():

@@ -114,13 +114,15 @@ def test_a_write_by_hand_in_sql_is_seen_by_the_next_search(chdb_store):
 def test_a_dropped_snapshot_table_is_rebuilt_and_the_search_still_answers(chdb_store, caplog):
     db, vecs = chdb_store
     q = query_near(vecs, 7)
-    first = search.nearest(db, q, model=searchdata.MODEL, k=5)
+    first = from_tables(db, q, k=5, country="Japan")
+    search.nearest(db, q, model=searchdata.MODEL, k=5)
     db.client.command("DROP TEMPORARY TABLE search_snapshot")
     with caplog.at_level(logging.WARNING, logger="clipsql.search"):
-        again = search.nearest(db, q, model=searchdata.MODEL, k=5)
+        # A filtered search asks the snapshot table which photos pass: it notices.
+        again = search.nearest(db, q, model=searchdata.MODEL, k=5, country="Japan")
     assert_same(again, first)
     assert "search snapshot is gone" in caplog.text
-    third = search.nearest(db, q, model=searchdata.MODEL, k=5)  # rebuilt on the next search
+    third = search.nearest(db, q, model=searchdata.MODEL, k=5, country="Japan")  # rebuilt on the next search
     assert_same(third, first)
     assert has_snapshot_table(db)
 
@@ -163,7 +165,7 @@ def test_duckdb_stores_do_not_use_one(tmp_path):
     with open_store(tmp_path, duckdb=str(tmp_path / "s.duckdb")) as db:
         searchdata.load(db, 50)
         assert db.search_snapshot_max_bytes == 0
-        assert snapshot.use_snapshot(db, searchdata.MODEL) is False
+        assert snapshot.use_snapshot(db, searchdata.MODEL) is None
 
 
 def test_building_the_snapshot_does_not_make_remembered_answers_stale(chdb_store):
@@ -176,3 +178,31 @@ def test_building_the_snapshot_does_not_make_remembered_answers_stale(chdb_store
     search.nearest(db, vecs[2], model=searchdata.MODEL, k=3)  # rebuilds the snapshot
     assert has_snapshot_table(db)
     assert Store._generation == generation
+
+
+def test_an_unchanged_store_is_checked_without_a_query(chdb_store, monkeypatch):
+    # chdb: the token is the tables' part directories (os.listdir), not a query of system.parts.
+    db, vecs = chdb_store
+    search.nearest(db, vecs[3], model=searchdata.MODEL, k=3)
+    ran: list[str] = []
+    monkeypatch.setattr(type(db), "_query_arrow", lambda self, sql, p: ran.append(sql) or pa.table({}))
+    monkeypatch.setattr(type(db), "_query_df", lambda self, sql, p: ran.append(sql))
+    assert db.tables_state(snapshot.SNAPSHOT_TABLES) == db.search_snapshot.state
+    assert snapshot.use_snapshot(db, searchdata.MODEL) is db.search_snapshot
+    assert ran == []
+
+
+def test_a_filter_answer_is_kept_only_while_the_tables_are_unchanged(chdb_store):
+    # The photos a filter lets through are kept with the snapshot; a change by hand to the
+    # filtered column is seen by the next search with the same filter.
+    db, vecs = chdb_store
+    q = query_near(vecs, 42)
+    first = search.nearest(db, q, model=searchdata.MODEL, k=3, country="Iceland")
+    assert search.nearest(db, q, model=searchdata.MODEL, k=3, country="Iceland").equals(first)
+    db.client.command(
+        "INSERT INTO photos SELECT * REPLACE ('Iceland' AS photo_location_country, toUInt64(9) AS version) "
+        "FROM photos FINAL WHERE photo_id = 'p0042'"
+    )
+    after = search.nearest(db, q, model=searchdata.MODEL, k=3, country="Iceland")
+    assert after["photo_id"].iloc[0] == "p0042" and "p0042" not in first["photo_id"].tolist()
+    assert_same(after, from_tables(db, q, k=3, country="Iceland"))

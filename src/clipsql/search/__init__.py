@@ -13,9 +13,10 @@ Query kinds, one public function each, all returning pandas DataFrames:
 | :func:`facets` | any of the above: counts per facet among the top-n | facets |
 | :func:`nearest` | a vector you bring, (d,) float32 | search_photos |
 
-(The query files read the search relation photo_search. On chdb search_photos runs as its
-twin search_photos_snapshot over the store's in-memory search snapshot, which returns the
-same rows in under half the time: :mod:`clipsql.snapshot`.)
+(The query files read the search relation photo_search. On chdb, search_photos is answered
+from the store's search snapshot instead: the vectors copied into this process and scored
+there (:class:`~clipsql.search.memory.InMemoryVectors`), the photos a filter lets through
+asked of the snapshot's table; the same rows: :mod:`clipsql.snapshot`.)
 
 Photo results have the columns photo_id, distance (cosine, 0..2), description, photo_url,
 photo_image_url; closest first, ties broken by photo_id. Every kind takes the same optional

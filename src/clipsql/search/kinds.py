@@ -16,8 +16,9 @@ a filter, and refused as ``BadArgument: unknown filter NAME; filters are ...``.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pandas as pd
 
@@ -38,12 +39,18 @@ from .vectors import check_query_vector, photo_vector
 StorePath = str | os.PathLike
 
 
-def _open(db: Store | None, store: StorePath | None, backend: Backend):
+@contextlib.contextmanager
+def _open(db: Store | None, store: StorePath | None, backend: Backend) -> Iterator[Store]:
     """The store to search: `db` itself (left open), else one opened from `store` and the
-    backend keywords (closed when the block ends)."""
-    return use_store(
+    backend keywords (closed when the block ends). A store opened here serves one search,
+    so it builds no search snapshot: building one costs more than the one search it would
+    serve (~0.4 s at 25,000 photos against ~60 ms over the tables, bench/search_latency.py)."""
+    with use_store(
         db, store, clickhouse_url=backend["clickhouse_url"], duckdb=backend["duckdb"], wait_s=backend["wait_s"]
-    )
+    ) as opened:
+        if db is None:
+            opened.search_snapshot_max_bytes = 0
+        yield opened
 
 
 def _ranked(

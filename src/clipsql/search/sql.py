@@ -11,13 +11,19 @@ import time
 import numpy as np
 import pandas as pd
 
+import pyarrow.compute as pc
+
 from .. import snapshot
 from ..db import Store
 from ..queries import get_query
+from .checks import MAX_K, MAX_OFFSET
 from .filters import Filters
+from .memory import InMemoryVectors
 
 log = logging.getLogger(__name__)
 
+#: Filter sets whose passing rows a search snapshot keeps (the ones used last).
+ALLOWED_SETS_KEPT = 8
 #: Columns of a photo result.
 PHOTO_COLUMNS = ["photo_id", "distance", "description", "photo_url", "photo_image_url"]
 
@@ -62,15 +68,17 @@ def search_photos(
     for `model` that pass `filters` and lie within `max_distance` (cosine, 0..2).
 
     Runs queries/search_photos.sql (over photo_search), or on a store with a search snapshot
-    (:mod:`clipsql.snapshot`) its twin over the snapshot, with the same filter conditions.
+    (:mod:`clipsql.snapshot`) scores the snapshot's copy of the vectors in this process, the
+    rows a filter lets through given by the same filter conditions over the snapshot.
 
     Returns:
         The query's rows (photo columns, closest first), not yet shaped by :func:`photo_frame`.
     """
     values = dict(query_vec=vector, model=model, k=k, offset=offset, max_distance=max_distance)
-    if snapshot.use_snapshot(db, model):
+    found = snapshot.use_snapshot(db, model) if k <= MAX_K and offset <= MAX_OFFSET else None
+    if found is not None:
         try:
-            return run_query(db, snapshot.SNAPSHOT_QUERIES["search_photos"], filters, **values)
+            return _search_snapshot(db, found, vector, model, filters, k=k, offset=offset, max_distance=max_distance)
         except Exception as exc:
             if not db.is_missing_table(exc):
                 raise
@@ -78,3 +86,53 @@ def search_photos(
             log.warning("the search snapshot is gone from this session; searching the tables")
             snapshot.discard(db)
     return run_query(db, "search_photos", filters, **values)
+
+
+def _search_snapshot(
+    db: Store,
+    found,
+    vector: list[float],
+    model: str,
+    filters: Filters,
+    *,
+    k: int,
+    offset: int,
+    max_distance: float | None,
+) -> pd.DataFrame:
+    """:func:`search_photos` over the store's snapshot `found`: the photos passing `filters`
+    from its Memory table (queries/snapshot_photo_ids.sql), their vectors scored in this
+    process (:class:`InMemoryVectors`, copied on the snapshot's first search)."""
+    copy = found.cache.get("vectors")
+    if copy is None:
+        started = time.perf_counter()
+        table = db.query_arrow(get_query("snapshot_vectors").executable_sql, {"model": model})
+        copy = InMemoryVectors.from_arrow(table, dim=len(vector), model=model)
+        # The shown columns in the copy's row order (photo_id, as bytes, as it sorts them), as
+        # numpy arrays: a page is a few fancy-indexing takes, no Arrow -> pandas conversion.
+        shown = table.select(PHOTO_COLUMNS[:1] + PHOTO_COLUMNS[2:])
+        shown = shown.take(pc.sort_indices(shown, [("photo_id", "ascending")]))
+        found.cache["shown"] = {name: shown.column(name).to_numpy(zero_copy_only=False) for name in shown.column_names}
+        found.cache["vectors"] = copy
+        log.info("search snapshot of %r: %d vectors copied in %.0f ms", model, len(copy), _ms(started))
+    allowed = None
+    if filters.active:
+        # The rows a filter lets through, kept with the snapshot for the filter sets used last
+        # (an analyst tries several texts with one filter): the same until the tables change.
+        key = ("allowed", tuple(filters.items()))  # (name, value) of the filters set, in registry order
+        allowed = found.cache.get(key)
+        if allowed is None:
+            passing = run_query(db, "snapshot_photo_ids", filters, model=model)["photo_id"]
+            allowed = copy.rows_of(passing.to_numpy())
+            keys = [k for k in found.cache if isinstance(k, tuple) and k[0] == "allowed"]
+            for old in keys[: max(0, len(keys) + 1 - ALLOWED_SETS_KEPT)]:
+                del found.cache[old]
+            found.cache[key] = allowed
+    hits = copy.search(vector, k, offset=offset, max_distance=max_distance, allowed=allowed)
+    shown = found.cache["shown"]
+    columns = {"photo_id": shown["photo_id"][hits.rows], "distance": hits.distances.astype(np.float64)}
+    columns.update((name, shown[name][hits.rows]) for name in PHOTO_COLUMNS[2:])
+    return pd.DataFrame(columns)
+
+
+def _ms(started: float) -> float:
+    return 1000 * (time.perf_counter() - started)
