@@ -105,7 +105,7 @@ def _search_snapshot(
     copy = found.cache.get("vectors")
     if copy is None:
         started = time.perf_counter()
-        table = db.query_arrow(get_query("snapshot_vectors").executable_sql, {"model": model})
+        table = db.query_arrow(db.translate(get_query("snapshot_vectors").executable_sql), {"model": model})
         copy = InMemoryVectors.from_arrow(table, dim=len(vector), model=model)
         # The shown columns in the copy's row order (photo_id, as bytes, as it sorts them), as
         # numpy arrays: a page is a few fancy-indexing takes, no Arrow -> pandas conversion.
