@@ -638,9 +638,9 @@ class _Job:
 
         t0 = time.perf_counter()
         if db.capabilities.vector_index:
-            # Every width's index after a change; otherwise only a width without one (a store
-            # upgraded from 512-only gets its index from its first refresh, even an idle one).
-            db.after_load(only_missing=not (self.stage("embed").ok or self.purged or self.renamed))
+            # After every run, even one that loaded nothing: a run killed while it brought the
+            # indexes up to date, a store upgraded from 512-only, a vector deleted by hand.
+            db.after_load()
             log.info("vector indexes up to date")
         index = self.stage("index")
         index.ok, index.seconds = self.stage("embed").ok, time.perf_counter() - t0

@@ -1,7 +1,7 @@
 -- photo_embeddings_ann_<dim>: the approximate (HNSW) index of every stored vector <dim> wide,
 -- one table per width, so models of different widths each have an index of their own width
 -- (an HNSW index holds one width). A copy of those rows of photo_embeddings that
--- clipsql.engines.clickhouse brings up to date after every refresh (sync_ann_table.sql):
+-- clipsql.engines.clickhouse brings up to date after every refresh (add_ann_rows.sql, ...):
 -- photo_embeddings stays the table of record and is searched exactly; this one is what
 -- `ORDER BY cosineDistance(embedding, q) LIMIT k` reads when an approximate answer is wanted
 -- (queries/search_photos_ann.sql).

@@ -224,7 +224,7 @@ class Store:
         """Insert `data` into `table` (a name of :data:`TABLES`), replacing rows of the same key."""
         raise NotImplementedError
 
-    def _after_load(self, only_missing: bool) -> bool:
+    def _after_load(self) -> bool:
         """See :meth:`after_load`."""
         raise NotImplementedError
 
@@ -433,17 +433,16 @@ class Store:
         """Run a query written in ClickHouse's dialect ({name:Type} parameters) on this store."""
         return self.query_df(self.translate(sql), parameters)
 
-    def after_load(self, *, only_missing: bool = False) -> bool:
-        """Finish a load so that approximate searches see it: bring each width's vector index
-        up to the stored vectors (on engines that have one); blocks until done.
-        `only_missing=True` only creates and fills the index of a width that has none yet
-        (a store upgraded from 512-only, a refresh that loaded nothing).
+    def after_load(self) -> bool:
+        """Bring each width's vector index up to the stored vectors (on engines that have
+        one): rows added and removed, the index built for rows added; cheap when nothing
+        changed, and a run killed midway is finished by the next. Blocks until done.
 
         Returns:
             True when there was work of this kind to do (the engine has a vector index).
         """
         with self.session():
-            return self._after_load(only_missing)
+            return self._after_load()
 
     def remember(self, key, compute):
         """`compute()`, kept under `key` for :data:`MEMO_TTL_S` seconds unless anything is

@@ -142,6 +142,9 @@ def open_target(target, **lease) -> ChdbStore:
 #: could not take the lock on `<data>/status`.
 CANNOT_OPEN_FILE = 76
 _CODE_RE = re.compile(r"\bCode:\s*(\d+)")
+#: What the engine says when another process holds the lock on `<data>/status`
+#: (ClickHouse's StatusFile).
+_HELD_TEXT = "Another server instance in same directory is already running"
 
 
 def connect_chdb(target):
@@ -201,7 +204,11 @@ def _start_engine(target):
     reason = said_lines[0] if said_lines else (str(failure).strip().splitlines() or [type(failure).__name__])[0]
     reason = re.sub(r"\?udf_path=[^'\s]*", "", reason).split(", Stack trace")[0]
     # chdb raises plain exceptions; the engine's code is in its text, as clickhouse-connect reads it.
-    code = _CODE_RE.search(f"{failure} {engine_text}")
-    if code and int(code.group(1)) == CANNOT_OPEN_FILE and (path / "status").exists():
+    text = f"{failure} {engine_text}"
+    # Every code in the text: the exception and the engine's own words may carry different ones.
+    codes = {int(code) for code in _CODE_RE.findall(text)}
+    # The holder may be gone by now, its status file with it (the engine removes it when it
+    # closes): the engine's own words say the lock was held a moment ago, so a wait tries again.
+    if CANNOT_OPEN_FILE in codes and ((path / "status").exists() or _HELD_TEXT in text):
         raise store_busy(path.parent, path, None, root) from failure
     raise StoreError(f"cannot open chdb store at {path}: {reason}") from failure

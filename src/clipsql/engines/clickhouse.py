@@ -88,25 +88,29 @@ class ClickHouseStore(Store):
     def ann_table(self, dim):
         return ann_table_name(dim)
 
-    def _after_load(self, only_missing):
+    def _after_load(self):
         """Bring every width's approximate index (photo_embeddings_ann_<dim>) up to
-        photo_embeddings, creating the table of a width seen for the first time, and build
-        the HNSW index of the rows added (blocks until done); with `only_missing` just the
-        widths without a table yet. The widths are those of the stored vectors
-        (sql/clickhouse/vector_index/vector_widths.sql)."""
-        folder = sql_dir() / "clickhouse" / "vector_index"
-        widths = [
-            int(d) for d in self._query_df((folder / "vector_widths.sql").read_text(encoding="utf-8"), None)["dim"]
-        ]
-        if only_missing:
-            existing = set(
-                self._query_df("SELECT name FROM system.tables WHERE database = currentDatabase()", None)["name"]
-            )
-            widths = [dim for dim in widths if self.ann_table(dim) not in existing]
-        for dim in widths:
+        photo_embeddings: create the table of a width seen for the first time, add the rows
+        it lacks, remove those whose vector is gone, and build the HNSW index when rows were
+        added (blocks until done). Each step is idempotent and cheap when there is nothing to
+        do, so it runs after every refresh, and one killed midway is finished by the next.
+        The widths are those of the stored vectors (sql/clickhouse/vector_index/)."""
+
+        def sql(name: str) -> str:
+            return (sql_dir() / "clickhouse" / "vector_index" / f"{name}.sql").read_text(encoding="utf-8")
+
+        for dim in (int(d) for d in self._query_df(sql("vector_widths"), None)["dim"]):
             for statement in split_statements(ann_table_ddl(dim)):
                 self._execute(statement, None)
-            self.run_script("sync_ann_table", {"ann_table": self.ann_table(dim), "dim": dim}, folder="vector_index")
+            table = {"ann_table": self.ann_table(dim)}
+            width = {**table, "dim": dim}
+            before = int(self._query_df(sql("ann_row_count"), table)["n"].iloc[0])
+            self._execute(sql("add_ann_rows"), width)
+            added = int(self._query_df(sql("ann_row_count"), table)["n"].iloc[0]) - before
+            if int(self._query_df(sql("stale_ann_rows"), width)["n"].iloc[0]):
+                self._execute(sql("drop_stale_ann_rows"), width)
+            if added:
+                self._execute(sql("materialize_ann_index"), table)
         self.forget()
         return True
 

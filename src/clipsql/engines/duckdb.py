@@ -90,7 +90,7 @@ class DuckDBStore(Store):
         finally:
             self.connection.unregister(_INCOMING)
 
-    def _after_load(self, only_missing):
+    def _after_load(self):
         return False  # no vector index to build: DuckDB searches scan
 
     def is_missing_table(self, exc):
