@@ -38,7 +38,7 @@ INIT = "__init__"
 #: The layers, lowest first; a module may import modules of its own layer or of a lower one.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "resources", "constants"),  # exceptions; where files live; constants several layers use
-    ("images", "cache", "sqlfiles"),  # image decoding; the image cache's layout; the SQL files' syntax
+    ("images", "cache", "sqlfiles", "families"),  # image decoding; the image cache's layout; the SQL files' syntax; model families
     ("queries",),  # the named-query registry (reads queries/, needs no engine)
     ("dialect",),  # ClickHouse query text -> DuckDB (and MyScale)
     ("lock", "unrecorded"),  # the store's refresh lock; the runs that could not get the store
@@ -55,7 +55,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("search.filters", "search.terms", "search.inputs", "search.vectors", "search.models", "search.memory"),
     ("search.options",),  # SearchOptions, FacetOptions, the keyword folding
     ("search.sql",),  # running the photo queries
-    ("search.rerank",),  # exact and MMR re-ranking
+    ("search.rerank", "search.model_rerank"),  # exact and MMR re-ranking; re-ranking by an image-text matching model
     ("search.kinds",),  # the query kinds
     ("search", "status", "render"),  # reading a store: search, its state, the notebooks' views
     ("evaluate", "udf"),  # built on search (combine_vectors, resolve_model)

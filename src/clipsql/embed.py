@@ -1,10 +1,12 @@
-"""Embed stage: CLIP image and text embeddings, batched, L2-normalized float32.
+"""Embed stage: image and text embeddings of a dual encoder, batched, L2-normalized float32.
 
-Public entry points: :class:`ClipEmbedder` (the model, for images and query texts) and
-:func:`embed_photos` (the stage: cached image files -> vectors, with decoding and
-preprocessing of the next batch running in a background thread while the model runs).
+Public entry points: :class:`Embedder` (the model, for images and query texts;
+`ClipEmbedder` is its former name) and :func:`embed_photos` (the stage: cached image files
+-> vectors, with decoding and preprocessing of the next batch running in a background
+thread while the model runs).
 
-The model is any transformers CLIP checkpoint: a hub name (default
+The model is any transformers checkpoint of a family in :mod:`clipsql.families` (CLIP,
+SigLIP, SigLIP 2, MetaCLIP 2, AltCLIP, Chinese-CLIP, ALIGN, AIMv2): a hub name (default
 `openai/clip-vit-base-patch32`, 512-dim) or a local directory, which is loaded with
 `local_files_only=True` so no network is touched.
 """
@@ -19,7 +21,6 @@ import queue
 import re
 import threading
 import time
-from typing import TYPE_CHECKING, Any
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -27,10 +28,8 @@ import numpy as np
 
 from .constants import DEFAULT_MODEL
 from .errors import BadArgument, ModelError
+from .families import TOWER_PARTS, TOWERS, embedding_width, family_of, family_of_config_file, text_length_limit
 from .images import InvalidImage, open_rgb
-
-if TYPE_CHECKING:  # torch is imported when a model loads, not when clipsql.embed does
-    import torch
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +75,20 @@ def check_model_source(model: str | os.PathLike, why: str = "") -> None:
         raise ModelError(f"model directory {text!r} does not exist{why}")
 
 
+def check_dual_encoder(model: str | os.PathLike, why: str = "") -> None:
+    """:func:`check_model_source`, and for a local directory, that its config.json names a
+    dual-encoder family clipsql loads (read without loading weights or importing torch), so
+    a checkpoint of another kind stops before any work.
+
+    Raises:
+        ModelError: a missing directory, no readable config.json, or another kind of model
+            (the message names the families accepted).
+    """
+    check_model_source(model, why)
+    if Path(os.fspath(model)).expanduser().is_dir():
+        family_of_config_file(model)
+
+
 def resolve_device(device: str = "auto") -> str:
     """'auto' -> 'cuda' if available, else 'mps' if available, else 'cpu'; others as given.
 
@@ -102,57 +115,128 @@ def model_label(model: str) -> str:
     return path.resolve().name if path.is_dir() else model
 
 
-class ClipEmbedder:
-    """A CLIP model with its processor, producing L2-normalized float32 embeddings.
+class Embedder:
+    """An image-text dual encoder (any family of :data:`clipsql.families.FAMILIES`: CLIP,
+    SigLIP, SigLIP 2, MetaCLIP 2, AltCLIP, Chinese-CLIP, ALIGN, AIMv2) with its processor,
+    producing L2-normalized float32 embeddings.
+
+    The family is read from the checkpoint's config (``model_type``); a checkpoint of any
+    other kind is refused before its weights load. `towers` picks what is loaded: "text"
+    (queries and the SQL function: about half the weights), "image" (the refresh) or "both".
+    Where transformers has a class for one tower alone (CLIP, SigLIP, SigLIP 2, MetaCLIP 2) only
+    that tower's weights are read; the other families load whole and let go of the other tower.
 
     Args:
         model: hub name (e.g. 'openai/clip-vit-base-patch32') or a local checkpoint directory.
         device: 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda[:N]' or 'mps'.
         name: the label stored with the vectors; defaults to :func:`model_label`.
         progress: show transformers' weight-loading bar.
+        towers: "both", "text" or "image".
 
     Attributes:
-        dim: embedding dimension (the checkpoint's projection_dim, 512 for ViT-B/32).
+        dim: embedding width d (512 for ViT-B/32 CLIP), the same for both towers.
+        family: the checkpoint's :class:`clipsql.families.Family`.
         name: the label stored with each vector.
         source: what was loaded (hub name or directory path).
 
     Raises:
-        ModelError: the checkpoint cannot be loaded or is not a CLIP model.
-        BadArgument: bad device.
+        ModelError: the checkpoint cannot be loaded, is no dual encoder of a known family,
+            lacks a tower's weights, or its towers' widths differ.
+        BadArgument: bad device or towers.
     """
 
     def __init__(
-        self, model: str = DEFAULT_MODEL, *, device: str = "auto", name: str | None = None, progress: bool = True
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        device: str = "auto",
+        name: str | None = None,
+        progress: bool = True,
+        towers: str = "both",
     ):
         import torch
-        from transformers import CLIPModel, CLIPProcessor
+        import transformers
         from transformers.utils import logging as hf_logging
 
+        if towers not in TOWERS:
+            raise BadArgument(f"towers must be one of {', '.join(TOWERS)}, got {towers!r}")
         if not progress:
             hf_logging.disable_progress_bar()
 
         self.device = resolve_device(device)
         self.source = str(model)
         self.name = name or model_label(self.source)
-        check_model_source(self.source)
+        self.towers = towers
+        check_dual_encoder(self.source)
         local = Path(self.source).expanduser().is_dir()
         try:
-            self.model = CLIPModel.from_pretrained(self.source, local_files_only=local)
-            self.processor = CLIPProcessor.from_pretrained(self.source, local_files_only=local)
+            config = transformers.AutoConfig.from_pretrained(self.source, local_files_only=local)
         except (OSError, ValueError, KeyError) as exc:
-            raise ModelError(f"cannot load CLIP model {self.source!r}: {exc}") from exc
+            raise ModelError(f"cannot load model {self.source!r}: {exc}") from exc
+        self.family = family_of(getattr(config, "model_type", None), self.source)
+        self.config = config
+        self.dim = embedding_width(config, self.source)
+        try:
+            self.processor = transformers.AutoProcessor.from_pretrained(self.source, local_files_only=local)
+            self.text_model = self.image_model = None
+            if towers == "both":
+                self.text_model = self.image_model = self._load_whole(local)
+            elif towers == "text":
+                self.text_model = self._load_tower("text", local)
+            else:
+                self.image_model = self._load_tower("image", local)
+        except (OSError, ValueError, KeyError, ImportError) as exc:
+            raise ModelError(f"cannot load {self.family.title} model {self.source!r}: {exc}") from exc
         # fp16 halves memory and doubles throughput on CUDA; CPU and MPS stay in fp32.
         self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
-        # transformers types `to` through a decorator as if it took the model: called as documented.
-        self.model = self.model.to(self.device, dtype=self.dtype).eval()  # type: ignore[arg-type]
-        dim = self.model.config.projection_dim
-        if not isinstance(dim, int) or dim < 1:
-            raise ModelError(f"CLIP model {self.source!r} has no projection_dim in its config (got {dim!r})")
-        self.dim = dim
+        for tower in {id(m): m for m in (self.text_model, self.image_model) if m is not None}.values():
+            # transformers types `to` through a decorator as if it took the model: called as documented.
+            tower.to(self.device, dtype=self.dtype).eval()  # type: ignore[arg-type]
+        tokenizer = getattr(self.processor, "tokenizer", None)
+        self.max_text_tokens = text_length_limit(config, tokenizer, self.family)
+
+    def _load_whole(self, local: bool):
+        import transformers
+
+        extra = {"attn_implementation": self.family.attention} if self.family.attention else {}
+        return transformers.AutoModel.from_pretrained(self.source, local_files_only=local, **extra)
+
+    def _load_tower(self, tower: str, local: bool):
+        """One tower: its own class where transformers has one (only its weights are read),
+        else the whole model with the other tower let go (its memory returns when collected)."""
+        import copy
+
+        import transformers
+
+        class_name = self.family.text_class if tower == "text" else self.family.image_class
+        if class_name is None:
+            model = self._load_whole(local)
+            for part in TOWER_PARTS["image" if tower == "text" else "text"]:
+                if getattr(model, part, None) is not None:
+                    setattr(model, part, None)
+            return model
+        tower_config = copy.deepcopy(self.config.text_config if tower == "text" else self.config.vision_config)
+        projection_dim = getattr(self.config, "projection_dim", None)
+        if projection_dim is not None and hasattr(tower_config, "projection_dim"):
+            # The whole config holds the projection width; the tower's own default (512) may differ.
+            tower_config.projection_dim = projection_dim
+        with _quiet_transformers():
+            model, info = getattr(transformers, class_name).from_pretrained(
+                self.source, config=tower_config, local_files_only=local, output_loading_info=True
+            )
+        missing = [key for key in info.get("missing_keys", ()) if not key.endswith("position_ids")]
+        if missing:
+            raise ModelError(
+                f"{self.family.title} model {self.source!r}: its {tower} tower lacks weights "
+                f"({', '.join(sorted(missing)[:5])}{', ...' if len(missing) > 5 else ''})"
+            )
+        return model
 
     # --- preprocessing (CPU, thread-safe) ---
-    def preprocess(self, images: Sequence) -> torch.Tensor:
-        """PIL RGB images -> pixel_values (n, 3, H, W) float32, the checkpoint's own processing.
+    def preprocess(self, images: Sequence) -> dict:
+        """PIL RGB images -> the image tower's inputs, the checkpoint's own processing: a dict
+        of tensors with n rows each (pixel_values (n, 3, H, W) float32; SigLIP 2 NaFlex also
+        pixel_attention_mask and spatial_shapes).
 
         Images longer than :data:`MAX_ASPECT_BEFORE_CROP` times their width (or wider than
         that times their height) are first cut to that ratio around their centre when the
@@ -162,15 +246,32 @@ class ClipEmbedder:
         size = getattr(image_processor, "size", None) or {}
         if getattr(image_processor, "do_center_crop", False) and "shortest_edge" in size:
             images = [_cut_to_aspect(im, MAX_ASPECT_BEFORE_CROP) for im in images]
-        return self.processor(images=list(images), return_tensors="pt")["pixel_values"]
+        inputs = self.processor(images=list(images), return_tensors="pt")
+        return {key: inputs[key] for key in _IMAGE_INPUTS if key in inputs}
 
     # --- inference ---
-    def embed_pixels(self, pixel_values) -> np.ndarray:
-        """pixel_values (n, 3, H, W) -> (n, dim) float32, L2-normalized."""
+    def embed_pixels(self, inputs) -> np.ndarray:
+        """The image tower's inputs (:meth:`preprocess`'s dict, or a pixel_values tensor
+        (n, 3, H, W)) -> (n, dim) float32, L2-normalized.
+
+        Raises:
+            BadArgument: the image tower was not loaded (towers="text").
+        """
         import torch
 
+        if self.image_model is None:
+            raise BadArgument(f"model {self.name!r} was loaded with its text tower only: it cannot embed images")
+        if not isinstance(inputs, dict):
+            inputs = {"pixel_values": inputs}
+        inputs = {
+            key: value.to(self.device, dtype=self.dtype) if key == "pixel_values" else value.to(self.device)
+            for key, value in inputs.items()
+        }
         with torch.inference_mode():
-            out = self.model.get_image_features(pixel_values=pixel_values.to(self.device, dtype=self.dtype))
+            if self.image_model is self.text_model or self.family.image_class is None or self.towers != "image":
+                out = self.image_model.get_image_features(**inputs)
+            else:
+                out = getattr(self.image_model(**inputs), self.family.image_output)
             return _normalized(_features(out))
 
     def embed_images(self, images: Sequence) -> np.ndarray:
@@ -178,35 +279,69 @@ class ClipEmbedder:
         return self.embed_pixels(self.preprocess([im.convert("RGB") for im in images]))
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Texts -> (n, dim) float32, L2-normalized; truncated to the model's 77 tokens.
+        """Texts in any language and script -> (n, dim) float32, L2-normalized; truncated to
+        the text tower's length (77 tokens for CLIP, 64 for SigLIP) and padded as the family
+        was trained (SigLIP: to that length).
 
         Raises:
-            BadArgument: a text is not a str.
+            BadArgument: a text is not a str, or the text tower was not loaded (towers="image").
         """
         import torch
 
+        if self.text_model is None:
+            raise BadArgument(f"model {self.name!r} was loaded with its image tower only: it cannot embed texts")
         for text in texts:
             if not isinstance(text, str):
                 raise BadArgument(f"a query text must be a string, got {type(text).__name__}")
-        # The text tower's position table bounds the length (77 for CLIP); a tokenizer saved
-        # without model_max_length would otherwise let long texts overflow it.
-        text_config: Any = self.model.config.text_config
-        max_length = int(text_config.max_position_embeddings)
+        if self.family.lowercase_text:
+            texts = [text.lower() for text in texts]
         tokens = self.processor.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            list(texts),
+            padding="max_length" if self.family.pad_to_max_length else True,
+            truncation=True,
+            max_length=self.max_text_tokens,
+            return_tensors="pt",
         )
+        # The tokenizer returns what its tower was trained with (SigLIP: input_ids alone, no mask).
+        tokens = {key: value.to(self.device) for key, value in tokens.items()}
         with torch.inference_mode():
-            out = self.model.get_text_features(**{k: v.to(self.device) for k, v in tokens.items()})
+            if self.text_model is self.image_model or self.family.text_class is None or self.towers != "text":
+                out = self.text_model.get_text_features(**tokens)
+            else:
+                out = getattr(self.text_model(**tokens), self.family.text_output)
             return _normalized(_features(out))
 
 
+#: The name clipsql used when it loaded CLIP only; kept for callers that import it.
+ClipEmbedder = Embedder
+
+#: The image tower inputs a processor may return (SigLIP 2 NaFlex: all three).
+_IMAGE_INPUTS = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
+
+
+class _quiet_transformers:
+    """Silences transformers' load report while one tower loads from a whole checkpoint (the
+    other tower's weights are expected to be left unread) and restores the verbosity after."""
+
+    def __enter__(self):
+        from transformers.utils import logging as hf_logging
+
+        self._level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(self._level)
+
+
 @functools.lru_cache(maxsize=4)
-def cached_embedder(source: str, name: str, device: str) -> ClipEmbedder:
-    """The :class:`ClipEmbedder` of checkpoint `source` (labelled `name`) on `device`, loaded
-    once per process and kept (the 4 used last): loading a model costs seconds, and a notebook's
-    searches, the DuckDB SQL function and the UDF script ask for it on every query. No
-    progress bars."""
-    return ClipEmbedder(source, device=device, name=name, progress=False)
+def cached_embedder(source: str, name: str, device: str, towers: str = "both") -> Embedder:
+    """The :class:`Embedder` of checkpoint `source` (labelled `name`) on `device` with
+    `towers` ("text" for queries: about half the weights), loaded once per process and kept
+    (the 4 used last): loading a model costs seconds, and a notebook's searches, the DuckDB
+    SQL function and the UDF script ask for it on every query. No progress bars."""
+    return Embedder(source, device=device, name=name, progress=False, towers=towers)
 
 
 def _cut_to_aspect(image, max_ratio: float):
@@ -231,7 +366,6 @@ def _describe(exc: BaseException) -> str:
 def _preprocess_each(embedder: ClipEmbedder, ids: list[str], images: list):
     """(ids, pixel_values or None, failures): the batch preprocessed at once, or, when that
     fails, image by image so that one bad image fails alone (reason EMBED_FAILED)."""
-    import torch
 
     if not images:
         return ids, None, []
@@ -246,7 +380,7 @@ def _preprocess_each(embedder: ClipEmbedder, ids: list[str], images: list):
             except Exception as exc:  # noqa: BLE001
                 log.debug("photo %s: preprocessing failed", photo_id, exc_info=True)
                 failures.append((photo_id, EMBED_FAILED, f"preprocessing: {_describe(exc)}"))
-        return kept_ids, (torch.cat(tensors) if tensors else None), failures
+        return kept_ids, (_concat_inputs(tensors) if tensors else None), failures
 
 
 def _embed_each(embedder: ClipEmbedder, ids: list[str], pixels):
@@ -259,13 +393,26 @@ def _embed_each(embedder: ClipEmbedder, ids: list[str], pixels):
         kept_ids, vectors, failures = [], [], []
         for i, photo_id in enumerate(ids):
             try:
-                vectors.append(embedder.embed_pixels(pixels[i : i + 1]))
+                vectors.append(embedder.embed_pixels(_row_of_inputs(pixels, i)))
                 kept_ids.append(photo_id)
             except Exception as exc:  # noqa: BLE001
                 failures.append((photo_id, EMBED_FAILED, f"model: {_describe(exc)}"))
         if not kept_ids:
             raise batch_error
         return kept_ids, np.concatenate(vectors), failures
+
+
+def _concat_inputs(parts: list[dict]) -> dict:
+    """The image-tower input dicts of several batches as one (each key's tensors concatenated
+    along the rows)."""
+    import torch
+
+    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+
+def _row_of_inputs(inputs: dict, i: int) -> dict:
+    """Row `i` of an image-tower input dict, as a batch of one."""
+    return {key: value[i : i + 1] for key, value in inputs.items()}
 
 
 def _features(out):
@@ -275,11 +422,19 @@ def _features(out):
 
 
 def _normalized(features) -> np.ndarray:
-    import torch
+    """(n, d) features -> (n, d) float32, L2-normalized, in float64 so that features of any
+    magnitude (a small model's may be 1e-18) keep their direction.
 
-    features = features.float()
-    features = features / torch.linalg.vector_norm(features, dim=-1, keepdim=True).clamp_min(1e-12)
-    return features.cpu().numpy().astype(np.float32, copy=False)
+    Raises:
+        ValueError: a row is all zeros or not finite: it has no direction to store (the
+            refresh records that photo as failed and goes on).
+    """
+    values = features.detach().double().cpu().numpy()
+    norms = np.linalg.norm(values, axis=-1, keepdims=True)
+    bad = ~np.isfinite(norms[:, 0]) | (norms[:, 0] == 0)
+    if bad.any():
+        raise ValueError(f"the model gave {int(bad.sum())} embedding(s) of zero or non-finite length")
+    return (values / norms).astype(np.float32)
 
 
 @dataclasses.dataclass

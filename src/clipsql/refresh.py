@@ -57,7 +57,7 @@ from .constants import (
 from . import unrecorded
 from .db import Store, check_wait, open_store, store_root
 from .download import DownloadOptions, DownloadResult, download_photos
-from .embed import DEFAULT_BATCH_SIZE, EMBED_FAILED, ClipEmbedder, check_model_source, embed_photos, model_label
+from .embed import DEFAULT_BATCH_SIZE, EMBED_FAILED, Embedder, check_dual_encoder, embed_photos, model_label
 from .errors import BadArgument, ModelError, SourceError, StoreBusy
 from .load import Loader
 from .lock import StoreLock
@@ -253,7 +253,8 @@ def refresh(
             # reported before seconds are spent loading the model.
             reader = open_source(source, limit=limit, cache_dir=db.root)
             job.plan(reader)
-            embedder = ClipEmbedder(model, device=device, name=model_name, progress=progress)
+            # The refresh embeds photos only: the image tower alone (about half the weights).
+            embedder = Embedder(model, device=device, name=model_name, progress=progress, towers="image")
             job.run(embedder, reader)
         except BaseException as exc:
             interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
@@ -355,7 +356,7 @@ def _check_arguments(model, limit, batch_size, chunk_size, purge, retry_backoff_
         or not 0 <= max_delete_fraction <= 1
     ):
         raise BadArgument(f"max_delete_fraction must be a share between 0 and 1, got {max_delete_fraction!r}")
-    check_model_source(model)
+    check_dual_encoder(model)
 
 
 class _RunLog:
@@ -550,7 +551,7 @@ class _Job:
         self.renamed = len(pairs)
         log.info("%d image-folder photos renamed from their file stem to their path id", len(pairs))
 
-    def run(self, embedder: ClipEmbedder, reader: SourceReader) -> None:
+    def run(self, embedder: Embedder, reader: SourceReader) -> None:
         db, loader = self.db, self.loader
         self.run_log.source_version = reader.version
         models = get_query("models").run(db, min_vectors=0)
@@ -649,7 +650,7 @@ class _Job:
         if n and stage in self.bars:
             self.bars[stage].update(n)
 
-    def _chunk(self, number: int, chunk, source_version: str, embedder: ClipEmbedder) -> None:
+    def _chunk(self, number: int, chunk, source_version: str, embedder: Embedder) -> None:
         """Upsert one chunk's metadata, download what is missing, embed what has no vector.
 
         Counts in the stage summaries (and so in etl_runs) follow the writes: a photo counts

@@ -54,7 +54,7 @@ from typing import BinaryIO
 import numpy as np
 
 from .constants import DEFAULT_MODEL
-from .embed import cached_embedder, check_device_name, check_model_source, model_label
+from .embed import cached_embedder, check_device_name, check_dual_encoder, model_label
 from .errors import BadArgument, ClipsqlError, ModelError, StoreError
 from .resources import chdb_scripts_dir, sql_dir
 
@@ -223,7 +223,7 @@ def serve(
 
 def _load_text_model(model: str, device: str):
     """The (embedder, embed) pair of search.text for `model` (loaded, or cached in this process)."""
-    embedder = cached_embedder(model, model_label(model), device)
+    embedder = cached_embedder(model, model_label(model), device, "text")
     return embedder, embedder.embed_texts
 
 
@@ -399,7 +399,7 @@ def register_text_embedding(
 def _check_checkpoint(checkpoint: str) -> None:
     # A path that is not there fails now, with its name (as ClipEmbedder tells a path from a hub
     # name); a hub name can only fail when it is loaded.
-    check_model_source(
+    check_dual_encoder(
         checkpoint, f" (registering {FUNCTION_NAME}: pass source= the checkpoint's path on this machine)"
     )
 
@@ -411,7 +411,7 @@ def _register_duckdb(connection, checkpoint: str, label: str, device: str, batch
     # No annotations: DuckDB evaluates them (as strings, in this module's globals) to infer types.
     def clip_text_embedding(texts):
         """A chunk of rows, pyarrow string array (n,) -> pyarrow list<float> array (n,)."""
-        embedder = cached_embedder(checkpoint, label, device)  # loaded on the first call, then cached
+        embedder = cached_embedder(checkpoint, label, device, "text")  # loaded on the first call, then cached
         vectors = embed_rows(embedder.embed_texts, texts.to_pylist(), batch_size)
         lengths = np.array([0 if v is None else len(v) for v in vectors], dtype=np.int32)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
