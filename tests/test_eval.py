@@ -480,7 +480,7 @@ def test_undecodable_text_and_empty_files_are_errors_too(tmp_path):
     with pytest.raises(NotFound, match="does not exist"):
         read_captions(tmp_path / "nope.txt")
     with pytest.raises(BadArgument, match="captions format"):
-        read_captions(path, "tsv")
+        read_captions(path, "xml")
 
 
 def test_bad_arguments_are_refused_before_any_work(planted_set, tmp_path):

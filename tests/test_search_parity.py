@@ -85,6 +85,13 @@ PARAMS = {
         )
     ],
     "photo_vectors": [dict(model="tiny", photo_ids=["p0001", "p0002", "p0005", "nope"])],
+    # the same model with two query vectors: partly overlapping top-k lists
+    "model_overlap": [
+        dict(model_a="tiny", query_a=_query_vector(7), model_b="tiny", query_b=_query_vector(8), k=20),
+        dict(model_a="tiny", query_a=_query_vector(7), model_b="tiny", query_b=_query_vector(7), k=5),
+    ],
+    # a sample smaller than the store: both engines must pick the same photos (MD5 order)
+    "neighbour_distances": [dict(sample=150, k=5), dict(sample=5000, k=1)],
     # Needs clip_text_embedding (registered in `stores`); the tiny CLIP embeds the text.
     "search_text_sql": [
         dict(query="a dog on a beach", model="tiny", k=10),

@@ -3,8 +3,11 @@
 Public entry point: :func:`evaluate` (the `clipsql eval` command calls it). It
 
 1. reads a captions file (:func:`read_captions`): Flickr8k's ``name.jpg#0<TAB>caption``
-   (Flickr8k.token.txt), the Kaggle Flickr8k CSV (``image,caption`` header) or COCO captions
-   JSON (``{"images": [{"id", "file_name"}], "annotations": [{"image_id", "caption"}]}``);
+   (Flickr8k.token.txt), the Kaggle Flickr8k CSV (``image,caption`` header), COCO captions
+   JSON (``{"images": [{"id", "file_name"}], "annotations": [{"image_id", "caption"}]}``, an
+   annotation may carry a ``"language"``) or a TSV with the header
+   ``image<TAB>caption<TAB>language``; captions are UTF-8 text in any script, kept as written,
+   and `language` keeps those of one language (:func:`select_language`);
 2. embeds every image the captions name, and every caption, with the chosen model (images
    that are missing or undecodable are recorded with a reason, not fatal);
 3. loads the set into its own tables (sql/<dialect>/003_eval.sql: eval_sets, eval_images,
@@ -36,6 +39,11 @@ model loses little recall).
 The standard protocol (Karpathy & Fei-Fei 2015; the CLIP paper, Radford et al. 2021, table
 13) reports text -> image Recall@1/5/10 over the 1,000 test images (5,000 captions) of
 Flickr8k/Flickr30k or the 5,000 of COCO; `limit` takes the first N images of a file.
+
+Model A/B: :func:`evaluate_models` evaluates several models on the same captioned set, one
+eval set per model (``<name>@<model label>``), and lines their metrics up side by side
+(:class:`ModelComparison`); :func:`compare_models` compares two stored models' top-k photos
+for one text in SQL (queries/model_overlap.sql: overlap and Spearman's footrule).
 """
 
 from __future__ import annotations
@@ -67,7 +75,11 @@ from .queries import get_query
 log = logging.getLogger(__name__)
 
 #: Caption file formats read by :func:`read_captions`.
-CAPTION_FORMATS = ("flickr8k", "csv", "coco")
+CAPTION_FORMATS = ("flickr8k", "csv", "coco", "tsv")
+#: The columns of a TSV captions file's header line ('language' optional, any order; others ignored).
+TSV_COLUMNS = ("image", "caption", "language")
+#: Longest language value (a BCP 47 tag such as 'zh-Hant-TW' is far shorter; RFC 5646 section 4.4.1).
+MAX_LANGUAGE_CHARS = 35
 #: Query kinds: (description, query vectors of eval_caption_embeddings, same-orientation filter).
 QUERY_KINDS = {
     "plain": ("the caption; every image a candidate", "plain", False),
@@ -93,12 +105,16 @@ MAX_IMAGE_BYTES = 50 * 1024 * 1024
 
 @dataclasses.dataclass(frozen=True)
 class Caption:
-    """One caption: the image file it describes (relative to the images folder), its text,
-    and where it is in the captions file (a line number; COCO: its index in "annotations")."""
+    """One caption: the image file it describes (relative to the images folder), its text
+    (UTF-8, any script, as written but for surrounding white space), where it is in the
+    captions file (a line number; COCO: its index in "annotations"), and its language as the
+    file gives it (a TSV's language column, a COCO annotation's "language"; None when the
+    file gives none)."""
 
     image_id: str
     caption: str
     line: int
+    language: str | None = None
 
 
 def read_captions(path: str | os.PathLike, fmt: str = "auto") -> tuple[str, list[Caption]]:
@@ -111,9 +127,14 @@ def read_captions(path: str | os.PathLike, fmt: str = "auto") -> tuple[str, list
     - 'csv': the Kaggle Flickr8k captions.txt, a header ``image,caption`` then one
       ``name.jpg,caption`` per row (quoted or not; an unquoted caption may hold commas);
     - 'coco': COCO captions JSON, ``{"images": [{"id", "file_name"}, ...],
-      "annotations": [{"image_id", "caption"}, ...]}``, captions in annotation order.
+      "annotations": [{"image_id", "caption"}, ...]}``, captions in annotation order; an
+      annotation may carry ``"language": "de"`` (a file without it is of one language);
+    - 'tsv': a header line naming the tab-separated columns ``image``, ``caption`` and,
+      optionally, ``language`` (any order; other columns ignored), then one row per caption
+      (no quoting: a field holds no tab), e.g. ``img1.jpg<TAB>Ein Hund am Strand<TAB>de``.
 
-    Blank lines are skipped; captions are stripped of surrounding white space.
+    Blank lines are skipped; captions are stripped of surrounding white space and otherwise
+    kept as written: UTF-8 text in any script (Chinese, Arabic, emoji), no normalization.
 
     Returns:
         (the format read, the captions in file order).
@@ -137,7 +158,7 @@ def read_captions(path: str | os.PathLike, fmt: str = "auto") -> tuple[str, list
         raise SourceError(f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if fmt == "auto":
         fmt = _detect_format(path, text)
-    reader = {"flickr8k": _read_flickr8k, "csv": _read_csv, "coco": _read_coco}[fmt]
+    reader = {"flickr8k": _read_flickr8k, "csv": _read_csv, "coco": _read_coco, "tsv": _read_tsv}[fmt]
     captions = reader(path, text)
     if not captions:
         raise SourceError(f"{path}:1: no captions in the file")
@@ -150,14 +171,21 @@ def _detect_format(path: Path, text: str) -> str:
     first = next((line for line in text.splitlines() if line.strip()), "")
     if first.strip().lower().replace(" ", "") == "image,caption":
         return "csv"
+    if path.suffix.lower() == ".tsv" or {"image", "caption"} <= _tsv_header(first):
+        return "tsv"
     if "\t" in first:
         return "flickr8k"
     line = next((n for n, line in enumerate(text.splitlines(), 1) if line.strip()), 1)
     raise SourceError(
         f"{path}:{line}: cannot tell the captions format: the first line is neither "
-        f"'name.jpg#0<TAB>caption' (Flickr8k), the header 'image,caption' (CSV) nor "
-        f"COCO JSON; give the format"
+        f"'name.jpg#0<TAB>caption' (Flickr8k), the header 'image,caption' (CSV), the header "
+        f"'image<TAB>caption<TAB>language' (TSV) nor COCO JSON; give the format"
     )
+
+
+def _tsv_header(line: str) -> set[str]:
+    """The column names of a TSV header line, lower-cased."""
+    return {cell.strip().lower() for cell in line.split("\t")} if "\t" in line else set()
 
 
 def _fail(path: Path, line: int | str, message: str) -> SourceError:
@@ -255,8 +283,86 @@ def _read_coco(path: Path, text: str) -> list[Caption]:
         key = entry["image_id"]
         if isinstance(key, bool) or not isinstance(key, (int, str)) or key not in files:
             raise _fail(path, where, f'image_id {key!r} is not the "id" of an entry of "images"')
-        out.append(Caption(files[key], _caption_text(path, where, entry["caption"]), index))
+        language = _language(path, where, entry.get("language"))
+        out.append(Caption(files[key], _caption_text(path, where, entry["caption"]), index, language))
     return out
+
+
+def _read_tsv(path: Path, text: str) -> list[Caption]:
+    out = []
+    columns: dict[str, int] | None = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            continue
+        cells = raw.split("\t")
+        if columns is None:
+            names = [cell.strip().lower() for cell in cells]
+            if "image" not in names or "caption" not in names or len(set(names)) != len(names):
+                raise _fail(path, number, f"expected the header 'image<TAB>caption<TAB>language', got {raw[:120]!r}")
+            columns = {name: names.index(name) for name in TSV_COLUMNS if name in names}
+            continue
+        if len(cells) <= max(columns.values()):
+            needed = max(columns.values()) + 1
+            raise _fail(path, number, f"expected {needed} tab-separated fields, got {len(cells)}: {raw[:120]!r}")
+        language = _language(path, number, cells[columns["language"]]) if "language" in columns else None
+        out.append(
+            Caption(
+                _image_name(path, number, cells[columns["image"]]),
+                _caption_text(path, number, cells[columns["caption"]]),
+                number,
+                language,
+            )
+        )
+    return out
+
+
+def _language(path: Path, line: int | str, value) -> str | None:
+    """A caption's language as the file writes it (stripped); None for none or an empty field."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value.strip()) > MAX_LANGUAGE_CHARS or "\x00" in value:
+        raise _fail(path, line, f"the language must be text of at most {MAX_LANGUAGE_CHARS} characters, got {value!r}")
+    return value.strip() or None
+
+
+def check_language(language) -> str:
+    """`language` stripped, when it is text of 1 to :data:`MAX_LANGUAGE_CHARS` characters.
+
+    Raises:
+        BadArgument: not text, empty, too long or holding a NUL.
+    """
+    if not isinstance(language, str) or not language.strip() or len(language.strip()) > MAX_LANGUAGE_CHARS:
+        raise BadArgument(f"language must be 1 to {MAX_LANGUAGE_CHARS} characters of text, got {language!r}")
+    if "\x00" in language:
+        raise BadArgument("language contains a NUL character")
+    return language.strip()
+
+
+def select_language(
+    captions: Sequence[Caption], language: str, source: str | os.PathLike = "the file"
+) -> list[Caption]:
+    """The captions of one language, in order. Languages compare without regard to case (BCP 47
+    tags are case-insensitive, RFC 5646 section 2.1.1): 'de' keeps 'de' and 'DE', not 'de-AT'.
+
+    Args:
+        captions: as :func:`read_captions` returns them. language: e.g. 'de', 'zh', 'ar'.
+        source: the captions file, named in the error.
+
+    Raises:
+        BadArgument: a bad language value, or no caption of that language (the message lists
+            the languages the captions have).
+    """
+    wanted = check_language(language).casefold()
+    kept = [c for c in captions if c.language is not None and c.language.casefold() == wanted]
+    if not kept:
+        found = sorted({c.language for c in captions if c.language is not None})
+        unmarked = sum(c.language is None for c in captions)
+        have = ", ".join(found[:20]) or "none"
+        raise BadArgument(
+            f"no caption of {str(source)[:300]} is in language {language.strip()!r}; its languages: {have}"
+            + (f" ({unmarked} captions without a language)" if unmarked else "")
+        )
+    return kept
 
 
 def _limited(captions: list[Caption], limit: int | None) -> tuple[list[str], list[Caption]]:
@@ -293,6 +399,7 @@ class EvalReport:
             (how many captions lost their query).
         timings: seconds per stage (read, model (loading it, when evaluate loaded it),
             embed_images, embed_texts, load, metrics, total).
+        language: the language the captions were chosen by (None: every caption of the file).
     """
 
     name: str
@@ -307,6 +414,7 @@ class EvalReport:
     counts: dict[str, int]
     failures: pd.DataFrame
     timings: dict[str, float]
+    language: str | None = None
 
     @property
     def failure_reasons(self) -> dict[str, int]:
@@ -334,6 +442,7 @@ class EvalReport:
             "images_dir": self.images_dir,
             "captions_file": self.captions_file,
             "captions_format": self.captions_format,
+            "language": self.language,
             "ks": list(self.ks),
             "counts": dict(self.counts),
             "metrics": records,
@@ -355,9 +464,11 @@ class EvalReport:
     def format(self) -> str:
         """A text table of the metrics with a header line and the failures, for the terminal."""
         c = self.counts
+        language = f" in language {self.language!r}" if self.language is not None else ""
         lines = [
             f"eval set {self.name!r}, model {self.model}, {self.store}: {c['images']} images "
-            f"({c['images_failed']} failed), {c['captions']} captions, {c['captions_evaluated']} with an image"
+            f"({c['images_failed']} failed), {c['captions']} captions{language}, "
+            f"{c['captions_evaluated']} with an image"
         ]
         shown = self.metrics.drop(columns=["description"])
         lines.append(shown.to_string(index=False, float_format=lambda x: f"{x:.4f}", na_rep="-"))
@@ -377,9 +488,11 @@ class EvalReport:
 # --- evaluate ----------------------------------------------------------------------------
 
 
-def default_name(images_dir: str | os.PathLike) -> str:
-    """The eval set name `clipsql eval` uses without --name: the images folder's name."""
-    return Path(images_dir).resolve().name or "eval"
+def default_name(images_dir: str | os.PathLike, language: str | None = None) -> str:
+    """The eval set name `clipsql eval` uses without --name: the images folder's name, and
+    with a language ``<folder>-<language>`` (so each language of a file is a set of its own)."""
+    base = Path(images_dir).resolve().name or "eval"
+    return base if language is None else f"{base}-{language}"
 
 
 def evaluate(
@@ -391,6 +504,7 @@ def evaluate(
     embedder=None,
     name: str | None = None,
     captions_format: str = "auto",
+    language: str | None = None,
     limit: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: str = "auto",
@@ -417,10 +531,13 @@ def evaluate(
         embedder: a ready model instead: any object with ``embed_images(list of PIL) -> (n, d)``
             and ``embed_texts(list of str) -> (n, d)`` float32 L2-normalized arrays and
             attributes ``name`` (label) and ``dim`` (d); e.g. a :class:`clipsql.embed.ClipEmbedder`.
-        name: the eval set's name (default :func:`default_name`: the images folder's name).
-        captions_format: 'auto', 'flickr8k', 'csv' or 'coco'.
+        name: the eval set's name (default :func:`default_name`: the images folder's name,
+            ``<folder>-<language>`` with a language).
+        captions_format: 'auto', 'flickr8k', 'csv', 'coco' or 'tsv'.
+        language: only the captions of this language (:func:`select_language`: a TSV's
+            language column, a COCO annotation's "language"); default every caption.
         limit: only the first N images of the captions file (in order of first mention) and
-            their captions.
+            their captions (after the language is chosen).
         batch_size: images (and texts) per model call.
         device: where the model runs (auto, cpu, cuda[:N], mps), when no `embedder` is given.
         ks: the three Recall@k cutoffs, default (1, 5, 10).
@@ -436,7 +553,8 @@ def evaluate(
     Raises:
         NotFound: no captions file or images folder.
         SourceError: a malformed captions file (file and line in the message).
-        BadArgument: a bad name, limit, batch size or ks, or an embedder lacking the interface.
+        BadArgument: a bad name, language, limit, batch size or ks, an embedder lacking the
+            interface, or no caption of the language.
         ModelError: the model cannot be loaded, or returns vectors of the wrong shape.
         StoreError: the store cannot be opened.
     """
@@ -445,7 +563,8 @@ def evaluate(
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise NotFound(f"images folder {str(images_dir)[:300]!r} does not exist")
-    name = default_name(images_dir) if name is None else name
+    language = check_language(language) if language is not None else None
+    name = default_name(images_dir, language) if name is None else name
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS or "\x00" in name:
         raise BadArgument(f"eval set name must be 1 to {MAX_NAME_CHARS} characters of text, got {name!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -466,6 +585,8 @@ def evaluate(
 
     t0 = time.perf_counter()
     fmt, captions = read_captions(captions_file, captions_format)
+    if language is not None:
+        captions = select_language(captions, language, captions_file)
     image_ids, captions = _limited(captions, limit)
     timings["read"] = time.perf_counter() - t0
     log.info(
@@ -564,6 +685,7 @@ def evaluate(
         counts=counts,
         failures=failures,  # type: ignore[arg-type]
         timings=timings,
+        language=language,
     )
 
 
@@ -642,6 +764,273 @@ def ranks_frame(db: Store, name: str, query_kind: str = "plain") -> pd.DataFrame
         raise BadArgument(f"query kind must be one of {', '.join(QUERY_KINDS)}, got {query_kind!r}")
     _, vectors, same_orientation = QUERY_KINDS[query_kind]
     return get_query("eval_ranks").run(db, eval_set=name, query_kind=vectors, same_orientation=same_orientation)
+
+
+# --- model A/B -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ModelComparison:
+    """What :func:`evaluate_models` measured: several models on the same captioned set.
+
+    Attributes:
+        name: the comparison's name; each model's eval set is ``<name>@<model label>``.
+        reports: one :class:`EvalReport` per model, in the order the models were given.
+    """
+
+    name: str
+    reports: list[EvalReport]
+
+    @property
+    def models(self) -> list[str]:
+        """The model labels, in the order given."""
+        return [r.model for r in self.reports]
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        """Long form: the column model, then the columns of :attr:`EvalReport.metrics`; the
+        rows of each model in turn."""
+        frames = [r.metrics.assign(model=r.model) for r in self.reports]
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return frame[["model"] + [c for c in frame.columns if c != "model"]] if frames else frame
+
+    def side_by_side(self) -> pd.DataFrame:
+        """The metrics side by side: one row per (query_kind, metric), one column per model
+        (its label), so the models' values of one metric stand on one line.
+
+        Returns:
+            DataFrame query_kind, metric, then one float column per model; the metrics
+            queries, recall@k (shares 0..1, the report's three cutoffs), mrr (0..1), mean_rank,
+            mean_candidates; NaN where a kind has no query.
+        """
+        rows = []
+        first = self.reports[0]
+        metric_names = ["queries"] + [f"recall@{k}" for k in first.ks] + ["mrr", "mean_rank", "mean_candidates"]
+        by_model = [r.metrics.set_index("query_kind") for r in self.reports]
+        for kind in first.metrics["query_kind"]:
+            for metric in metric_names:
+                row: dict = {"query_kind": kind, "metric": metric}
+                for report, frame in zip(self.reports, by_model):
+                    row[report.model] = float(frame.at[kind, metric]) if kind in frame.index else float("nan")
+                rows.append(row)
+        return pd.DataFrame(rows)
+
+    def to_dict(self) -> dict:
+        """Everything as JSON-ready values (NaN -> None): the side-by-side table and each model's report."""
+        table = [
+            {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+            for row in self.side_by_side().to_dict(orient="records")
+        ]
+        return {
+            "name": self.name,
+            "models": self.models,
+            "side_by_side": table,
+            "reports": [r.to_dict() for r in self.reports],
+        }
+
+    def to_json(self, path: str | os.PathLike | None = None, *, indent: int = 2) -> str:
+        """The comparison as JSON; also written to `path` (folders created) when given."""
+        text = json.dumps(self.to_dict(), indent=indent, ensure_ascii=False) + "\n"
+        if path is not None:
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        return text
+
+    def format(self) -> str:
+        """The side-by-side table for the terminal: a header line per model, the table, the failures."""
+        lines = [f"{len(self.reports)} models on eval set {self.name!r}:"]
+        for r in self.reports:
+            c = r.counts
+            language = f" in language {r.language!r}" if r.language is not None else ""
+            lines.append(
+                f"  {r.model} ({r.model_source}): eval set {r.name!r}, {c['images']} images "
+                f"({c['images_failed']} failed), {c['captions']} captions{language}, "
+                f"{c['captions_evaluated']} with an image"
+            )
+
+        def cell(metric: str, value: float) -> str:
+            if not math.isfinite(value):
+                return "-"
+            if metric == "queries":
+                return str(int(value))
+            return f"{value:.2f}" if metric.startswith("mean_") else f"{value:.4f}"
+
+        table = self.side_by_side()
+        shown = table.copy().astype({m: object for m in self.models})
+        for m in self.models:
+            shown[m] = [cell(metric, value) for metric, value in zip(table["metric"], table[m])]
+        lines.append(shown.to_string(index=False))
+        first = self.reports[0]
+        if first.counts["images_failed"]:
+            reasons = ", ".join(f"{r}: {n}" for r, n in first.failure_reasons.items())
+            lines.append(f"{first.counts['images_failed']} images failed ({reasons}; see the JSON report)")
+        lines.append("query kinds: " + "; ".join(f"{k} = {d[0]}" for k, d in QUERY_KINDS.items()))
+        return "\n".join(lines)
+
+
+def evaluate_models(
+    images_dir: str | os.PathLike,
+    captions_file: str | os.PathLike,
+    models: Sequence[str],
+    *,
+    model_names: Sequence[str] | None = None,
+    name: str | None = None,
+    captions_format: str = "auto",
+    language: str | None = None,
+    limit: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str = "auto",
+    ks: Sequence[int] = DEFAULT_KS,
+    kinds: Sequence[str] | None = None,
+    store: str | os.PathLike | None = None,
+    clickhouse_url: str | None = None,
+    duckdb: str | os.PathLike | None = None,
+    wait_s: float | None = None,
+    db: Store | None = None,
+    progress: bool = True,
+) -> ModelComparison:
+    """Evaluate several models on the same captioned set and line their metrics up side by side.
+
+    Each model is loaded in turn (one in memory at a time) and evaluated as :func:`evaluate`
+    does, into an eval set of its own named ``<name>@<model label>`` (the eval tables hold
+    one model per set), on the same captions, images, language and limit.
+
+    Args:
+        models: CLIP hub names or local checkpoint directories, one or more, no label twice.
+        model_names: the labels stored for them (default :func:`clipsql.embed.model_label`:
+            the hub name / directory name), as many as `models`.
+        name: the comparison's name (default :func:`default_name`).
+        Others: as :func:`evaluate`.
+
+    Returns:
+        A :class:`ModelComparison` (``.side_by_side()``, ``.metrics``, ``.reports``,
+        ``.format()``, ``.to_json()``).
+
+    Raises:
+        BadArgument: no model, a label twice, model_names of another length, a name too long
+            with a label, or a bad argument of :func:`evaluate`.
+        ModelError: a model directory that does not exist (all are checked before any work),
+            or a model that cannot be loaded.
+        NotFound, SourceError, StoreError: as :func:`evaluate`.
+    """
+    from .embed import check_device_name, check_model_source, model_label
+
+    if isinstance(models, (str, os.PathLike)) or not models:
+        raise BadArgument(f"models must be a list of one or more model names or directories, got {models!r}")
+    models = [os.fspath(m) if isinstance(m, os.PathLike) else m for m in models]
+    for m in models:
+        if not isinstance(m, str) or not m.strip() or "\x00" in m:
+            raise BadArgument(f"a model must be a non-empty hub name or directory, got {m!r}")
+    if model_names is not None and (isinstance(model_names, str) or len(model_names) != len(models)):
+        raise BadArgument(f"model_names must name each of the {len(models)} models, got {model_names!r}")
+    labels = [str(n) for n in model_names] if model_names is not None else [model_label(m) for m in models]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise BadArgument(f"each model needs a label of its own; {', '.join(map(repr, twice))} is given twice")
+    check_device_name(device)
+    for m in models:
+        check_model_source(m)
+    language = check_language(language) if language is not None else None
+    base = default_name(images_dir, language) if name is None else name
+    if not isinstance(base, str) or not base.strip():
+        raise BadArgument(f"eval set name must be 1 to {MAX_NAME_CHARS} characters of text, got {base!r}")
+    set_names = [f"{base}@{label}" for label in labels]
+    too_long = [n for n in set_names if len(n) > MAX_NAME_CHARS or "\x00" in n]
+    if too_long:
+        raise BadArgument(
+            f"eval set name {too_long[0][:250]!r} (<name>@<model label>) is over {MAX_NAME_CHARS} characters"
+        )
+
+    reports = []
+    with use_store(db, store, clickhouse_url=clickhouse_url, duckdb=duckdb, wait_s=wait_s) as opened:
+        for number, (model, label, set_name) in enumerate(zip(models, labels, set_names), 1):
+            log.info("model %d of %d: %s (eval set %r)", number, len(models), label, set_name)
+            reports.append(
+                evaluate(
+                    images_dir,
+                    captions_file,
+                    model=model,
+                    model_name=label,
+                    name=set_name,
+                    captions_format=captions_format,
+                    language=language,
+                    limit=limit,
+                    batch_size=batch_size,
+                    device=device,
+                    ks=ks,
+                    kinds=kinds,
+                    db=opened,
+                    progress=progress,
+                )
+            )
+    return ModelComparison(name=base, reports=reports)
+
+
+def compare_models(
+    text: str,
+    model_a: str,
+    model_b: str,
+    k: int = 10,
+    *,
+    device: str = "auto",
+    db: Store | None = None,
+    store: str | os.PathLike | None = None,
+    clickhouse_url: str | None = None,
+    duckdb: str | os.PathLike | None = None,
+    wait_s: float | None = None,
+) -> pd.DataFrame:
+    """Model A/B on one text query over the store's photos: how far two stored models agree
+    on its top-k (queries/model_overlap.sql).
+
+    The text is embedded by each model's own checkpoint (its text tower, the model's source
+    as stored: :func:`clipsql.search.resolve_model`, :func:`clipsql.embed.cached_embedder`),
+    so models of different widths compare; each model's top-k is exact (cosine distance,
+    ties by photo_id, deleted photos left out), as an unfiltered search gives it.
+
+    Args:
+        text: the query, e.g. "a dog on a beach".
+        model_a, model_b: stored model labels (or sources); the same twice gives overlap 1.
+        k: the length of the top lists compared (1..10,000).
+        device: where the text models run (auto, cpu, cuda[:N], mps).
+        db / store / clickhouse_url / duckdb / wait_s: the backend, as :func:`clipsql.search.text`.
+
+    Returns:
+        A one-row DataFrame: model_a, model_b (the labels), k, top_a, top_b (photos in each
+        top-k), overlap (photos in both), overlap_share (overlap / the longer list: |A n B| / k
+        when both models hold k photos; 0..1), footrule (Spearman's footrule F^(k+1) of Fagin,
+        Kumar & Sivakumar 2003: the sum of |rank_a - rank_b| over the photos of either list,
+        a missing photo ranked k + 1), footrule_similarity (1 - footrule / its value for
+        disjoint lists; 1 = the same photos in the same order, 0 = none in common).
+
+    Raises:
+        BadArgument: an empty text or model name, a bad k or device.
+        NotFound: a model with no vectors in the store.
+        ModelError: a model's checkpoint cannot be loaded.
+    """
+    from .embed import cached_embedder, check_device_name
+    from .search import check_query_vector, resolve_model
+    from .search.checks import check_k, check_text
+
+    check_text("query text", text, allow_empty=False)
+    check_text("model_a", model_a, allow_empty=False)
+    check_text("model_b", model_b, allow_empty=False)
+    k = check_k(k)
+    check_device_name(device)
+    with use_store(db, store, clickhouse_url=clickhouse_url, duckdb=duckdb, wait_s=wait_s) as opened:
+        vectors = {}
+        labels = []
+        for side, model in (("a", model_a), ("b", model_b)):
+            label, source, dim = resolve_model(opened, model)
+            vector = cached_embedder(source, label, device, towers="text").embed_texts([text])[0]
+            vectors[f"query_{side}"] = check_query_vector(vector, dim, model=label)
+            labels.append(label)
+        frame = get_query("model_overlap").run(
+            opened, model_a=labels[0], model_b=labels[1], k=k, query_a=vectors["query_a"], query_b=vectors["query_b"]
+        )
+    frame.insert(0, "model_a", labels[0])
+    frame.insert(1, "model_b", labels[1])
+    return frame
 
 
 # --- stages ------------------------------------------------------------------------------
@@ -910,11 +1299,16 @@ __all__ = [
     "QUERY_KINDS",
     "Caption",
     "EvalReport",
+    "ModelComparison",
+    "check_language",
+    "compare_models",
     "default_json_path",
     "default_name",
     "evaluate",
+    "evaluate_models",
     "metrics_frame",
     "query_vectors",
     "ranks_frame",
     "read_captions",
+    "select_language",
 ]

@@ -315,11 +315,17 @@ _CONSOLE_EXAMPLES = {
     "photo_id": '"$PHOTO_ID"',
     "photo_ids": "\"['$PHOTO_ID']\"",
     "query_vec": '"$QUERY_VEC"',
+    # model_overlap: a model compared with itself, unless the analyst sets two models and vectors
+    "model_a": '"$MODEL"',
+    "model_b": '"$MODEL"',
+    "query_a": '"$QUERY_VEC"',
+    "query_b": '"$QUERY_VEC"',
     "query": "'surfing'",
     "k": "10",
     "offset": "0",
     "n": "10",
     "per_facet": "10",
+    "sample": "500",
     "candidates": "100",
     # the approximate-index table of the model's width (512: CLIP ViT-B/32)
     "ann_table": "photo_embeddings_ann_512",
