@@ -3,6 +3,11 @@
 Runs the DDL and scripts of sql/clickhouse/ and the named queries verbatim. The URL
 (`http(s)://user:password@host:8123/database?setting=value`) is parsed by clickhouse-connect
 itself (its `dsn`); the database is created when missing.
+
+A URL with `?cluster=NAME` opens a cluster store: the database is created ON CLUSTER, every
+statement clipsql runs passes through :func:`clipsql.engines.cluster.cluster_statements`
+(replicated local tables per shard, Distributed tables under the names the queries use), and
+the client's session has :data:`clipsql.engines.cluster.CLUSTER_SETTINGS`.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import pyarrow as pa
 from ..errors import BadArgument, StoreError
 from ..resources import sql_dir
 from ..sqlfiles import split_statements
+from ..sqlfiles import uses_parameter
 from .base import Capabilities, Store, check_width
+from .cluster import CLUSTER_SETTINGS, ann_template, cluster_statements, database_ddl, fill_width, split_cluster
 
 SCHEMES = ("http", "https")
 CAPABILITIES = Capabilities(
@@ -42,15 +49,19 @@ class ClickHouseStore(Store):
 
     Attributes:
         client: the clickhouse-connect client while the engine is held (None otherwise).
+        cluster: the cluster the store spans (its URL's `cluster=`), None for one server.
+        database: the store's database on a cluster (its statements name it), else None.
     """
 
     engine = "clickhouse"
     capabilities = CAPABILITIES
 
-    def __init__(self, target, **lease) -> None:
+    def __init__(self, target, cluster: str | None = None, **lease) -> None:
         super().__init__(target.root, target.description, **lease)
         self.target = target
         self.client: Any = None
+        self.cluster = cluster
+        self.database = check_url(target)[1] if cluster is not None else None
 
     def translate(self, sql):
         return sql
@@ -64,8 +75,29 @@ class ClickHouseStore(Store):
             client.close()
 
     def _execute(self, sql, parameters):
-        with self._recovering():
-            self.client.command(sql, parameters=parameters)
+        if self.cluster is None:
+            with self._recovering():
+                self.client.command(sql, parameters=parameters)
+            return
+        # A cluster store: the statement's cluster form, each part with the parameters it uses.
+        for statement in cluster_statements(sql, self.cluster, str(self.database), parameters):
+            used = {n: v for n, v in (parameters or {}).items() if uses_parameter(statement, n)}
+            with self._recovering():
+                self.client.command(statement, parameters=used or None)
+
+    def tables_state(self, tables):
+        """None on one server (the snapshot reads system.parts). A cluster store has no search
+        snapshot: that check would read the Distributed tables, which hold no parts, so a
+        snapshot would never be seen stale.
+
+        Raises:
+            StoreError: on a cluster store (leave `search_snapshot_max_bytes` at 0 there).
+        """
+        if self.cluster is not None:
+            raise StoreError(
+                f"store {self.description}: a cluster store has no search snapshot; leave search_snapshot_max_bytes at 0"
+            )
+        return super().tables_state(tables)
 
     def _query_arrow(self, sql, parameters):
         # Arrow keeps the column names and types of an empty result.
@@ -134,13 +166,8 @@ def ann_table_ddl(dim: int) -> str:
     Raises:
         BadArgument: `dim` is not an integer in 1..65535.
     """
-    template = (sql_dir() / "clickhouse" / "vector_index" / "create_ann_table.sql").read_text(encoding="utf-8")
-    # An integer checked here, written into the text because ClickHouse takes only literals
-    # as index arguments (a bound {dim:UInt32} is refused there).
-    width = str(check_width(dim))
-    return "\n".join(
-        line if line.lstrip().startswith("--") else line.replace("<dim>", width) for line in template.splitlines()
-    )
+    # An integer, checked and written into the text: ClickHouse takes only literals as index arguments.
+    return fill_width(ann_template(), dim)
 
 
 def exists(target) -> bool:
@@ -158,10 +185,20 @@ def open_target(target, **lease) -> ClickHouseStore:
     keywords of :class:`~clipsql.engines.base.Store` such as wait_s).
 
     Raises:
-        BadArgument: not an http(s) URL with a host, or a database name that is not an identifier.
+        BadArgument: not an http(s) URL with a host, a database name that is not an identifier,
+            or a `cluster=` that is not one (given twice, empty, other characters).
     """
     check_url(target)
-    return ClickHouseStore(target, **lease)
+    return ClickHouseStore(target, cluster=cluster_of(target), **lease)
+
+
+def cluster_of(target) -> str | None:
+    """The cluster a server URL's `cluster=` parameter names (None: one server), checked.
+
+    Raises:
+        BadArgument: `cluster=` given twice, empty, or not an identifier.
+    """
+    return split_cluster(target.location)[1]
 
 
 def check_url(target) -> tuple[str, str]:
@@ -188,22 +225,28 @@ def check_url(target) -> tuple[str, str]:
 
 def connect_server(target):
     """A clickhouse-connect client of the server `target.location` names, its database created
-    when missing.
+    when missing (on a cluster store: ON CLUSTER, and the client's session with
+    :data:`~clipsql.engines.cluster.CLUSTER_SETTINGS`).
 
     Raises:
-        BadArgument: a malformed URL (:func:`check_url`).
+        BadArgument: a malformed URL (:func:`check_url`, :func:`cluster_of`).
         StoreError: the server cannot be reached or refuses.
     """
     import clickhouse_connect
 
     scheme, database = check_url(target)
-    url = target.location
+    # clickhouse-connect would send the cluster= parameter to the server as a setting.
+    url, cluster = split_cluster(target.location)
+    session = {"settings": dict(CLUSTER_SETTINGS)} if cluster is not None else {}
     try:
         # The scheme picks the interface: clickhouse-connect reads user, password, host, port,
         # database and ?settings from the DSN, but not http vs https.
         admin = clickhouse_connect.get_client(dsn=url, interface=scheme, database="default")
-        admin.command(f"CREATE DATABASE IF NOT EXISTS {database}")  # an identifier, checked above
+        # Identifiers, checked above.
+        admin.command(
+            database_ddl(cluster, database) if cluster is not None else f"CREATE DATABASE IF NOT EXISTS {database}"
+        )
         admin.close()
-        return clickhouse_connect.get_client(dsn=url, interface=scheme, database=database)
+        return clickhouse_connect.get_client(dsn=url, interface=scheme, database=database, **session)
     except Exception as exc:
         raise StoreError(f"cannot connect to ClickHouse at {target.description}: {exc}") from exc
