@@ -14,12 +14,16 @@ image grid (:mod:`clipsql.render`). The filter options are made from the filter 
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 from .errors import BadArgument
 
 FORMATS = ("table", "json", "csv")
+#: The score column of a model re-ranked result (clipsql.search.model_rerank.RERANK_SCORE,
+#: named here so that the CLI's import loads no search module).
+RERANK_SCORE = "rerank_score"
 
 
 def _filter_options(parser: argparse.ArgumentParser) -> None:
@@ -65,13 +69,25 @@ def _page_options(parser: argparse.ArgumentParser, k: int = 10, rerank: bool = T
         )
         parser.add_argument(
             "--rerank",
-            choices=("exact", "mmr"),
+            type=_rerank_value,
             default=None,
+            metavar="{exact,mmr,model:CHECKPOINT}",
             help="exact: the HNSW index proposes candidates, re-scored exactly (approximate; "
-            "without filters only); mmr: diversify the nearest candidates",
+            "without filters only); mmr: diversify the nearest candidates; model:CHECKPOINT (text and "
+            "combined): an image-text matching model (BLIP or BLIP-2 ITM; a hub name or a checkpoint "
+            "directory) re-scores the nearest candidates against the text (column rerank_score)",
         )
         parser.add_argument("--mmr-lambda", type=float, default=0.5, help="MMR: 1 relevance only .. 0 diversity only")
         parser.add_argument("--overfetch", type=int, default=10, help="candidates per result for --rerank (default 10)")
+
+
+def _rerank_value(text: str) -> str:
+    """--rerank's value: exact, mmr or model:CHECKPOINT (the checkpoint is checked by the search)."""
+    from .search.options import MODEL_RERANK_PREFIX, RERANKS
+
+    if text in RERANKS or (text.startswith(MODEL_RERANK_PREFIX) and text[len(MODEL_RERANK_PREFIX) :].strip()):
+        return text
+    raise argparse.ArgumentTypeError(f"choose from {', '.join(RERANKS)} or {MODEL_RERANK_PREFIX}CHECKPOINT")
 
 
 def add_search_commands(
@@ -331,15 +347,34 @@ def _why_empty(args: argparse.Namespace, what: str = "photos") -> str:
 
 
 def _photos_out(args: argparse.Namespace, frame, title: str) -> int:
+    columns = ["photo_id", "distance", "description", "photo_url"]
+    if RERANK_SCORE in frame.columns:  # a model re-ranking: its score beside the distance
+        columns.insert(2, RERANK_SCORE)
     if frame.empty and args.format == "table":
         print(_why_empty(args))
     else:
-        print(render_frame(frame, args.format, table_columns=["photo_id", "distance", "description", "photo_url"]))
+        print(render_frame(frame, args.format, table_columns=columns))
+    _unscored_note(frame)
     if args.html:
         from .render import write_html_grid
 
         write_html_grid(frame, args.html, _image_dir(args), title=title)
     return 0
+
+
+def _unscored_note(frame) -> None:
+    """On stderr: the candidates a model re-ranking could not score (no image), if any."""
+    import sys
+
+    unscored = frame.attrs.get("rerank_unscored") or {}
+    if unscored:
+        shown = "; ".join(f"{photo_id}: {why}" for photo_id, why in list(unscored.items())[:5])
+        more = f" (and {len(unscored) - 5} more)" if len(unscored) > 5 else ""
+        print(
+            f"note: {len(unscored)} candidate(s) had no image for the re-ranker and were kept after the scored "
+            f"ones ({RERANK_SCORE} empty): {shown}{more}",
+            file=sys.stderr,
+        )
 
 
 def _search_text(args: argparse.Namespace) -> int:
@@ -437,6 +472,8 @@ def render_frame(frame, fmt: str, table_columns: list[str] | None = None) -> str
     shown = frame[table_columns] if table_columns else frame
     if shown.empty:
         return "(no results)"
+    if RERANK_SCORE in shown.columns:  # NaN: a photo the re-ranker had no image of, shown empty
+        shown = shown.assign(**{RERANK_SCORE: ["" if math.isnan(x) else f"{x:.4f}" for x in shown[RERANK_SCORE]]})
     floats = {c: float for c in shown.columns if c == "distance"}
     return shown.fillna("").astype(floats).to_string(index=False, max_colwidth=60, float_format=lambda x: f"{x:.4f}")
 

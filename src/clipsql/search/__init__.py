@@ -34,7 +34,12 @@ candidates and re-scores them exactly (approximate; meant for stores too big to 
 25,000 photos it measured about as fast as the exact search, see bench/search_latency.py;
 with a filter set the exact search runs instead); ``"mmr"`` takes the ``overfetch * (k + offset)`` nearest
 photos and picks k of them by maximal marginal relevance (`mmr_lambda` 1.0 = pure
-relevance, 0.0 = pure diversity).
+relevance, 0.0 = pure diversity); ``"model:CHECKPOINT"`` (text and combined searches) has an
+image-text matching model (BLIP or BLIP-2 ITM, :class:`ItmReranker`) re-score the
+``overfetch * (k + offset)`` nearest photos against the query text, and returns its page of
+them, best match first, with the match probability in a column ``rerank_score``; the
+re-ranked candidates are checked to be a permutation of the proposed ones
+(:func:`check_permutation`).
 
 Every function takes the backend as `store` (a path; with the keywords `clickhouse_url` /
 `duckdb`, see :func:`clipsql.db.open_store`), or an open :class:`~clipsql.db.Store` as `db`,
@@ -53,6 +58,7 @@ The modules, lowest first (each imports only those before it):
 | :mod:`~clipsql.search.options` | :class:`SearchOptions`, :class:`FacetOptions`, FACETS, RERANKS, the keyword folding |
 | :mod:`~clipsql.search.sql` | running the photo queries (snapshot or tables), PHOTO_COLUMNS |
 | :mod:`~clipsql.search.rerank` | :func:`mmr_order`, the exact and MMR re-ranking |
+| :mod:`~clipsql.search.model_rerank` | :class:`ItmReranker`, the model re-ranking and its permutation check |
 | :mod:`~clipsql.search.kinds` | the query kinds above and the shared ranking runner |
 """
 
@@ -62,8 +68,16 @@ from .checks import MAX_K, MAX_OFFSET, MAX_OVERFETCH, MAX_TEXT_CHARS
 from .filters import FILTERS, ORIENTATIONS, Filter, Filters
 from .inputs import MAX_IMAGE_BYTES, crop_box, load_image, parse_box
 from .kinds import combined, crop, duplicates, facets, image, nearest, similar, text
+from .model_rerank import (
+    RERANK_FAMILIES,
+    RERANK_SCORE,
+    ItmReranker,
+    RerankError,
+    cached_reranker,
+    check_permutation,
+)
 from .models import lookup_model, resolve_model
-from .options import DEFAULT_OVERFETCH, FACETS, RERANKS, FacetOptions, SearchOptions
+from .options import DEFAULT_OVERFETCH, FACETS, MODEL_RERANK_PREFIX, RERANKS, FacetOptions, SearchOptions
 from .rerank import mmr_order
 from .sql import PHOTO_COLUMNS
 from .terms import combine_vectors, parse_terms
@@ -96,11 +110,18 @@ __all__ = [
     "photo_vector",
     "resolve_model",
     "lookup_model",
+    "ItmReranker",
+    "cached_reranker",
+    "check_permutation",
+    "RerankError",
     # constants
     "FILTERS",
     "ORIENTATIONS",
     "FACETS",
     "RERANKS",
+    "MODEL_RERANK_PREFIX",
+    "RERANK_FAMILIES",
+    "RERANK_SCORE",
     "PHOTO_COLUMNS",
     "MAX_K",
     "MAX_OFFSET",

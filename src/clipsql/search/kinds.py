@@ -24,11 +24,12 @@ import pandas as pd
 
 from ..cache import cached_image
 from ..db import Store, use_store
-from ..embed import cached_embedder
+from ..embed import cached_embedder, query_text_encoder
 from ..errors import BadArgument, NotFound
 from .checks import MAX_OFFSET, check_float, check_int, check_k, check_text
 from .filters import Filters
 from .inputs import crop_box, load_image
+from .model_rerank import ItmReranker, model_reranked, reranker_for
 from .models import resolve_model
 from .options import Backend, FacetOptions, SearchOptions, fold_facet_keywords, fold_filter_keywords, fold_keywords
 from .rerank import reranked
@@ -61,10 +62,17 @@ def _ranked(
     filters: Filters,
     *,
     similar_to: str | None = None,
+    rerank_text: str | None = None,
+    reranker: ItmReranker | None = None,
 ) -> pd.DataFrame:
     """The shared ranking runner: the page of `options` of the photos nearest to `vector` (or,
     with `vector` None, to the stored vector of `similar_to`, read by the SQL itself) that
-    pass `filters`, re-ranked as `options.rerank` asks."""
+    pass `filters`, re-ranked as `options.rerank` asks (a model re-ranking by `reranker`
+    against `rerank_text`, :func:`~clipsql.search.model_rerank.model_reranked`)."""
+    if options.rerank_model is not None:
+        if vector is None or rerank_text is None or reranker is None or similar_to is not None:
+            raise TypeError("a model re-ranked search needs the query vector, its text and the re-ranker")
+        return model_reranked(db, vector, model, options, filters, text=rerank_text, reranker=reranker)
     if options.rerank is not None:
         if vector is None:  # similar() reads the photo's vector first for a re-ranked search
             raise TypeError("a re-ranked search needs the query vector")
@@ -115,12 +123,14 @@ def nearest(
         (MMR pick order with rerank='mmr').
 
     Raises:
-        BadArgument: a bad vector, page, filter, rerank option or unknown keyword.
+        BadArgument: a bad vector, page, filter, rerank option (rerank="model:..." needs a
+            query text) or unknown keyword.
         NotFound: no vectors for `model`.
     """
     # Checked before any SQL runs; its width against the model's once the model is looked up.
     vector = check_query_vector(query_vec)
     opts, flt, _ = fold_keywords(keywords, options, filters, backend=False, k=k)
+    reranker_for(opts, "cpu", has_text=False, kind="a vector search")
     label, _, dim = resolve_model(db, model)
     vector = check_query_vector(vector, dim, model=label)
     return _ranked(db, vector, label, opts, flt)
@@ -155,18 +165,24 @@ def text(
 
     Returns:
         DataFrame with columns photo_id, distance (cosine, 0..2), description, photo_url,
-        photo_image_url; k rows at most, closest first.
+        photo_image_url; k rows at most, closest first. With rerank="model:CHECKPOINT" the
+        column rerank_score (the image-text match probability, 0..1; NaN for a photo without
+        an image, placed last) follows, and the rows are best match first
+        (:mod:`clipsql.search.model_rerank`).
 
     Raises:
         BadArgument: empty query, bad k, option or filter, an unknown keyword.
         NotFound: no vectors or unknown model.
+        ModelError: a re-rank checkpoint that cannot be loaded or is no BLIP / BLIP-2
+            image-text matching model (refused before the search runs).
     """
     check_text("query text", query, allow_empty=False)
     opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
+    reranker = reranker_for(opts, device, has_text=True, kind="a text search")
     with _open(db, store, backend) as opened:
         label, source, dim = resolve_model(opened, model)
-        vector = cached_embedder(source, label, device).embed_texts([query])[0]
-        return _ranked(opened, check_query_vector(vector, dim), label, opts, flt)
+        vector = query_text_encoder(source, label, device).embed_texts([query])[0]
+        return _ranked(opened, check_query_vector(vector, dim), label, opts, flt, rerank_text=query, reranker=reranker)
 
 
 def image(
@@ -192,13 +208,15 @@ def image(
 
     Raises:
         NotFound: a missing image file, no vectors, unknown model.
-        BadArgument: an unusable image or URL, bad k, option or filter, an unknown keyword.
+        BadArgument: an unusable image or URL, bad k, option or filter, an unknown keyword,
+            rerank="model:..." (it needs a query text).
     """
     opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
+    reranker_for(opts, device, has_text=False, kind="an image search")
     picture = load_image(source)
     with _open(db, store, backend) as opened:
         label, model_source, dim = resolve_model(opened, model)
-        vector = cached_embedder(model_source, label, device).embed_images([picture])[0]
+        vector = cached_embedder(model_source, label, device, "image").embed_images([picture])[0]
         return _ranked(opened, check_query_vector(vector, dim), label, opts, flt)
 
 
@@ -228,9 +246,11 @@ def similar(
 
     Raises:
         NotFound: `photo_id` has no vector for the model (unknown photo, or not embedded).
-        BadArgument: bad k, option or filter, an unknown keyword.
+        BadArgument: bad k, option or filter, an unknown keyword, rerank="model:..." (it
+            needs a query text).
     """
     opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
+    reranker_for(opts, "cpu", has_text=False, kind="a similar-photo search")
     check_text("photo_id", photo_id, allow_empty=False)
     with _open(db, store, backend) as opened:
         label, _, dim = resolve_model(opened, model)
@@ -276,18 +296,27 @@ def combined(
         text_weight, image_weight: weights of the two modalities (any finite numbers).
         Others: as :func:`text`.
 
+    A model re-ranking (rerank="model:CHECKPOINT") scores the photos against the terms that
+    pull towards them, joined by ", " (:func:`rerank_terms_text`).
+
     Returns:
         As :func:`text`.
 
     Raises:
         BadArgument: no terms and no images, bad terms or weights, terms that cancel out,
-            an unusable image, a bad option or filter, an unknown keyword.
+            an unusable image, a bad option or filter, an unknown keyword, a model re-ranking
+            without a positive text term.
         NotFound: a missing image file, no vectors, unknown model.
+        ModelError: as :func:`text`.
     """
     opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
     terms = parse_terms(query) if query else []
     text_weight = check_float("text_weight", text_weight, -1e6, 1e6)
     image_weight = check_float("image_weight", image_weight, -1e6, 1e6)
+    rerank_text = rerank_terms_text(terms, text_weight)
+    reranker = reranker_for(
+        opts, device, has_text=bool(rerank_text), kind="this combined search (no positive text term)"
+    )
     pictures = []
     for item in images:
         src, weight = item if isinstance(item, tuple) else (item, 1.0)
@@ -296,7 +325,10 @@ def combined(
         raise BadArgument("a combined query needs at least one text term or image")
     with _open(db, store, backend) as opened:
         label, source, dim = resolve_model(opened, model)
-        embedder = cached_embedder(source, label, device)
+        # Text terms alone go through the query text path (the ONNX text tower on the CPU).
+        embedder = (
+            cached_embedder(source, label, device, "both") if pictures else query_text_encoder(source, label, device)
+        )
         parts = []
         if terms:
             vectors = embedder.embed_texts([t for t, _ in terms])
@@ -305,7 +337,16 @@ def combined(
             vectors = embedder.embed_images([p for p, _ in pictures])
             parts += [(v, image_weight * w) for v, (_, w) in zip(vectors, pictures)]
         vector = combine_vectors(parts)
-        return _ranked(opened, check_query_vector(vector, dim), label, opts, flt)
+        return _ranked(
+            opened, check_query_vector(vector, dim), label, opts, flt, rerank_text=rerank_text, reranker=reranker
+        )
+
+
+def rerank_terms_text(terms: Sequence[tuple[str, float]], text_weight: float = 1.0) -> str:
+    """The text a model re-ranker scores a combined search's photos against: its terms that
+    pull towards them (``w * text_weight > 0``), in order, joined by ", "; "" when none does.
+    (An image-text matching model reads a caption: `-people` cannot be said to it.)"""
+    return ", ".join(term for term, weight in terms if weight * text_weight > 0)
 
 
 def crop(
@@ -336,10 +377,11 @@ def crop(
 
     Raises:
         BadArgument: both or neither of source and photo_id, a bad box, an unusable image, a
-            bad option or filter, an unknown keyword.
+            bad option or filter, an unknown keyword, rerank="model:..." (it needs a query text).
         NotFound: a missing image file, or no cached image for `photo_id`.
     """
     opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
+    reranker_for(opts, device, has_text=False, kind="a crop search")
     if (source is None) == (photo_id is None):
         raise BadArgument("crop needs either an image or a photo_id, not both")
     with _open(db, store, backend) as opened:
@@ -353,7 +395,7 @@ def crop(
             picture = load_image(source)
         region = picture.crop(crop_box(picture.size, box))
         label, model_source, dim = resolve_model(opened, model)
-        vector = cached_embedder(model_source, label, device).embed_images([region])[0]
+        vector = cached_embedder(model_source, label, device, "image").embed_images([region])[0]
         return _ranked(opened, check_query_vector(vector, dim), label, opts, flt)
 
 
@@ -444,9 +486,9 @@ def facets(
     with _open(db, store, backend) as opened:
         label, source, dim = resolve_model(opened, model)
         if query is not None:
-            vector = cached_embedder(source, label, device).embed_texts([query])[0]
+            vector = query_text_encoder(source, label, device).embed_texts([query])[0]
         elif picture is not None:
-            vector = cached_embedder(source, label, device).embed_images([picture])[0]
+            vector = cached_embedder(source, label, device, "image").embed_images([picture])[0]
         elif photo_id is not None:
             vector = photo_vector(opened, photo_id, label)
         else:

@@ -11,12 +11,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict, TypeVar
 
 from ..errors import BadArgument
-from .checks import MAX_K, MAX_OFFSET, MAX_OVERFETCH, check_float, check_int, check_k
+from .checks import MAX_K, MAX_OFFSET, MAX_OVERFETCH, check_float, check_int, check_k, check_text
 from .filters import Filters
 
-#: Candidates per wanted row for rerank="exact" and rerank="mmr".
+#: Candidates per wanted row for rerank="exact", "mmr" and "model:CHECKPOINT".
 DEFAULT_OVERFETCH = 10
 RERANKS = ("exact", "mmr")
+#: The prefix of a model re-ranking, rerank="model:CHECKPOINT" (:mod:`clipsql.search.model_rerank`).
+MODEL_RERANK_PREFIX = "model:"
 #: Facets of the facets query (a fixed list written in queries/facets.sql).
 FACETS = ("camera_make", "city", "color", "country", "keyword", "photographer")
 
@@ -30,8 +32,11 @@ class SearchOptions:
         offset: rows skipped before the page, 0..1,000,000.
         max_distance: only photos with a cosine distance <= this (0..2); None = no bound.
         rerank: None (exact search), "exact" (the HNSW index proposes ``overfetch * (k + offset)``
-            candidates, re-scored exactly) or "mmr" (maximal marginal relevance among the
-            ``overfetch * (k + offset)`` nearest photos).
+            candidates, re-scored exactly), "mmr" (maximal marginal relevance among the
+            ``overfetch * (k + offset)`` nearest photos) or "model:CHECKPOINT" (an image-text
+            matching model, a hub name or a checkpoint directory, re-scores the
+            ``overfetch * (k + offset)`` nearest photos against the query text; text and
+            combined searches only, :mod:`clipsql.search.model_rerank`).
         mmr_lambda: for "mmr", 1.0 = relevance only .. 0.0 = diversity only.
         overfetch: candidates per wanted row for a re-ranked search, 1..1,000.
 
@@ -54,9 +59,21 @@ class SearchOptions:
         if self.max_distance is not None:
             normalize(self, "max_distance", check_float("max_distance", self.max_distance, 0.0, 2.0))
         if self.rerank is not None and self.rerank not in RERANKS:
-            raise BadArgument(f"rerank must be one of {', '.join(RERANKS)} or None, got {self.rerank!r}")
+            if not isinstance(self.rerank, str) or not self.rerank.startswith(MODEL_RERANK_PREFIX):
+                raise BadArgument(
+                    f"rerank must be one of {', '.join(RERANKS)}, {MODEL_RERANK_PREFIX}CHECKPOINT or None, "
+                    f"got {self.rerank!r}"
+                )
+            check_text("the checkpoint of rerank='model:CHECKPOINT'", self.rerank_model, allow_empty=False)
         normalize(self, "mmr_lambda", check_float("mmr_lambda", self.mmr_lambda, 0.0, 1.0))
         normalize(self, "overfetch", check_int("overfetch", self.overfetch, 1, MAX_OVERFETCH))
+
+    @property
+    def rerank_model(self) -> str | None:
+        """The checkpoint of a model re-ranking (rerank="model:CHECKPOINT"), else None."""
+        if isinstance(self.rerank, str) and self.rerank.startswith(MODEL_RERANK_PREFIX):
+            return self.rerank[len(MODEL_RERANK_PREFIX) :]
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
