@@ -127,9 +127,11 @@ def test_a_label_keeps_its_width(tmp_path, folder, width_models):
 
 
 #: How stores were made before any width was allowed: the CHECK (and, on ClickHouse, the HNSW
-#: index) that fixed the width at 512 (sql/*/001_core.sql before migration 005).
+#: index) that fixed the width at 512 (sql/*/001_core.sql before migration 005), and no
+#: embed_precision column (migration 006).
 _OLD_FORM = {
     "chdb": [
+        "ALTER TABLE photo_embeddings DROP COLUMN embed_precision",
         "ALTER TABLE photo_embeddings DROP CONSTRAINT embedding_not_empty",
         "ALTER TABLE photo_embeddings ADD CONSTRAINT embedding_length CHECK length(embedding) = 512",
         "ALTER TABLE photo_embeddings ADD INDEX embedding_hnsw embedding "
@@ -141,7 +143,7 @@ _OLD_FORM = {
         "embedding FLOAT[] NOT NULL CHECK (len(embedding) = 512), "
         "loaded_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp, version UBIGINT NOT NULL, "
         "PRIMARY KEY (model, photo_id))",
-        "INSERT INTO old_embeddings SELECT * FROM photo_embeddings",
+        "INSERT INTO old_embeddings SELECT photo_id, model, embedding, loaded_at, version FROM photo_embeddings",
         "DROP TABLE photo_embeddings",
         "ALTER TABLE old_embeddings RENAME TO photo_embeddings",
         "DELETE FROM schema_migrations WHERE version >= 5",

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import os
 import queue
 import re
 import threading
 import time
+from typing import Any
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -29,6 +31,23 @@ import numpy as np
 from .constants import DEFAULT_MODEL
 from .errors import BadArgument, ModelError
 from .families import TOWER_PARTS, TOWERS, embedding_width, family_of, family_of_config_file, text_length_limit
+from .onnx_towers import (
+    TEXT_META,
+    OnnxTextEncoder,
+    OnnxTower,
+    export_folder,
+    export_onnx,
+    quantize_int8,
+    write_atomically,
+)
+from .precision import (
+    COSINE_FLOOR,
+    auto_candidates,
+    check_precision,
+    check_supported,
+    native_bf16,
+    onnxruntime_available,
+)
 from .images import InvalidImage, open_rgb
 
 log = logging.getLogger(__name__)
@@ -153,6 +172,7 @@ class Embedder:
         name: str | None = None,
         progress: bool = True,
         towers: str = "both",
+        precision: str = "fp32",
     ):
         import torch
         import transformers
@@ -160,10 +180,13 @@ class Embedder:
 
         if towers not in TOWERS:
             raise BadArgument(f"towers must be one of {', '.join(TOWERS)}, got {towers!r}")
+        check_precision(precision)
         if not progress:
             hf_logging.disable_progress_bar()
 
         self.device = resolve_device(device)
+        if precision != "auto":
+            check_supported(precision, self.device)
         self.source = str(model)
         self.name = name or model_label(self.source)
         self.towers = towers
@@ -187,13 +210,103 @@ class Embedder:
                 self.image_model = self._load_tower("image", local)
         except (OSError, ValueError, KeyError, ImportError) as exc:
             raise ModelError(f"cannot load {self.family.title} model {self.source!r}: {exc}") from exc
-        # fp16 halves memory and doubles throughput on CUDA; CPU and MPS stay in fp32.
-        self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
-        for tower in {id(m): m for m in (self.text_model, self.image_model) if m is not None}.values():
+        self.dtype = torch.float32
+        self._lowered: dict[str, Any] = {}
+        for tower in self._torch_towers():
             # transformers types `to` through a decorator as if it took the model: called as documented.
             tower.to(self.device, dtype=self.dtype).eval()  # type: ignore[arg-type]
         tokenizer = getattr(self.processor, "tokenizer", None)
         self.max_text_tokens = text_length_limit(config, tokenizer, self.family)
+        #: The precision asked for and the one in use ("auto" resolves on the first batch).
+        self.requested_precision = precision
+        self._candidates = auto_candidates(self.device) if precision == "auto" else [precision]
+        self._onnx: dict[str, OnnxTower] = {}
+        self._checked: set[str] = set()
+        self.precision = "fp32"
+        self._use(self._candidates[0])
+
+    def _torch_towers(self) -> list:
+        return list({id(m): m for m in (self.text_model, self.image_model) if m is not None}.values())
+
+    def _use(self, precision: str) -> None:
+        """Run the towers at `precision` from now on. The fp32 towers stay loaded (their
+        weights are the mapped checkpoint file) as the reference of the cosine check; bf16 and
+        fp16 run converted copies, made on first use; int8 runs ONNX Runtime sessions."""
+        import torch
+
+        self._onnx.clear()
+        self._lowered = {}
+        if precision == "int8":
+            try:
+                for tower in [t for t in ("image", "text") if self._tower_model(t) is not None]:
+                    self._onnx[tower] = self._int8_tower(tower)
+            except ModelError as exc:
+                if self.requested_precision != "auto":
+                    raise
+                log.warning("model %s: int8 unavailable (%s); trying the next precision", self.name, exc)
+                self._onnx.clear()
+                self._candidates.remove("int8")
+                self._use(self._candidates[0])
+                return
+        elif precision == "bf16" and not native_bf16(self.device):
+            log.warning("model %s: %s has no native bf16: it is emulated, far slower than fp32", self.name, self.device)
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+        self.precision = precision
+
+    def _tower_model(self, tower: str):
+        return self.text_model if tower == "text" else self.image_model
+
+    def _int8_tower(self, tower: str) -> OnnxTower:
+        """The int8 ONNX copy of `tower` ("image" or "text"), exported and quantized once per
+        checkpoint (cached, :mod:`clipsql.onnx_towers`)."""
+        folder = export_folder(self.source)
+        if folder is None:
+            raise ModelError(f"{self.source!r} is not on disk: nothing to export")
+        fp32_path, int8_path = folder / f"{tower}-fp32.onnx", folder / f"{tower}-int8.onnx"
+        if not int8_path.is_file():
+            if not fp32_path.is_file():
+                log.info("model %s: exporting its %s tower to ONNX (once per checkpoint)", self.name, tower)
+                self._export(tower, fp32_path)
+            quantize_int8(fp32_path, int8_path)
+        threads = None if tower == "image" else 1
+        return OnnxTower(int8_path, threads=threads)
+
+    def _export(self, tower: str, path: Path) -> None:
+        """Export the fp32 `tower` to ONNX at `path`."""
+        if tower == "text":
+            tokens = self._tokens(["a photo of a dog", "ein Hund am Strand 🐶"])
+            dynamic = {name: {0: "n", 1: "length"} for name in tokens}
+            export_onnx(_FeaturesOf(self._text_features, self.text_model), tokens, path, dynamic)
+        else:
+            from PIL import Image
+
+            inputs = self.preprocess([Image.new("RGB", (64, 48)), Image.new("RGB", (48, 64))])
+            dynamic = {name: {0: "n"} for name in inputs}
+            export_onnx(_FeaturesOf(self._image_features, self.image_model), inputs, path, dynamic)
+
+    def _check_against_fp32(self, tower: str, inputs, vectors: np.ndarray) -> np.ndarray:
+        """On the first batch at a precision other than fp32, the cosine of each vector to its
+        fp32 vector must be >= COSINE_FLOOR: else an explicit precision raises and auto falls
+        back to the next candidate. Returns the vectors to use for this batch."""
+        if self.precision == "fp32" or tower in self._checked:
+            return vectors
+        reference = self._embed_fp32(tower, inputs)
+        cosine = float(np.min(np.sum(reference * vectors, axis=1))) if len(vectors) else 1.0
+        if cosine >= COSINE_FLOOR:
+            self._checked.add(tower)
+            log.info("model %s: %s %s tower within cosine %.5f of fp32", self.name, self.precision, tower, cosine)
+            return vectors
+        message = (
+            f"model {self.name!r}: its {tower} tower at {self.precision} gives vectors whose cosine to fp32 "
+            f"is {cosine:.5f}, below the floor {COSINE_FLOOR}"
+        )
+        if self.requested_precision != "auto":
+            raise ModelError(message + ": use --precision fp32 (or auto)")
+        log.warning("%s; trying the next precision", message)
+        self._candidates.remove(self.precision)
+        self._checked.clear()
+        self._use(self._candidates[0])
+        return self._embed_checked(tower, inputs)
 
     def _load_whole(self, local: bool):
         import transformers
@@ -233,6 +346,18 @@ class Embedder:
         return model
 
     # --- preprocessing (CPU, thread-safe) ---
+    @property
+    def decode_side(self) -> int | None:
+        """Least side (pixels) a photo must keep when decoded at reduced size for this model:
+        the processor's shortest edge, or its larger fixed side; None (decode fully) where the
+        processor has no fixed size (SigLIP 2 NaFlex)."""
+        size = getattr(getattr(self.processor, "image_processor", None), "size", None) or {}
+        if isinstance(size, dict) and size.get("shortest_edge"):
+            return int(size["shortest_edge"])
+        if isinstance(size, dict) and size.get("height") and size.get("width"):
+            return int(max(size["height"], size["width"]))
+        return None
+
     def preprocess(self, images: Sequence) -> dict:
         """PIL RGB images -> the image tower's inputs, the checkpoint's own processing: a dict
         of tensors with n rows each (pixel_values (n, 3, H, W) float32; SigLIP 2 NaFlex also
@@ -250,49 +375,74 @@ class Embedder:
         return {key: inputs[key] for key in _IMAGE_INPUTS if key in inputs}
 
     # --- inference ---
+    def _image_features(self, model, **inputs):
+        """`model`'s (the image tower's, or a converted copy's) raw (n, d) features (torch)."""
+        if model is self.text_model or self.family.image_class is None or self.towers != "image":
+            return _features(model.get_image_features(**inputs))
+        return getattr(model(**inputs), self.family.image_output)
+
+    def _text_features(self, model, **tokens):
+        """`model`'s (the text tower's, or a converted copy's) raw (n, d) features (torch)."""
+        if model is self.image_model or self.family.text_class is None or self.towers != "text":
+            return _features(model.get_text_features(**tokens))
+        return getattr(model(**tokens), self.family.text_output)
+
+    def _run_torch(self, tower: str, model, dtype, inputs: dict) -> np.ndarray:
+        import torch
+
+        moved = {
+            key: value.to(self.device, dtype=dtype) if key == "pixel_values" else value.to(self.device)
+            for key, value in inputs.items()
+        }
+        with torch.inference_mode():
+            if tower == "image":
+                return _normalized(self._image_features(model, **moved))
+            return _normalized(self._text_features(model, **moved))
+
+    def _embed_fp32(self, tower: str, inputs: dict) -> np.ndarray:
+        import torch
+
+        return self._run_torch(tower, self._tower_model(tower), torch.float32, inputs)
+
+    def _embed(self, tower: str, inputs: dict) -> np.ndarray:
+        """(n, dim) float32 L2-normalized vectors of `tower` at the current precision."""
+        import copy
+
+        import torch
+
+        if tower in self._onnx:
+            arrays = {key: value.numpy() for key, value in inputs.items()}
+            return _normalized(torch.from_numpy(self._onnx[tower].features(arrays)))
+        if self.precision == "fp32":
+            return self._embed_fp32(tower, inputs)
+        if tower not in self._lowered:
+            model = self._tower_model(tower)
+            shared = [m for t, m in self._lowered.items() if self._tower_model(t) is model]
+            self._lowered[tower] = shared[0] if shared else copy.deepcopy(model).to(dtype=self.dtype)
+        return self._run_torch(tower, self._lowered[tower], self.dtype, inputs)
+
+    def _embed_checked(self, tower: str, inputs: dict) -> np.ndarray:
+        return self._check_against_fp32(tower, inputs, self._embed(tower, inputs))
+
     def embed_pixels(self, inputs) -> np.ndarray:
         """The image tower's inputs (:meth:`preprocess`'s dict, or a pixel_values tensor
-        (n, 3, H, W)) -> (n, dim) float32, L2-normalized.
+        (n, 3, H, W)) -> (n, dim) float32, L2-normalized, at :attr:`precision`.
 
         Raises:
             BadArgument: the image tower was not loaded (towers="text").
+            ModelError: an explicit precision below the cosine floor on this first batch.
         """
-        import torch
-
         if self.image_model is None:
             raise BadArgument(f"model {self.name!r} was loaded with its text tower only: it cannot embed images")
         if not isinstance(inputs, dict):
             inputs = {"pixel_values": inputs}
-        inputs = {
-            key: value.to(self.device, dtype=self.dtype) if key == "pixel_values" else value.to(self.device)
-            for key, value in inputs.items()
-        }
-        with torch.inference_mode():
-            if self.image_model is self.text_model or self.family.image_class is None or self.towers != "image":
-                out = self.image_model.get_image_features(**inputs)
-            else:
-                out = getattr(self.image_model(**inputs), self.family.image_output)
-            return _normalized(_features(out))
+        return self._embed_checked("image", inputs)
 
     def embed_images(self, images: Sequence) -> np.ndarray:
         """PIL images (any mode) -> (n, dim) float32, L2-normalized."""
         return self.embed_pixels(self.preprocess([im.convert("RGB") for im in images]))
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Texts in any language and script -> (n, dim) float32, L2-normalized; truncated to
-        the text tower's length (77 tokens for CLIP, 64 for SigLIP) and padded as the family
-        was trained (SigLIP: to that length).
-
-        Raises:
-            BadArgument: a text is not a str, or the text tower was not loaded (towers="image").
-        """
-        import torch
-
-        if self.text_model is None:
-            raise BadArgument(f"model {self.name!r} was loaded with its image tower only: it cannot embed texts")
-        for text in texts:
-            if not isinstance(text, str):
-                raise BadArgument(f"a query text must be a string, got {type(text).__name__}")
+    def _tokens(self, texts: Sequence[str]) -> dict:
         if self.family.lowercase_text:
             texts = [text.lower() for text in texts]
         tokens = self.processor.tokenizer(
@@ -303,13 +453,101 @@ class Embedder:
             return_tensors="pt",
         )
         # The tokenizer returns what its tower was trained with (SigLIP: input_ids alone, no mask).
-        tokens = {key: value.to(self.device) for key, value in tokens.items()}
-        with torch.inference_mode():
-            if self.text_model is self.image_model or self.family.text_class is None or self.towers != "text":
-                out = self.text_model.get_text_features(**tokens)
-            else:
-                out = getattr(self.text_model(**tokens), self.family.text_output)
-            return _normalized(_features(out))
+        return dict(tokens.items())
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts in any language and script -> (n, dim) float32, L2-normalized; truncated to
+        the text tower's length (77 tokens for CLIP, 64 for SigLIP) and padded as the family
+        was trained (SigLIP: to that length).
+
+        Raises:
+            BadArgument: a text is not a str, or the text tower was not loaded (towers="image").
+        """
+        if self.text_model is None:
+            raise BadArgument(f"model {self.name!r} was loaded with its image tower only: it cannot embed texts")
+        for text in texts:
+            if not isinstance(text, str):
+                raise BadArgument(f"a query text must be a string, got {type(text).__name__}")
+        return self._embed_checked("text", self._tokens(texts))
+
+    def export_text_tower(self) -> Path | None:
+        """Write the cold query's fast path for this checkpoint (:class:`OnnxTextEncoder`):
+        its tokenizer.json, the text tower in ONNX at fp32, and text.json, which marks it
+        usable only when the ONNX tower and tokenizer give this model's vectors (max abs
+        difference <= 1e-4 over :data:`PROBE_TEXTS`). fp32, not int8: a query vector then
+        equals the model's, so a search ranks as the model does (int8 would save ~5 ms a query). Returns the folder, or None when the checkpoint is not on disk,
+        its tokenizer has no tokenizers-library form, or ONNX Runtime is missing.
+        """
+        if self.text_model is None or not onnxruntime_available():
+            return None
+        folder = export_folder(self.source)
+        backend = getattr(self.processor.tokenizer, "backend_tokenizer", None)
+        if folder is None:
+            return None
+        meta: dict = {"usable": False, "dim": self.dim, "family": self.family.model_type}
+        try:
+            if backend is None:
+                raise ModelError(
+                    f"its tokenizer ({type(self.processor.tokenizer).__name__}) has no tokenizer.json form"
+                )
+            write_atomically(folder / "tokenizer.json", lambda t: backend.save(str(t)))
+            fp32_path = folder / "text-fp32.onnx"
+            if not fp32_path.is_file():
+                self._export("text", fp32_path)
+            tokenizer = self.processor.tokenizer
+            meta.update(
+                max_length=self.max_text_tokens,
+                pad_to_max_length=self.family.pad_to_max_length,
+                lowercase=self.family.lowercase_text,
+                pad_id=int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0),
+                padding_side=getattr(tokenizer, "padding_side", "right"),
+                model_file="text-fp32.onnx",
+                precision="fp32",
+            )
+            reference = self._reference_texts(PROBE_TEXTS)
+            encoder = OnnxTextEncoder(folder, meta, self.name)
+            difference = float(np.abs(encoder.embed_texts(PROBE_TEXTS) - reference).max())
+            if difference > 1e-4:
+                raise ModelError(f"the ONNX text tower differs from the model by {difference:.2e}")
+            meta.update(usable=True, fp32_difference=difference)
+        except ModelError as exc:
+            meta["reason"] = str(exc)
+            log.info("model %s: no fast text path: %s", self.name, exc)
+        write_atomically(folder / TEXT_META, lambda t: t.write_text(json.dumps(meta, indent=1), encoding="utf-8"))
+        return folder if meta["usable"] else None
+
+    def _reference_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """`texts` through the torch text tower at fp32 (the reference of every other path)."""
+        return self._embed_fp32("text", self._tokens(texts))
+
+
+class _FeaturesOf:
+    """A torch module holding a tower and calling ``method(tower, **inputs)``: what the ONNX
+    exporter traces (the tower's weights are its parameters, not constants)."""
+
+    def __new__(cls, method, tower):
+        import torch
+
+        class _Module(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.tower = tower
+
+            def forward(self, **inputs):
+                return method(self.tower, **inputs)
+
+        return _Module()
+
+
+#: Texts the fast text path is checked on: scripts, emoji, a long text cut at the tower's length.
+PROBE_TEXTS = [
+    "a dog on a beach",
+    "ein Hund am Strand",
+    "一只狗在海滩上",
+    "كلب على الشاطئ",
+    "🐶🌊 sunset",
+    "mountain " * 100,
+]
 
 
 #: The name clipsql used when it loaded CLIP only; kept for callers that import it.
@@ -336,12 +574,51 @@ class _quiet_transformers:
 
 
 @functools.lru_cache(maxsize=4)
-def cached_embedder(source: str, name: str, device: str, towers: str = "both") -> Embedder:
+def cached_embedder(source: str, name: str, device: str, towers: str = "both", precision: str = "fp32") -> Embedder:
     """The :class:`Embedder` of checkpoint `source` (labelled `name`) on `device` with
-    `towers` ("text" for queries: about half the weights), loaded once per process and kept
-    (the 4 used last): loading a model costs seconds, and a notebook's searches, the DuckDB
-    SQL function and the UDF script ask for it on every query. No progress bars."""
-    return Embedder(source, device=device, name=name, progress=False, towers=towers)
+    `towers` ("text" for queries: about half the weights) at `precision`, loaded once per
+    process and kept (the 4 used last): loading a model costs seconds, and a notebook's
+    searches, the DuckDB SQL function and the UDF script ask for it on every query. No
+    progress bars."""
+    return Embedder(source, device=device, name=name, progress=False, towers=towers, precision=precision)
+
+
+#: Environment variable choosing how query texts are embedded: "auto" (the cached ONNX text
+#: tower where there is one, made on first use), "onnx" (the same), "torch" (the model itself).
+TEXT_RUNTIME_ENV = "CLIPSQL_TEXT_RUNTIME"
+
+
+@functools.lru_cache(maxsize=4)
+def query_text_encoder(source: str, name: str, device: str = "auto"):
+    """What embeds query texts for model `source` (labelled `name`): an object with
+    ``embed_texts(texts) -> (n, dim) float32`` and ``dim``, kept per process.
+
+    On the CPU (device "auto" or "cpu": one short text needs no GPU) it is the checkpoint's
+    cached ONNX text tower run by ONNX Runtime on one thread (:class:`OnnxTextEncoder`:
+    neither torch nor transformers is imported, so a new process answers in about a second);
+    the first query of a checkpoint exports it (seconds, once per checkpoint and machine) and
+    checks it against the model. Where there is none (no ONNX Runtime, a checkpoint not on
+    disk, a tokenizer without a tokenizers-library form, or ``CLIPSQL_TEXT_RUNTIME=torch``)
+    it is the model's text tower (:func:`cached_embedder`).
+
+    Raises:
+        ModelError, BadArgument: as :class:`Embedder`.
+    """
+    runtime = os.environ.get(TEXT_RUNTIME_ENV, "auto")
+    if runtime not in ("auto", "onnx", "torch"):
+        raise BadArgument(f"{TEXT_RUNTIME_ENV} must be auto, onnx or torch, got {runtime!r}")
+    check_device_name(device)
+    check_dual_encoder(source)
+    if runtime != "torch" and device in ("auto", "cpu") and onnxruntime_available():
+        encoder = OnnxTextEncoder.load(source, name)
+        if encoder is None:
+            folder = export_folder(source)
+            if folder is not None and not (folder / TEXT_META).is_file():
+                cached_embedder(source, name, "cpu", "text").export_text_tower()
+                encoder = OnnxTextEncoder.load(source, name)
+        if encoder is not None:
+            return encoder
+    return cached_embedder(source, name, device, "text")
 
 
 def _cut_to_aspect(image, max_ratio: float):
@@ -440,13 +717,15 @@ def _normalized(features) -> np.ndarray:
 @dataclasses.dataclass
 class EmbeddedBatch:
     """One batch out of :func:`embed_photos`: photo_ids, (n, dim) float32 L2-normalized
-    embeddings, and the photos whose image could not be decoded (photo_id, reason, detail)."""
+    embeddings, the photos whose image could not be decoded (photo_id, reason, detail), and
+    the precision the vectors were made at (:attr:`Embedder.precision` after this batch)."""
 
     photo_ids: list[str]
     embeddings: np.ndarray
     failures: list[tuple[str, str, str]]
     preprocess_s: float
     infer_s: float
+    precision: str = "fp32"
 
 
 def embed_photos(
@@ -455,6 +734,7 @@ def embed_photos(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
+    reduced_decode: bool = True,
 ) -> Iterator[EmbeddedBatch]:
     """Embed cached images, yielding one :class:`EmbeddedBatch` per model batch.
 
@@ -468,6 +748,8 @@ def embed_photos(
         embedder: the model.
         batch_size: images per forward pass.
         progress: show a progress bar.
+        reduced_decode: decode JPEGs at reduced size, never below the model's input side
+            (:func:`clipsql.images.open_rgb`'s `min_side`).
 
     Raises:
         BadArgument: batch_size < 1.
@@ -478,6 +760,7 @@ def embed_photos(
         raise BadArgument(f"batch_size must be >= 1, got {batch_size}")
     ready: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
     stop = threading.Event()
+    decode_side = embedder.decode_side if reduced_decode else None
 
     def produce() -> None:
         try:
@@ -488,7 +771,7 @@ def embed_photos(
                 ids, images, failures = [], [], []
                 for photo_id, path in items[start : start + batch_size]:
                     try:
-                        images.append(open_rgb(Path(path).read_bytes()))
+                        images.append(open_rgb(Path(path).read_bytes(), min_side=decode_side))
                         ids.append(photo_id)
                     except InvalidImage as exc:
                         failures.append((photo_id, exc.reason, exc.detail))
@@ -519,7 +802,8 @@ def embed_photos(
                     ids, vectors, bad = _embed_each(embedder, ids, pixels)
                     failures = failures + bad
                 bar.update(count)
-                yield EmbeddedBatch(ids, vectors, failures, preprocess_s, time.perf_counter() - t0)
+                precision = getattr(embedder, "precision", "fp32")
+                yield EmbeddedBatch(ids, vectors, failures, preprocess_s, time.perf_counter() - t0, precision)
     finally:
         stop.set()
         while worker.is_alive():  # unblock a producer waiting on a full queue

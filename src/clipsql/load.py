@@ -71,14 +71,18 @@ ETL_RUNS_SCHEMA = pa.schema(
 # works as before.
 
 
-def embeddings_table(photo_ids: Sequence[str], embeddings: np.ndarray, model: str, version: int) -> pa.Table:
-    """Arrow rows of photo_embeddings from (n,) ids and (n, d) float32 vectors."""
+def embeddings_table(
+    photo_ids: Sequence[str], embeddings: np.ndarray, model: str, version: int, precision: str = "fp32"
+) -> pa.Table:
+    """Arrow rows of photo_embeddings from (n,) ids and (n, d) float32 vectors embedded at
+    `precision` (clipsql.precision: fp32, bf16, fp16 or int8)."""
     n = len(embeddings)
     return pa.table(
         {
             "photo_id": pa.array(list(photo_ids), pa.string()),
             "model": pa.array([model] * n, pa.string()),
             "embedding": vectors_array(embeddings),
+            "embed_precision": pa.array([precision] * n, pa.string()),
             "version": pa.array(np.full(n, version, dtype=np.uint64)),
         }
     )
@@ -98,7 +102,7 @@ class Loader:
     flush_rows: int = DEFAULT_FLUSH_ROWS
     rows_written: dict[str, int] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
-    _pending: list[tuple[list[str], np.ndarray, str]] = dataclasses.field(default_factory=list)
+    _pending: list[tuple[list[str], np.ndarray, str, str]] = dataclasses.field(default_factory=list)
 
     def _upsert(self, table: str, data: pa.Table) -> None:
         started = time.perf_counter()
@@ -149,23 +153,24 @@ class Loader:
         )
         self._upsert("download_status", self._versioned(table))
 
-    def embeddings(self, photo_ids: Sequence[str], embeddings: np.ndarray, model: str) -> None:
-        """Buffer vectors; written once `flush_rows` are pending (and by :meth:`flush`)."""
+    def embeddings(self, photo_ids: Sequence[str], embeddings: np.ndarray, model: str, precision: str = "fp32") -> None:
+        """Buffer vectors embedded at `precision`; written once `flush_rows` are pending (and
+        by :meth:`flush`)."""
         if len(photo_ids):
-            self._pending.append((list(photo_ids), embeddings, model))
-        if sum(len(ids) for ids, _, _ in self._pending) >= self.flush_rows:
+            self._pending.append((list(photo_ids), embeddings, model, precision))
+        if sum(len(pending[0]) for pending in self._pending) >= self.flush_rows:
             self.flush()
 
     def flush(self) -> None:
         """Write the buffered vectors."""
-        by_model: dict[str, list] = {}
-        for ids, vectors, model in self._pending:
-            by_model.setdefault(model, []).append((ids, vectors))
+        by_key: dict[tuple[str, str], list] = {}
+        for ids, vectors, model, precision in self._pending:
+            by_key.setdefault((model, precision), []).append((ids, vectors))
         self._pending.clear()
-        for model, parts in by_model.items():
+        for (model, precision), parts in by_key.items():
             ids = [i for part_ids, _ in parts for i in part_ids]
             vectors = np.concatenate([v for _, v in parts])
-            self._upsert("photo_embeddings", embeddings_table(ids, vectors, model, self.version))
+            self._upsert("photo_embeddings", embeddings_table(ids, vectors, model, self.version, precision))
 
     def model(self, name: str, source: str, dim: int, completed_at: dt.datetime | None = None) -> None:
         """Record what a model label was loaded from, its dimension, and when a refresh first

@@ -17,7 +17,8 @@ Where the function comes from (the model runs once per process, loaded on the fi
 
 (:func:`main` is the console script `clipsql-text-embedding-udf`; in DuckDB the model is the
 one :mod:`clipsql.search` uses in this process: both take it from
-:func:`clipsql.embed.cached_embedder`.)
+:func:`clipsql.embed.query_text_encoder`: on the CPU the checkpoint's ONNX text tower, checked
+against the model and run without torch, so the script starts in about a second.)
 
 Why chdb does not use its in-process Python UDFs (``chdb.create_function``, chdb 4): their
 result is always Nullable and ClickHouse has no Nullable(Array), so they cannot return
@@ -54,7 +55,7 @@ from typing import BinaryIO
 import numpy as np
 
 from .constants import DEFAULT_MODEL
-from .embed import cached_embedder, check_device_name, check_dual_encoder, model_label
+from .embed import check_device_name, check_dual_encoder, model_label, query_text_encoder
 from .errors import BadArgument, ClipsqlError, ModelError, StoreError
 from .resources import chdb_scripts_dir, sql_dir
 
@@ -223,7 +224,7 @@ def serve(
 
 def _load_text_model(model: str, device: str):
     """The (embedder, embed) pair of search.text for `model` (loaded, or cached in this process)."""
-    embedder = cached_embedder(model, model_label(model), device, "text")
+    embedder = query_text_encoder(model, model_label(model), device)
     return embedder, embedder.embed_texts
 
 
@@ -411,7 +412,7 @@ def _register_duckdb(connection, checkpoint: str, label: str, device: str, batch
     # No annotations: DuckDB evaluates them (as strings, in this module's globals) to infer types.
     def clip_text_embedding(texts):
         """A chunk of rows, pyarrow string array (n,) -> pyarrow list<float> array (n,)."""
-        embedder = cached_embedder(checkpoint, label, device, "text")  # loaded on the first call, then cached
+        embedder = query_text_encoder(checkpoint, label, device)  # loaded on the first call, then cached
         vectors = embed_rows(embedder.embed_texts, texts.to_pylist(), batch_size)
         lengths = np.array([0 if v is None else len(v) for v in vectors], dtype=np.int32)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)

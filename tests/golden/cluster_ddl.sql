@@ -327,6 +327,11 @@ ALTER TABLE unsplash.photo_embeddings_local ON CLUSTER clipsql DROP CONSTRAINT I
 
 ALTER TABLE unsplash.photo_embeddings_local ON CLUSTER clipsql ADD CONSTRAINT IF NOT EXISTS embedding_not_empty CHECK length(embedding) > 0;
 
+-- sql/clickhouse/006_embed_precision.sql
+ALTER TABLE unsplash.photo_embeddings_local ON CLUSTER clipsql ADD COLUMN IF NOT EXISTS embed_precision LowCardinality(String) DEFAULT 'fp32';
+
+ALTER TABLE unsplash.photo_embeddings ON CLUSTER clipsql ADD COLUMN IF NOT EXISTS embed_precision LowCardinality(String) DEFAULT 'fp32';
+
 -- sql/clickhouse/vector_index/create_ann_table.sql, vectors 512 wide
 CREATE TABLE IF NOT EXISTS unsplash.photo_embeddings_ann_512_local ON CLUSTER clipsql
 (

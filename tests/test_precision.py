@@ -1,0 +1,160 @@
+"""Precision as a setting and the cold query's fast path (issue 15).
+
+- every precision the CPU runs (fp32, bf16, int8) gives vectors of the model's width, unit
+  norm and a cosine to fp32 at or above the floor, or, explicitly asked for below the floor
+  on these photos, stops with an error naming the cosine; `auto` then falls back, and never
+  picks a precision the device lacks;
+- fp16 on a CPU and unknown precisions stop before any model loads;
+- the ONNX text tower (the cold query's path) gives the model's own vectors for texts in any
+  script, and a new process embeds a query with it without importing torch or transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipsql.embed import Embedder, query_text_encoder
+from clipsql.errors import BadArgument, ModelError
+from clipsql.onnx_towers import TEXT_META, OnnxTextEncoder, export_folder
+from clipsql.precision import COSINE_FLOOR, auto_candidates, native_bf16
+from model_families import QUERIES, build_family
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(autouse=True)
+def export_cache(tmp_path, monkeypatch):
+    """Each test exports into a cache of its own."""
+    monkeypatch.setenv("CLIPSQL_CACHE_DIR", str(tmp_path / "cache"))
+    query_text_encoder.cache_clear()
+    yield
+    query_text_encoder.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("precision-models")
+    # metaclip_2 holds the floor at int8 on its tiny random weights, clip does not (measured:
+    # image cosine 0.99986 and 0.99333): one of each.
+    return {family: str(build_family(family, root / family)) for family in ("clip", "metaclip_2", "siglip")}
+
+
+def _pictures(n: int = 6) -> list[Image.Image]:
+    rng = np.random.default_rng(3)
+    return [Image.fromarray(rng.integers(0, 256, (40 + 7 * i, 64, 3), dtype=np.uint8)) for i in range(n)]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_each_precision_keeps_the_width_the_norm_and_the_cosine_floor(checkpoints, precision):
+    reference = Embedder(checkpoints["metaclip_2"], device="cpu", progress=False)
+    embedder = Embedder(checkpoints["metaclip_2"], device="cpu", progress=False, precision=precision)
+    pictures = _pictures()
+    images, texts = embedder.embed_images(pictures), embedder.embed_texts(QUERIES)
+    assert embedder.precision == precision
+    for vectors, exact in ((images, reference.embed_images(pictures)), (texts, reference.embed_texts(QUERIES))):
+        assert vectors.shape == exact.shape and vectors.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+        assert np.sum(vectors * exact, axis=1).min() >= COSINE_FLOOR
+
+
+def test_a_precision_below_the_floor_stops_and_auto_falls_back(checkpoints):
+    with pytest.raises(ModelError, match=r"image tower at int8 gives vectors whose cosine to fp32 is 0\.9\d+, below"):
+        Embedder(checkpoints["clip"], device="cpu", progress=False, precision="int8").embed_images(_pictures())
+    auto = Embedder(checkpoints["clip"], device="cpu", progress=False, precision="auto")
+    vectors = auto.embed_images(_pictures())
+    assert auto.precision in auto_candidates("cpu") and auto.precision != "int8"
+    exact = Embedder(checkpoints["clip"], device="cpu", progress=False).embed_images(_pictures())
+    assert np.sum(vectors * exact, axis=1).min() >= COSINE_FLOOR
+
+
+def test_auto_never_picks_what_the_device_lacks(checkpoints):
+    candidates = auto_candidates("cpu")
+    assert candidates[-1] == "fp32" and "fp16" not in candidates
+    assert ("bf16" in candidates) == native_bf16("cpu")  # emulated bf16 is 10x slower than fp32 here
+    auto = Embedder(checkpoints["metaclip_2"], device="cpu", progress=False, precision="auto")
+    auto.embed_images(_pictures())
+    assert auto.precision == candidates[0]
+
+
+def test_bad_precisions_stop_before_any_model_loads(tmp_path):
+    missing = str(tmp_path / "no-model")  # would fail to load: the precision is checked first
+    with pytest.raises(BadArgument, match="precision must be one of auto, fp32, bf16, fp16, int8, got 'int4'"):
+        Embedder(missing, device="cpu", precision="int4")
+    with pytest.raises(BadArgument, match="fp16 runs on CUDA or MPS only"):
+        Embedder(missing, device="cpu", precision="fp16")
+
+
+@pytest.mark.parametrize("family", ["clip", "metaclip_2"])
+def test_the_onnx_text_tower_gives_the_models_vectors_in_any_script(checkpoints, family):
+    reference = Embedder(checkpoints[family], device="cpu", progress=False, towers="text")
+    folder = reference.export_text_tower()
+    assert folder is not None and folder == export_folder(checkpoints[family])
+    meta = json.loads((folder / TEXT_META).read_text())
+    assert meta["usable"] and meta["fp32_difference"] <= 1e-4
+    encoder = OnnxTextEncoder.load(checkpoints[family], family)
+    assert encoder is not None and encoder.precision == meta["precision"] == "fp32"
+    vectors, exact = encoder.embed_texts(QUERIES + ["x " * 500]), reference.embed_texts(QUERIES + ["x " * 500])
+    if encoder.precision == "fp32":
+        np.testing.assert_allclose(vectors, exact, atol=1e-4)
+    assert np.sum(vectors * exact, axis=1).min() >= COSINE_FLOOR
+
+
+def test_a_tokenizer_without_a_tokenizers_form_keeps_the_model(checkpoints):
+    # SigLIP's SentencePiece tokenizer has no tokenizer.json: queries use the model itself.
+    encoder = query_text_encoder(checkpoints["siglip"], "siglip", "cpu")
+    assert isinstance(encoder, Embedder)
+    meta = json.loads((export_folder(checkpoints["siglip"]) / TEXT_META).read_text())
+    assert not meta["usable"] and "SiglipTokenizer" in meta["reason"]
+
+
+def test_a_new_process_embeds_a_query_without_torch_or_transformers(checkpoints, tmp_path):
+    source = checkpoints["clip"]
+    first = query_text_encoder(source, "clip", "cpu")  # the first query exports and checks
+    assert isinstance(first, OnnxTextEncoder)
+    expected = Embedder(source, device="cpu", progress=False, towers="text").embed_texts(["一只狗 on a beach"])[0]
+    script = (
+        "import json, sys\n"
+        "from clipsql.embed import query_text_encoder\n"
+        f"vector = query_text_encoder({source!r}, 'clip', 'auto').embed_texts(['一只狗 on a beach'])[0]\n"
+        "print(json.dumps({'vector': vector.tolist(), 'torch': 'torch' in sys.modules,"
+        " 'transformers': 'transformers' in sys.modules}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=dict(os.environ), timeout=120, check=True
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["torch"] is False and result["transformers"] is False
+    np.testing.assert_allclose(result["vector"], expected, atol=1e-4)
+
+
+def test_the_refresh_records_each_vectors_precision(checkpoints, tmp_path):
+    from clipsql import refresh
+    from clipsql.db import open_store
+    from etl_support import run_cli
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, picture in enumerate(_pictures(4)):
+        picture.save(folder / f"p{i}.png")
+    store = tmp_path / "store"
+    refresh(folder, model=checkpoints["metaclip_2"], model_name="m-int8", precision="int8", store=store, progress=False)
+    refresh(folder, model=checkpoints["metaclip_2"], model_name="m-fp32", store=store, progress=False)
+    with open_store(store) as db:
+        rows = db.query_clickhouse(
+            "SELECT model, embed_precision, count() AS n FROM photo_embeddings FINAL "
+            "GROUP BY model, embed_precision ORDER BY model"
+        )
+    assert rows.values.tolist() == [["m-fp32", "fp32", 4], ["m-int8", "int8", 4]]
+    out = run_cli(
+        *("refresh", "--source", str(folder), "--model", checkpoints["metaclip_2"]),
+        *("--precision", "fp16", "--device", "cpu", "--store", str(tmp_path / "other")),
+    )
+    assert out.returncode == 2 and "fp16 runs on CUDA or MPS only" in out.stderr
+    assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
