@@ -154,22 +154,29 @@ def test_systemd_service_and_timer_pair():
 DAG_FILE = ETL / "airflow" / "clipsql_refresh_dag.py"
 
 
-def test_airflow_dag_file_runs_the_job_file():
+def test_airflow_dag_fans_out_over_shards_then_finishes():
     tree = ast.parse(DAG_FILE.read_text())
-    values = {
-        n.targets[0].id: n.value.value
-        for n in tree.body
-        if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
-    }
-    assert values["JOB_FILE"] == JOB
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "BashOperator"]
-    assert len(calls) == 1
-    operator = {k.arg: k.value for k in calls[0].keywords}
-    assert "clipsql refresh {JOB_FILE}" in ast.unparse(operator["bash_command"])
-    # A refresh that finds the store locked (exit 75) skips the task instead of failing it,
-    # and runs never overlap.
-    assert ast.literal_eval(operator["skip_on_exit_code"]) == 75
-    dag = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "DAG")
+    values = {n.targets[0].id: n.value for n in tree.body if isinstance(n, ast.Assign)}
+    assert ast.literal_eval(values["JOB_FILE"]) == JOB
+    assert "clipsql refresh {JOB_FILE}" in ast.unparse(values["REFRESH"])
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    # The shards: one BashOperator mapped over them (dynamic task mapping), task i running
+    # `--shard i/SHARDS`.
+    [expand] = [c for c in calls if isinstance(c.func, ast.Attribute) and c.func.attr == "expand"]
+    partial = expand.func.value
+    assert isinstance(partial, ast.Call) and ast.unparse(partial.func) == "BashOperator.partial"
+    mapped = ast.unparse({k.arg: k.value for k in expand.keywords}["bash_command"])
+    assert "{REFRESH} --shard {i}/{SHARDS}" in mapped and "for i in range(SHARDS)" in mapped
+    # The final step, once, after every shard.
+    [finish] = [c for c in calls if getattr(c.func, "id", "") == "BashOperator"]
+    assert ast.unparse({k.arg: k.value for k in finish.keywords}["bash_command"]) == "f'{REFRESH} --finish'"
+    edges = [n.value for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.BinOp)]
+    assert [ast.unparse(e) for e in edges] == ["shards >> finish"]
+    # A refresh that finds the store locked (exit 75) skips the task instead of failing it
+    # (and a skipped shard skips the finish), and nights never overlap.
+    for operator in (partial, finish):
+        assert ast.literal_eval({k.arg: k.value for k in operator.keywords}["skip_on_exit_code"]) == 75
+    dag = next(c for c in calls if getattr(c.func, "id", "") == "DAG")
     assert ast.literal_eval({k.arg: k.value for k in dag.keywords}["max_active_runs"]) == 1
 
 
@@ -181,5 +188,6 @@ def test_airflow_loads_the_dag(tmp_path, monkeypatch):  # pragma: no cover - nee
     bag = DagBag(dag_folder=str(DAG_FILE), include_examples=False)
     assert bag.import_errors == {}
     dag = bag.get_dag("clipsql_refresh")
-    [task] = dag.tasks
-    assert f"clipsql refresh {JOB}" in task.bash_command
+    assert sorted(task.task_id for task in dag.tasks) == ["finish", "refresh_shard"]
+    assert dag.get_task("refresh_shard").downstream_task_ids == {"finish"}
+    assert f"clipsql refresh {JOB} --quiet --finish" in dag.get_task("finish").bash_command

@@ -113,6 +113,13 @@ class Run:
             seen += 1
         return True
 
+    def wait_for_text(self, text: str) -> bool:
+        """Block until a log line containing `text` (True) or the end of the process (False)."""
+        while (line := self.lines.get(timeout=120)) is not None:
+            if text in line:
+                return True
+        return False
+
     def kill(self) -> bool:
         """SIGKILL; True if the process was still running."""
         running = self.proc.poll() is None
@@ -246,7 +253,8 @@ def test_sigterm_ends_the_run_as_interrupted_and_the_next_run_completes_it(serve
         "-v",
     ]
     run = Run(args)
-    assert run.wait_for_line(6), "".join(run.tail)  # mid-pipeline: a few chunks in
+    # Mid-pipeline, a few chunks in (counting lines would count the migrations of a new store).
+    assert run.wait_for_text("chunk 2: "), "".join(run.tail)
     run.proc.send_signal(signal.SIGTERM)
     assert run.proc.wait(timeout=60) == 130, "".join(run.tail)
     check_invariants(backend)

@@ -38,12 +38,18 @@ INIT = "__init__"
 #: The layers, lowest first; a module may import modules of its own layer or of a lower one.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "resources", "constants"),  # exceptions; where files live; constants several layers use
-    ("images", "cache", "sqlfiles", "families"),  # image decoding; the image cache's layout; the SQL files' syntax; model families
+    # image decoding; the image cache's layout; the SQL files' syntax; model families,
+    # precisions and their ONNX copies; the shards of a release
+    ("images", "cache", "sqlfiles", "families", "precision", "onnx_towers", "shards"),
     ("queries",),  # the named-query registry (reads queries/, needs no engine)
     ("dialect",),  # ClickHouse query text -> DuckDB (and MyScale)
     ("lock", "unrecorded"),  # the store's refresh lock; the runs that could not get the store
     ("engines.base", "engines.busy"),  # the engine protocol; who holds a busy store
-    ("engines.clickhouse", "engines.duckdb"),  # the engines ...
+    (
+        "engines.clickhouse",
+        "engines.duckdb",
+        "engines.cluster",
+    ),  # the engines ... (a cluster store: the ClickHouse engine's DDL rewritten)
     ("engines.chdb",),  # ... chdb is the ClickHouse engine in process
     ("engines",),  # the engine registry
     ("db",),  # stores: chdb, ClickHouse server, DuckDB
@@ -63,6 +69,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("sources",),  # ETL stages only the refresh uses: reading sources ...
     ("load",),  # ... and loading rows
     ("settings",),  # the refresh's settings tree (job file and CLI map onto it)
+    ("ray_executor",),  # download and embed on Ray Data (imported by the refresh when asked)
     ("refresh",),  # the ETL job
     ("jobs",),  # job files -> refresh
     (INIT,),  # `clipsql`: refresh, RefreshSummary and search, loaded lazily

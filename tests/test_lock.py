@@ -42,7 +42,8 @@ def holder(tmp_path):
 def test_a_second_refresh_exits_at_once_naming_the_holder(holder, tmp_path, capsys):
     store, proc = holder
     not_a_model = tmp_path / "not-a-model"
-    not_a_model.mkdir()  # loading it would fail with exit status 2: 75 shows the lock came first
+    not_a_model.mkdir()  # a CLIP config without weights: loading it would fail with exit status 2,
+    (not_a_model / "config.json").write_text('{"model_type": "clip"}')  # so 75 shows the lock came first
     code = main(
         ["refresh", "--source", str(tmp_path / "nothing"), "--model", str(not_a_model), "--store", str(store), "-q"]
     )

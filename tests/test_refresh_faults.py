@@ -240,7 +240,7 @@ def test_an_extreme_strip_is_embedded_as_its_centre(tmp_path, tiny_clip, embedde
     # can still be processed whole).
     wide = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 400, 3), dtype=np.uint8))
     whole = embedder.processor(images=[wide], return_tensors="pt")["pixel_values"]
-    np.testing.assert_allclose(embedder.preprocess([wide]).numpy(), whole.numpy(), atol=0.05)
+    np.testing.assert_allclose(embedder.preprocess([wide])["pixel_values"].numpy(), whole.numpy(), atol=0.05)
 
 
 def test_an_interrupt_mid_chunk_keeps_the_stored_batches_and_logs_only_them(server, tmp_path, tiny_clip):

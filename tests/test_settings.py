@@ -67,7 +67,7 @@ def test_the_tree_mirrors_the_job_file_tables():
     assert TABLES == ("source", "model", "store", "download", "refresh")
     assert {table: [leaf.key for leaf in leaves(table)] for table in TABLES} == {
         "source": ["location", "limit"],
-        "model": ["name", "label", "device", "batch_size"],
+        "model": ["name", "label", "device", "batch_size", "precision"],
         "store": ["path", "clickhouse_url", "duckdb", "wait_s"],
         "download": [
             "workers",
@@ -81,7 +81,16 @@ def test_the_tree_mirrors_the_job_file_tables():
             "backoff_s",
             "max_pixels",
         ],
-        "refresh": ["chunk_size", "retry_failed", "retry_backoff_s", "purge", "max_delete_fraction"],
+        "refresh": [
+            "chunk_size",
+            "retry_failed",
+            "retry_backoff_s",
+            "purge",
+            "max_delete_fraction",
+            "shard",
+            "finish",
+            "executor",
+        ],
     }
     assert [leaf.option for leaf in LEAVES] == [
         "--source",
@@ -90,6 +99,7 @@ def test_the_tree_mirrors_the_job_file_tables():
         "--model-name",
         "--device",
         "--batch-size",
+        "--precision",
         "--store",
         "--clickhouse-url",
         "--duckdb",
@@ -109,6 +119,9 @@ def test_the_tree_mirrors_the_job_file_tables():
         "--retry-backoff",
         "--purge",
         "--max-delete-fraction",
+        "--shard",
+        "--finish",
+        "--executor",
     ]
     tree = Settings()
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -26,3 +26,6 @@ DEFAULT_RETRY_BACKOFF_S = 3600.0
 #: Default largest share of the store's photos one run may flag deleted or purge; above it
 #: the run stops before any write (a truncated release must not empty the store).
 DEFAULT_MAX_DELETE_FRACTION = 0.1
+#: Where a refresh downloads and embeds: 'local' (threads and the model in this process), or
+#: 'ray' / 'ray://host:port' (a Ray Data pipeline, clipsql.ray_executor).
+DEFAULT_EXECUTOR = "local"

@@ -489,6 +489,7 @@ def download_photos(
     *,
     progress: bool | tqdm = True,
     allow_local_files: bool = False,
+    remove_stale: bool = True,
 ) -> list[DownloadResult]:
     """Fetch, validate and cache the image of each (photo_id, url).
 
@@ -502,6 +503,9 @@ def download_photos(
         allow_local_files: also read local paths and file:// URLs (regular files only, at
             most max_bytes), for image-folder sources. When False (the default) only http(s)
             URLs are fetched; any other URL is a permanent 'bad_url' failure and nothing is read.
+        remove_stale: first remove the temporary files a killed run left in the cache (True);
+            False where other processes may be writing into the same cache at the same time
+            (the Ray executor's download tasks: the refresh removed them when it started).
 
     Returns:
         One DownloadResult per input pair, in input order.
@@ -515,7 +519,8 @@ def download_photos(
     image_dir = Path(image_dir)
     with _cache_faults(image_dir):
         image_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temp_files(image_dir)
+        if remove_stale:
+            remove_stale_temp_files(image_dir)
     results: list[DownloadResult | None] = [None] * len(photos)
     local = threading.local()
     stopping = threading.Event()

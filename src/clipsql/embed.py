@@ -760,7 +760,7 @@ def embed_photos(
         raise BadArgument(f"batch_size must be >= 1, got {batch_size}")
     ready: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
     stop = threading.Event()
-    decode_side = embedder.decode_side if reduced_decode else None
+    decode_side = getattr(embedder, "decode_side", None) if reduced_decode else None
 
     def produce() -> None:
         try:

@@ -42,3 +42,8 @@ class StoreBusy(StoreError):
         self.path = path
         self.pid = pid
         self.command = command
+
+
+class ExecutorError(ClipsqlError):
+    """The executor of a refresh cannot be used: a Ray cluster that cannot be reached, or whose
+    workers do not see the store directory."""

@@ -15,7 +15,8 @@ A job file has up to five tables, one per branch of the tree; every key is optio
     [store]     path, clickhouse_url, duckdb          (one backend)
     [download]  workers, width, timeout_s, retries, max_bytes, max_retry_after_s,
                 connect_timeout_s, total_timeout_s, backoff_s, max_pixels
-    [refresh]   chunk_size, retry_failed, retry_backoff_s, purge, max_delete_fraction
+    [refresh]   chunk_size, retry_failed, retry_backoff_s, purge, max_delete_fraction,
+                shard, finish, executor
 
 Relative paths in a job file are relative to its folder; an unknown table or key, or a value
 of the wrong type, is refused with the file and key named.

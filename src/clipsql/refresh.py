@@ -25,6 +25,20 @@ A rerun is cheap and changes nothing that is already right:
   complete model (so a trial run with a limit does not change what search uses);
 - every write is an upsert keyed by photo_id (and model), so no row is doubled.
 
+Shards, for schedulers that fan out (N Airflow tasks, N cron hosts): a run with `shard`
+'I/N' downloads and embeds only the photos with `cityHash64(photo_id) % N = I`
+(:mod:`clipsql.shards`) and upserts only their metadata; it leaves the steps that need the
+whole source to one run with `finish` after all shards (the optional files, photos gone
+from the source, the model's completion, the vector index): a shard never flags a photo
+deleted, so no photo is lost because another shard owns it. A `finish` run upserts every
+photo's metadata and does those steps, downloading and embedding nothing; an unsharded run
+does everything, as before.
+
+Executors: download and embed run in this process (`executor='local'`: download threads,
+then the model batch by batch), or on Ray Data (`'ray'`, `'ray://host:port'`:
+:mod:`clipsql.ray_executor`, imported only then); either way the results come back to this
+process, which writes every row through the same upserts.
+
 Crash safety: a run may be killed at any moment (kill -9) and rerun. Images reach the cache
 by atomic rename; a photo's metadata row is written before its vector, and search joins
 the two, so no photo is searchable without its vector; each chunk's vectors go in one
@@ -36,20 +50,24 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import importlib.util
 import logging
 import math
 import os
+import re
 import socket
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from .cache import cached_names, image_path, remove_stale_temp_files
 from .constants import (
     DEFAULT_CHUNK_SIZE,
+    DEFAULT_EXECUTOR,
     DEFAULT_MAX_DELETE_FRACTION,
     DEFAULT_MODEL,
     DEFAULT_RETRY_BACKOFF_S,
@@ -57,11 +75,13 @@ from .constants import (
 from . import unrecorded
 from .db import Store, check_wait, open_store, store_root
 from .download import DownloadOptions, DownloadResult, download_photos
+from .precision import check_precision, check_supported
 from .embed import DEFAULT_BATCH_SIZE, EMBED_FAILED, Embedder, check_dual_encoder, embed_photos, model_label
 from .errors import BadArgument, ModelError, SourceError, StoreBusy
 from .load import Loader
 from .lock import StoreLock
 from .queries import get_query
+from .shards import Shard, parse_shard
 from .sources import DEFAULT_SOURCE, SourceReader, open_source
 
 log = logging.getLogger(__name__)
@@ -106,6 +126,8 @@ class RefreshSummary:
     purged: int = 0
     skipped_entries: list[str] = dataclasses.field(default_factory=list)
     renamed: int = 0
+    shard: str | None = None
+    finish: bool = False
 
     def stage(self, name: str) -> StageSummary:
         return next(s for s in self.stages if s.stage == name)
@@ -116,6 +138,13 @@ class RefreshSummary:
         for s in self.stages:
             lines.append(f"{s.stage:<10}{s.ok:>9}{s.failed:>9}{s.skipped:>9}{s.seconds:>10.2f}")
         lines.append(f"total {self.seconds:.2f} s; store {self.store}; model {self.model}; run {self.run_id}")
+        if self.shard is not None:
+            lines.append(
+                f"shard {self.shard}: the optional files, deletions, model completion and vector index "
+                "are left to `clipsql refresh --finish` once every shard has run"
+            )
+        if self.finish:
+            lines.append("finish: metadata, optional files, deletions, model completion and vector index")
         if self.deleted or self.purged:
             lines.append(f"gone from the source: {self.deleted} flagged deleted, {self.purged} purged")
         if self.renamed:
@@ -161,6 +190,30 @@ def retry_due(
     return now >= last_attempt_at + dt.timedelta(seconds=wait)
 
 
+_RAY_ADDRESS_RE = re.compile(r"^ray://[^\s/]+$")
+
+
+def parse_executor(executor: str) -> str | None:
+    """The Ray address of an executor setting: None for 'local' (download and embed in this
+    process), '' for 'ray' (a local Ray instance, or the cluster of `$RAY_ADDRESS`), the
+    address itself for 'ray://host:port' (a running cluster, through Ray Client).
+
+    Raises:
+        BadArgument: any other value, or 'ray...' where the `ray` package is not installed
+            (`pip install 'clipsql[ray]'`).
+    """
+    if executor == "local":
+        return None
+    if not isinstance(executor, str) or not (executor == "ray" or _RAY_ADDRESS_RE.match(executor)):
+        raise BadArgument(f"executor must be local, ray or ray://host:port, got {executor!r}")
+    if importlib.util.find_spec("ray") is None:
+        raise BadArgument(
+            f"executor {executor!r} needs Ray, which is not installed: pip install 'clipsql[ray]' "
+            "(or run with --executor local)"
+        )
+    return "" if executor == "ray" else executor
+
+
 def refresh(
     source: str | os.PathLike = DEFAULT_SOURCE,
     *,
@@ -173,6 +226,7 @@ def refresh(
     batch_size: int = DEFAULT_BATCH_SIZE,
     download: DownloadOptions = DownloadOptions(),
     device: str = "auto",
+    precision: str = "fp32",
     retry_failed: bool = False,
     progress: bool = True,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -180,6 +234,9 @@ def refresh(
     retry_backoff_s: float = DEFAULT_RETRY_BACKOFF_S,
     max_delete_fraction: float = DEFAULT_MAX_DELETE_FRACTION,
     wait_s: float | None = None,
+    shard: str | None = None,
+    finish: bool = False,
+    executor: str = DEFAULT_EXECUTOR,
 ) -> RefreshSummary:
     """Run the main job once: read `source`, download, embed with `model`, load into the store.
 
@@ -193,6 +250,8 @@ def refresh(
         batch_size: images per model forward pass.
         download: download settings.
         device: 'auto', 'cpu', 'cuda[:N]' or 'mps'.
+        precision: what the image tower runs at: fp32, bf16, fp16, int8 or auto
+            (:mod:`clipsql.precision`); recorded with each vector (embed_precision).
         retry_failed: retry every failed photo now, permanent failures included.
         progress: progress bars on the long stages.
         chunk_size: photos downloaded, embedded and loaded at a time (bounds memory).
@@ -206,12 +265,24 @@ def refresh(
             default `$CLIPSQL_WAIT`, else 300. The refresh itself holds the engine only
             while it reads or writes: it lets go while it downloads and embeds as soon as
             another process waits (see :class:`clipsql.engines.base.Store`).
+        shard: 'I/N' (0 <= I < N): download and embed only the photos with
+            `cityHash64(photo_id) % N = I`, one of N tasks of a scheduler; the optional files,
+            photos gone from the source, the model's completion and the vector index are left
+            to a run with `finish` (a shard flags nothing deleted). None: every photo.
+        finish: the final step once every shard has run: upsert every photo's metadata and
+            the optional files, flag (or purge) photos gone from the source, complete the
+            model, bring the vector index up to date; nothing is downloaded or embedded.
+        executor: 'local' (this process), 'ray' (Ray Data on a local Ray instance, or the
+            cluster of `$RAY_ADDRESS`) or 'ray://host:port' (a running cluster; its workers
+            must see the store directory at the same path). Ray needs the `ray` extra.
 
     Returns:
         RefreshSummary with per-stage counts and seconds (also written to etl_runs).
 
     Raises:
-        BadArgument: before any work (the store is not touched).
+        BadArgument: before any work (the store is not touched): a value out of range, a shard
+            that is not I/N with 0 <= I < N, `shard` with `finish`, `finish` with `limit`, an
+            unknown executor, or `ray` where Ray is not installed.
         StoreLocked: another refresh holds the store's lock (raised at once).
         StoreBusy: another process held the store for all of `wait_s`; the failed run is
             recorded in `<store>/unrecorded_runs.jsonl` (status lists it; the next refresh
@@ -222,6 +293,19 @@ def refresh(
     """
     started = time.perf_counter()
     _check_arguments(model, limit, batch_size, chunk_size, purge, retry_backoff_s, max_delete_fraction)
+    owned = parse_shard(shard)
+    ray_address = parse_executor(executor)
+    if owned is not None and finish:
+        raise BadArgument("shard and finish exclude each other: run every shard, then one run with --finish")
+    if finish and limit is not None:
+        raise BadArgument("finish needs the whole source: it cannot be combined with a limit")
+    if ray_address is not None and device == "mps":
+        raise BadArgument("device mps cannot be used with the Ray executor: use auto, cpu or cuda[:N]")
+    check_precision(precision)
+    if ray_address is not None and precision != "fp32":
+        raise BadArgument(f"precision {precision} is not available with the Ray executor yet: use fp32")
+    if precision not in ("auto", "fp32") and device != "auto":
+        check_supported(precision, device)
     download.validate()
     label = model_name or model_label(model)
     wait_s = check_wait(wait_s)
@@ -231,7 +315,9 @@ def refresh(
         StoreLock(root) as lock,
         _open_or_record(root, identity, store, clickhouse_url=clickhouse_url, duckdb=duckdb, wait_s=wait_s) as db,
     ):
-        run = _RunLog(db, **identity)
+        # A shard does not mark runs still 'running' as interrupted: they may be other shards,
+        # running on other hosts against the same server; the finish (or an unsharded run) does.
+        run = _RunLog(db, **identity, mark_interrupted=owned is None)
         if lock.previous is not None:
             log.warning("the previous refresh (%s) was killed; this run completes its work", lock.previous)
         if db.image_dir.is_dir() and (stale := remove_stale_temp_files(db.image_dir)):
@@ -247,6 +333,8 @@ def refresh(
             purge=purge,
             retry_backoff_s=retry_backoff_s,
             max_delete_fraction=max_delete_fraction,
+            shard=owned,
+            finish=finish,
         )
         try:
             # The source first: opening it reads only names and sizes, so a missing source is
@@ -254,8 +342,34 @@ def refresh(
             reader = open_source(source, limit=limit, cache_dir=db.root)
             job.plan(reader)
             # The refresh embeds photos only: the image tower alone (about half the weights).
-            embedder = Embedder(model, device=device, name=model_name, progress=progress, towers="image")
-            job.run(embedder, reader)
+            # With Ray (or for a finish, which embeds nothing) this copy only names the model and
+            # its width: it stays on the CPU, the GPUs are the workers'.
+            here = device if ray_address is None and not finish else "cpu"
+            embedder = Embedder(
+                model,
+                device=here,
+                name=model_name,
+                progress=progress,
+                towers="image",
+                precision=precision if ray_address is None and not finish else "fp32",
+            )
+            if ray_address is not None and not finish:
+                from .ray_executor import RayExecutor  # only when asked: Ray is an optional extra
+
+                job.executor = RayExecutor(
+                    ray_address,
+                    model=str(model),
+                    name=embedder.name,
+                    device=device,
+                    batch_size=batch_size,
+                    download=download,
+                    image_dir=db.image_dir,
+                )
+            try:
+                job.run(embedder, reader)
+            finally:
+                if job.executor is not None:
+                    job.executor.close()
         except BaseException as exc:
             interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
             run.finish(
@@ -279,6 +393,8 @@ def refresh(
             job.purged,
             [str(e) for e in job.skipped_entries],
             job.renamed,
+            None if owned is None else str(owned),
+            finish,
         )
     log.info("refresh %s done in %.1f s", summary.run_id, summary.seconds)
     return summary
@@ -365,10 +481,20 @@ class _RunLog:
     The run's `version` (the ReplacingMergeTree version of every row it writes) is its
     start in ms, but above every earlier run's, so its upserts win even if the clock went
     back. Runs left 'running' by killed processes are marked 'interrupted' (this process
-    holds the lock, so they are dead).
+    holds the lock, so they are dead), unless `mark_interrupted` is False (a shard: the
+    others may be running elsewhere).
     """
 
-    def __init__(self, db: Store, *, source: str, model: str, model_source: str, limit: int | None):
+    def __init__(
+        self,
+        db: Store,
+        *,
+        source: str,
+        model: str,
+        model_source: str,
+        limit: int | None,
+        mark_interrupted: bool = True,
+    ):
         self.db = db
         self.run_id = uuid.uuid4().hex
         last = int(get_query("etl_last_run_version").run(db)["version"].iloc[0])
@@ -394,7 +520,8 @@ class _RunLog:
         if earlier:
             unrecorded.clear(db.root, earlier)
             log.info("recorded %d earlier run(s) that could not get the store in etl_runs", len(earlier))
-        db.run_script("mark_runs_interrupted", {"run_version": self.version})
+        if mark_interrupted:
+            db.run_script("mark_runs_interrupted", {"run_version": self.version})
         Loader(db, self.version).run(self.row, self.version)
         log.info("run %s started (version %d) on %s", self.run_id, self.version, db.description)
 
@@ -434,10 +561,39 @@ class _RunLog:
             unrecorded.add(self.db.root, dict(row, version=self.version + 1))
 
 
+@dataclasses.dataclass
+class _Todo:
+    """The photos of one or more chunks that need work, and what the store said of them.
+
+    Attributes:
+        photos: (photo_id, url) to download (a photo already in the cache is found there).
+        embed: those of `photos` without a vector for the model.
+        attempts: photo_id -> download attempts recorded so far.
+        recorded_ok: photos whose status row already says ok.
+        healing: photos with a vector whose cached image is gone (only fetched again).
+    """
+
+    photos: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    embed: set[str] = dataclasses.field(default_factory=set)
+    attempts: dict[str, int] = dataclasses.field(default_factory=dict)
+    recorded_ok: set[str] = dataclasses.field(default_factory=set)
+    healing: set[str] = dataclasses.field(default_factory=set)
+
+    def extend(self, other: _Todo) -> None:
+        self.photos += other.photos
+        self.embed |= other.embed
+        self.attempts.update(other.attempts)
+        self.recorded_ok |= other.recorded_ok
+        self.healing |= other.healing
+
+
 class _Job:
     """One run's work over a store: the plan (a first pass over the source, compared with
     the store before any write), the chunks, then the optional files, the photos gone from
-    the source, the model's completion and the vector index."""
+    the source, the model's completion and the vector index.
+
+    A shard (`shard`) does the chunks of its own photos only; a finish (`finish`) upserts
+    every chunk's metadata, downloads and embeds nothing, and does the rest."""
 
     def __init__(
         self,
@@ -452,12 +608,18 @@ class _Job:
         purge: bool,
         retry_backoff_s: float,
         max_delete_fraction: float = DEFAULT_MAX_DELETE_FRACTION,
+        shard: Shard | None = None,
+        finish: bool = False,
     ):
         self.db, self.run_log = db, run
         self.batch_size, self.download_options = batch_size, download
         self.retry_failed, self.progress, self.chunk_size = retry_failed, progress, chunk_size
         self.purge, self.retry_backoff_s = purge, retry_backoff_s
         self.max_delete_fraction = max_delete_fraction
+        self.shard, self.finish = shard, finish
+        #: None: download and embed here; else the Ray executor (clipsql.ray_executor.RayExecutor).
+        self.executor: Any = None
+        self.pending = _Todo()  # photos waiting for the executor (Ray: one dataset per window)
         # _chunk flushes the loader after every model batch (an interrupt loses at most one),
         # so the loader's own flush threshold never comes into play here.
         self.loader = Loader(db, run.version)
@@ -482,11 +644,16 @@ class _Job:
     def _count(self, reason: str, n: int = 1) -> None:
         self.reasons[reason] = self.reasons.get(reason, 0) + n
 
+    def _owned(self, table: pa.Table) -> pa.Table:
+        """The rows of `table` (a photo_id column) that this run's shard owns (all: no shard)."""
+        return table if self.shard is None else table.filter(pa.array(self.shard.mask(table["photo_id"])))
+
     def plan(self, reader: SourceReader) -> None:
         """Read the source's photo ids once and compare them with the store, before any data
         is written: an empty source is an error; a full run that would flag deleted (or
-        purge) more than `max_delete_fraction` of the store's photos stops here; image-folder
-        photos stored under their old ids (the file stem) are renamed to their path ids.
+        purge) more than `max_delete_fraction` of the store's photos stops here (a shard
+        flags nothing, so it does not check); image-folder photos stored under their old ids
+        (the file stem) are renamed to their path ids (by a shard, those it owns).
 
         Raises:
             SourceError: the source holds no photo, or the deletion share is over the limit.
@@ -502,10 +669,16 @@ class _Job:
             raise SourceError(
                 f"source {reader.location!r} holds no photos: its photos file is empty or has only a header{why}"
             )
-        self.total = keys.num_rows
+        owned = self._owned(keys)
+        self.total = owned.num_rows
+        if self.shard is not None:
+            log.info("shard %s: %d of the source's %d photos", self.shard, owned.num_rows, keys.num_rows)
         store = get_query("store_photos").run(self.db)
         renames = self._folder_renames(keys, store) if self.allow_local_files and not store.empty else []
-        if reader.limit is None and not store.empty:
+        if self.shard is not None:
+            mine = set(owned["photo_id"].to_pylist())
+            renames = [(old, new) for old, new in renames if new in mine]
+        if reader.limit is None and self.shard is None and not store.empty:
             kept = set(keys["photo_id"].to_pylist()) | {old for old, _ in renames}
             missing = ~store["photo_id"].isin(kept)
             live = store["is_deleted"].astype(int) == 0
@@ -524,7 +697,7 @@ class _Job:
             self._rename_photos(renames)
         # One directory listing (not a stat or decode per photo): photos recorded ok whose
         # cached image is gone are fetched again (the cache heals).
-        self.cached_names = cached_names(self.db.image_dir)
+        self.cached_names = set() if self.finish else cached_names(self.db.image_dir)
 
     @staticmethod
     def _folder_renames(keys, store) -> list[tuple[str, str]]:
@@ -577,8 +750,9 @@ class _Job:
         photos_seen = 0
         try:
             # One bar per stage, per photo, over the photos of the source (known from the
-            # plan): skipped photos advance it at once, the others as they are done.
-            for position, name in enumerate(("download", "embed")):
+            # plan): skipped photos advance it at once, the others as they are done. A finish
+            # downloads and embeds nothing: no bars.
+            for position, name in enumerate(() if self.finish else ("download", "embed")):
                 self.bars[name] = tqdm(
                     total=self.total,
                     desc=name,
@@ -592,6 +766,8 @@ class _Job:
             while True:
                 t0 = time.perf_counter()
                 chunk = next(batches, None)
+                if chunk is not None:
+                    chunk = self._owned(chunk)
                 self.stage("source").seconds += time.perf_counter() - t0
                 if chunk is None:
                     break
@@ -602,12 +778,22 @@ class _Job:
                 if keep is not None:
                     keep.update(chunk["photo_id"].to_pylist())
                 self._chunk(number, chunk, reader.version, embedder)
+            if self.pending.photos:
+                self._run_executor(embedder)
         finally:
             for bar in self.bars.values():
                 bar.close()
         self.stage("source").ok = photos_seen
         if self.healed:
             log.warning("%d photos recorded as downloaded had lost their cached image: fetched again", self.healed)
+        if self.shard is not None:
+            self._malformed(reader)
+            log.info(
+                "shard %s done: the optional files, photos gone from the source, the model's completion and the "
+                "vector index are left to `clipsql refresh --finish` once every shard has run",
+                self.shard,
+            )
+            return
 
         t0 = time.perf_counter()
         load_before = loader.seconds
@@ -615,10 +801,7 @@ class _Job:
             loader.extra_rows(name, table)
             log.info("%s: %d rows upserted", name, table.num_rows)
         self.stage("source").seconds += time.perf_counter() - t0 - (loader.seconds - load_before)
-        self.malformed = len(reader.malformed)
-        self.stage("source").failed = self.malformed
-        if reader.malformed:
-            log.warning("%d malformed source rows skipped; first: %s", len(reader.malformed), reader.malformed[0])
+        self._malformed(reader)
 
         if reader.limit is None:
             self._gone_photos(photos_seen)
@@ -646,27 +829,50 @@ class _Job:
         index = self.stage("index")
         index.ok, index.seconds = self.stage("embed").ok, time.perf_counter() - t0
 
+    def _malformed(self, reader: SourceReader) -> None:
+        """Count (and log) the source rows skipped as malformed."""
+        self.malformed = len(reader.malformed)
+        self.stage("source").failed = self.malformed
+        if reader.malformed:
+            log.warning("%d malformed source rows skipped; first: %s", len(reader.malformed), reader.malformed[0])
+
     def _advance(self, stage: str, n: int) -> None:
         if n and stage in self.bars:
             self.bars[stage].update(n)
 
     def _chunk(self, number: int, chunk, source_version: str, embedder: Embedder) -> None:
-        """Upsert one chunk's metadata, download what is missing, embed what has no vector.
+        """Upsert one chunk's metadata, download what is missing, embed what has no vector
+        (a finish: the metadata only; with an executor, the work joins the pending window).
 
         Counts in the stage summaries (and so in etl_runs) follow the writes: a photo counts
         as downloaded once its status row is written, as embedded once its vector is."""
-        db, loader = self.db, self.loader
-        loader.photo_rows(chunk, source_version)
+        self.loader.photo_rows(chunk, source_version)
         log.info("chunk %d: %d photos upserted", number, chunk.num_rows)
-        ids = chunk["photo_id"].to_pylist()
-        urls = chunk["photo_image_url"].to_pylist()
-
+        if self.finish:
+            return
         t0 = time.perf_counter()
+        todo = self._todo(chunk["photo_id"].to_pylist(), chunk["photo_image_url"].to_pylist(), embedder)
+        self.stage("download").seconds += time.perf_counter() - t0
+        if self.executor is not None:
+            self.pending.extend(todo)
+            if len(self.pending.photos) >= self.executor.window:
+                self._run_executor(embedder)
+            return
+        self._local(number, todo, embedder)
+
+    def _todo(self, ids: list[str], urls: list[str], embedder: Embedder) -> _Todo:
+        """What the photos `ids` (with image `urls`) need, from their download history and
+        vectors: photos with a cached image and a vector, and failures not yet due for a retry,
+        are counted as skipped here."""
+        db = self.db
         history = {row.photo_id: row for row in get_query("download_history").run(db, photo_ids=ids).itertuples()}
         embedded = set(get_query("embedded_photo_ids").run(db, model=embedder.name, photo_ids=ids)["photo_id"])
         now = dt.datetime.now(dt.timezone.utc)
-        wanted, download_stage, embed_stage = [], self.stage("download"), self.stage("embed")
-        healing = set()
+        download_stage, embed_stage = self.stage("download"), self.stage("embed")
+        todo = _Todo(
+            attempts={pid: int(row.attempts) for pid, row in history.items()},
+            recorded_ok={pid for pid, row in history.items() if row.status == "ok"},
+        )
         for photo_id, url in zip(ids, urls):
             past = history.get(photo_id)
             if past is not None and past.status == "ok" and photo_id in embedded:
@@ -674,8 +880,8 @@ class _Job:
                     download_stage.skipped += 1
                     embed_stage.skipped += 1
                     continue
-                healing.add(photo_id)  # vector kept; only the cached image is fetched again
-                wanted.append((photo_id, url))
+                todo.healing.add(photo_id)  # vector kept; only the cached image is fetched again
+                todo.photos.append((photo_id, url))
             elif (
                 past is not None
                 and past.status == "failed"
@@ -691,22 +897,63 @@ class _Job:
                 download_stage.skipped += 1
                 self._count("skipped_permanent_failure" if past.permanent else "waiting_to_retry")
             else:
-                wanted.append((photo_id, url))
-        self._advance("download", len(ids) - len(wanted))
-        self._advance("embed", len(ids) - len(wanted))
+                todo.photos.append((photo_id, url))
+                if photo_id not in embedded:
+                    todo.embed.add(photo_id)
+        self._advance("download", len(ids) - len(todo.photos))
+        self._advance("embed", len(ids) - len(todo.photos))
+        return todo
+
+    def _local(self, number: int, todo: _Todo, embedder: Embedder) -> None:
+        """Download a chunk's photos here (threads), then embed them batch by batch."""
+        db, loader = self.db, self.loader
+        t0 = time.perf_counter()
         results = download_photos(
-            wanted,
+            todo.photos,
             db.image_dir,
             self.download_options,
             allow_local_files=self.allow_local_files,
             progress=self.bars.get("download", False),
         )
-        attempts = {pid: int(row.attempts) for pid, row in history.items()}
+        self.stage("download").seconds += time.perf_counter() - t0
+        fetched = self._downloaded(todo, results)
+        log.info("chunk %d: %d downloaded, %d failed", number, len(fetched), len(results) - len(fetched))
+
+        embed_stage = self.stage("embed")
+        t0 = time.perf_counter()
+        load_before = loader.seconds
+        items = [(r.photo_id, image_path(db.image_dir, r.photo_id)) for r in fetched if r.photo_id in todo.embed]
+        failed_rows = []
+        urls_by_id = {r.photo_id: r.url for r in fetched}
+        for batch in embed_photos(items, embedder, batch_size=self.batch_size, progress=False):
+            # Each batch is written as it finishes: an interrupt loses at most one batch.
+            failed_rows += self._embedded(batch.photo_ids, batch.embeddings, batch.failures, urls_by_id, embedder)
+        loader.download_results(failed_rows, todo.attempts)
+        embed_stage.seconds += time.perf_counter() - t0 - (loader.seconds - load_before)
+        log.info("chunk %d: %d embedded", number, len(items) - len(failed_rows))
+
+    def _run_executor(self, embedder: Embedder) -> None:
+        """Download and embed the pending photos on the executor (one Ray dataset), writing
+        each batch it hands back: its status rows, then its vectors, then its failures."""
+        todo, self.pending = self.pending, _Todo()
+        log.info("%d photos to download or embed go to %s", len(todo.photos), self.executor.description)
+        for batch in self.executor.run(todo.photos, todo.embed, allow_local_files=self.allow_local_files):
+            self.stage("download").seconds += batch.download_s
+            self._advance("download", len(batch.results))
+            fetched = self._downloaded(todo, batch.results)
+            urls_by_id = {r.photo_id: r.url for r in fetched}
+            failed_rows = self._embedded(batch.photo_ids, batch.embeddings, batch.failures, urls_by_id, embedder)
+            self.loader.download_results(failed_rows, todo.attempts)
+            self.stage("embed").seconds += batch.embed_s
+
+    def _downloaded(self, todo: _Todo, results: list[DownloadResult]) -> list[DownloadResult]:
+        """Write the status rows of download `results` and count them; returns the photos
+        fetched (or found in the cache)."""
+        download_stage, embed_stage = self.stage("download"), self.stage("embed")
         # A cached image needs a status row only if it has none saying ok (a run killed
         # between the image's rename and its status insert leaves such a photo).
-        record = [r for r in results if not r.cached or getattr(history.get(r.photo_id), "status", None) != "ok"]
-        download_stage.seconds += time.perf_counter() - t0
-        loader.download_results(record, attempts)
+        record = [r for r in results if not r.cached or r.photo_id not in todo.recorded_ok]
+        self.loader.download_results(record, todo.attempts)
         fetched = [r for r in results if r.ok]
         for r in results:
             if not r.ok:
@@ -714,29 +961,33 @@ class _Job:
                 self._count(r.reason or "unexpected_error")
         download_stage.ok += len(fetched)
         download_stage.skipped += sum(r.cached for r in fetched)
-        self.healed += sum(r.ok and r.photo_id in healing for r in results)
-        log.info("chunk %d: %d downloaded, %d failed", number, len(fetched), len(results) - len(fetched))
+        self.healed += sum(r.ok and r.photo_id in todo.healing for r in results)
+        to_embed = sum(r.photo_id in todo.embed for r in fetched)
+        embed_stage.skipped += len(fetched) - to_embed
+        self._advance("embed", len(results) - to_embed)
+        return fetched
 
-        t0 = time.perf_counter()
-        load_before = loader.seconds
-        todo = [(r.photo_id, image_path(db.image_dir, r.photo_id)) for r in fetched if r.photo_id not in embedded]
-        embed_stage.skipped += len(fetched) - len(todo)
-        self._advance("embed", len(results) - len(todo))
-        failed_rows = []
-        urls_by_id = {r.photo_id: r.url for r in fetched}
-        for batch in embed_photos(todo, embedder, batch_size=self.batch_size, progress=False):
-            # Each batch is written as it finishes: an interrupt loses at most one batch.
-            loader.embeddings(batch.photo_ids, batch.embeddings, embedder.name)
-            loader.flush()
-            log.debug("%d vectors stored", len(batch.photo_ids))
-            embed_stage.ok += len(batch.photo_ids)
-            embed_stage.failed += len(batch.failures)
-            for photo_id, reason, detail in batch.failures:
-                failed_rows.append(self._embed_failure(photo_id, urls_by_id[photo_id], reason, detail))
-            self._advance("embed", len(batch.photo_ids) + len(batch.failures))
-        loader.download_results(failed_rows, attempts)
-        embed_stage.seconds += time.perf_counter() - t0 - (loader.seconds - load_before)
-        log.info("chunk %d: %d embedded", number, len(todo) - len(failed_rows))
+    def _embedded(
+        self,
+        photo_ids: list[str],
+        vectors,
+        failures: list[tuple[str, str, str]],
+        urls_by_id: dict[str, str],
+        embedder: Embedder,
+    ) -> list[DownloadResult]:
+        """Write one batch's vectors and count them; returns the status rows of its failures
+        (for the caller to write)."""
+        self.loader.embeddings(photo_ids, vectors, embedder.name, embedder.precision)
+        self.loader.flush()
+        log.debug("%d vectors stored", len(photo_ids))
+        embed_stage = self.stage("embed")
+        embed_stage.ok += len(photo_ids)
+        embed_stage.failed += len(failures)
+        failed_rows = [
+            self._embed_failure(photo_id, urls_by_id[photo_id], reason, detail) for photo_id, reason, detail in failures
+        ]
+        self._advance("embed", len(photo_ids) + len(failures))
+        return failed_rows
 
     def _embed_failure(self, photo_id: str, url: str, reason: str, detail: str) -> DownloadResult:
         """The status row of a photo the embed stage could not use. A cached file that no

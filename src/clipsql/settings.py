@@ -9,11 +9,12 @@ setting in each of its forms, as :class:`Setting` records).
 The tree mirrors the job file's tables one to one::
 
     Settings.source    [source]    location, limit
-    Settings.model     [model]     name, label, device, batch_size
+    Settings.model     [model]     name, label, device, batch_size, precision
     Settings.store     [store]     path, clickhouse_url, duckdb          (one backend)
     Settings.download  [download]  workers, width, timeout_s, retries, max_bytes, max_retry_after_s,
                                    connect_timeout_s, total_timeout_s, backoff_s, max_pixels
-    Settings.refresh   [refresh]   chunk_size, retry_failed, retry_backoff_s, purge, max_delete_fraction
+    Settings.refresh   [refresh]   chunk_size, retry_failed, retry_backoff_s, purge, max_delete_fraction,
+                                   shard, finish, executor
 
 Each field is declared once, here: its type, its default (read from the constant of the
 module that owns it, never restated), its command-line option with metavar and help text
@@ -42,6 +43,7 @@ from typing import Any
 from .constants import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_DEVICE,
+    DEFAULT_EXECUTOR,
     DEFAULT_MAX_DELETE_FRACTION,
     DEFAULT_MODEL,
     DEFAULT_RETRY_BACKOFF_S,
@@ -123,6 +125,12 @@ class ModelSettings:
     )
     device: str = _setting(DEFAULT_DEVICE, "--device", "auto, cpu, cuda[:N] or mps")
     batch_size: int = _setting(DEFAULT_BATCH_SIZE, "--batch-size", "images per model forward pass")
+    precision: str = _setting(
+        "fp32",
+        "--precision",
+        "fp32, bf16, fp16, int8 or auto: what the image tower runs at (auto: the fastest the device "
+        "has that keeps the cosine to fp32 >= 0.999 on your first photos; docs/models.md#precision)",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,6 +235,27 @@ class RefreshSettings:
         DEFAULT_MAX_DELETE_FRACTION,
         "--max-delete-fraction",
         "stop before any write when the run would flag or purge more than this share of the store's photos",
+    )
+    shard: str | None = _setting(
+        None,
+        "--shard",
+        "refresh only the photos with cityHash64(photo_id) % N = I, one of N scheduler tasks; the "
+        "final steps (optional files, deletions, model completion, vector index) are left to --finish",
+        metavar="I/N",
+        default_text="all photos",
+    )
+    finish: bool = _setting(
+        False,
+        "--finish",
+        "the final step after every --shard run: metadata, optional files, photos gone from the source, "
+        "model completion and vector index, without downloading or embedding",
+    )
+    executor: str = _setting(
+        DEFAULT_EXECUTOR,
+        "--executor",
+        "where downloads and embeddings run: local, ray (a local Ray instance, or $RAY_ADDRESS) or "
+        "ray://host:port (a running Ray cluster); ray needs pip install 'clipsql[ray]'",
+        metavar="local|ray|ray://ADDRESS",
     )
 
 

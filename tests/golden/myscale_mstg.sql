@@ -358,6 +358,13 @@ ALTER TABLE photo_embeddings DROP INDEX IF EXISTS embedding_hnsw;
 ALTER TABLE photo_embeddings DROP CONSTRAINT IF EXISTS embedding_length;
 ALTER TABLE photo_embeddings ADD CONSTRAINT IF NOT EXISTS embedding_not_empty CHECK length(embedding) > 0;
 
+-- The precision each vector was embedded at (issue 15): fp32, bf16, fp16 or int8
+-- (clipsql.precision). A model's vectors at int8 and at fp32 are comparable (cosine >= 0.999
+-- to each other, checked when they are made) but not identical, so each vector records its
+-- own. Vectors stored before this migration were all made at fp32 (or fp16 on CUDA, which
+-- the first wave did not record). Idempotent.
+ALTER TABLE photo_embeddings ADD COLUMN IF NOT EXISTS embed_precision LowCardinality(String) DEFAULT 'fp32';
+
 -- One per width of the stored vectors; 512 here:
 -- photo_embeddings_ann_<dim>: the approximate (HNSW) index of every stored vector <dim> wide,
 -- one table per width, so models of different widths each have an index of their own width
