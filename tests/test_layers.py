@@ -39,8 +39,8 @@ INIT = "__init__"
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "resources", "constants"),  # exceptions; where files live; constants several layers use
     # image decoding; the image cache's layout; the SQL files' syntax; model families,
-    # precisions and their ONNX copies; the shards of a release
-    ("images", "cache", "sqlfiles", "families", "precision", "onnx_towers", "shards"),
+    # precisions and their ONNX copies; the shards of a release; the download stage's settings
+    ("images", "cache", "sqlfiles", "families", "precision", "onnx_towers", "shards", "download_options"),
     ("queries",),  # the named-query registry (reads queries/, needs no engine)
     ("dialect",),  # ClickHouse query text -> DuckDB (and MyScale)
     ("lock", "unrecorded"),  # the store's refresh lock; the runs that could not get the store
@@ -82,6 +82,9 @@ LAYER_OF = {module: number for number, layer in enumerate(LAYERS) for module in 
 MUST_NOT_LOAD = {
     PACKAGE: ("refresh", "download", "sources", "load", "search", "db"),
     f"{PACKAGE}.udf": ("refresh", "download", "sources", "load", "search", "db"),
+    # Every command line reads the settings: the HTTP stack (requests, urllib3) is the
+    # download stage's alone (a cold text search does not pay for it).
+    f"{PACKAGE}.cli": ("download", "refresh"),
 }
 
 

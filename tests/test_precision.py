@@ -97,13 +97,35 @@ def test_the_onnx_text_tower_gives_the_models_vectors_in_any_script(checkpoints,
     folder = reference.export_text_tower()
     assert folder is not None and folder == export_folder(checkpoints[family])
     meta = json.loads((folder / TEXT_META).read_text())
-    assert meta["usable"] and meta["fp32_difference"] <= 1e-4
-    encoder = OnnxTextEncoder.load(checkpoints[family], family)
-    assert encoder is not None and encoder.precision == meta["precision"] == "fp32"
-    vectors, exact = encoder.embed_texts(QUERIES + ["x " * 500]), reference.embed_texts(QUERIES + ["x " * 500])
-    if encoder.precision == "fp32":
-        np.testing.assert_allclose(vectors, exact, atol=1e-4)
-    assert np.sum(vectors * exact, axis=1).min() >= COSINE_FLOOR
+    assert meta["usable"]["fp32"] and meta["fp32_difference"] <= 1e-4
+    # The weights sit in a file of their own beside each model (ONNX Runtime maps it).
+    assert (folder / "text-fp32.onnx.data").stat().st_size > (folder / "text-fp32.onnx").stat().st_size
+    texts = QUERIES + ["x " * 500]
+    exact = reference.embed_texts(texts)
+    fp32 = OnnxTextEncoder.load(checkpoints[family], family, "fp32")
+    assert fp32 is not None and fp32.precision == "fp32"
+    np.testing.assert_allclose(fp32.embed_texts(texts), exact, atol=1e-4)
+    # auto: int8 exactly where it held the floor when it was exported, and then within it.
+    auto = OnnxTextEncoder.load(checkpoints[family], family)
+    assert auto is not None and auto.precision == ("int8" if meta["usable"]["int8"] else "fp32")
+    assert meta["usable"]["int8"] == (meta["int8_min_cosine"] >= COSINE_FLOOR)
+    assert np.sum(auto.embed_texts(texts) * exact, axis=1).min() >= COSINE_FLOOR - 1e-3
+
+
+def test_int8_queries_below_the_floor_are_refused_and_auto_keeps_fp32(checkpoints):
+    source = checkpoints["clip"]
+    Embedder(source, device="cpu", progress=False, towers="text").export_text_tower()
+    meta_path = export_folder(source) / TEXT_META
+    meta = json.loads(meta_path.read_text())
+    # As an export of a checkpoint that loses more under int8 would record it.
+    meta["usable"]["int8"], meta["int8_min_cosine"] = False, 0.99
+    meta_path.write_text(json.dumps(meta))
+    query_text_encoder.cache_clear()
+    assert OnnxTextEncoder.load(source, "clip", "int8") is None
+    auto = query_text_encoder(source, "clip", "cpu")
+    assert isinstance(auto, OnnxTextEncoder) and auto.precision == "fp32"
+    with pytest.raises(ModelError, match="below the floor"):
+        query_text_encoder(source, "clip", "cpu", "int8").embed_texts(QUERIES)
 
 
 def test_a_tokenizer_without_a_tokenizers_form_keeps_the_model(checkpoints):
@@ -122,7 +144,7 @@ def test_a_new_process_embeds_a_query_without_torch_or_transformers(checkpoints,
     script = (
         "import json, sys\n"
         "from clipsql.embed import query_text_encoder\n"
-        f"vector = query_text_encoder({source!r}, 'clip', 'auto').embed_texts(['一只狗 on a beach'])[0]\n"
+        f"vector = query_text_encoder({source!r}, 'clip', 'auto', 'fp32').embed_texts(['一只狗 on a beach'])[0]\n"
         "print(json.dumps({'vector': vector.tolist(), 'torch': 'torch' in sys.modules,"
         " 'transformers': 'transformers' in sys.modules}))\n"
     )
@@ -158,3 +180,32 @@ def test_the_refresh_records_each_vectors_precision(checkpoints, tmp_path):
     )
     assert out.returncode == 2 and "fp16 runs on CUDA or MPS only" in out.stderr
     assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
+
+
+def test_a_cold_search_prefetches_the_model_its_store_used_last_and_is_right_when_that_changed(checkpoints, tmp_path):
+    from clipsql import refresh, search
+    from clipsql.embed import QUERY_MODELS_FILE
+    from etl_support import run_cli
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, picture in enumerate(_pictures(5)):
+        picture.save(folder / f"p{i}.png")
+    store = tmp_path / "store"
+    refresh(folder, model=checkpoints["metaclip_2"], model_name="meta", store=store, progress=False)
+    command = ("search", "text", "a red square", "-k", "5", "--format", "csv", "--store", str(store))
+    first = run_cli(*command)
+    assert first.returncode == 0, first.stderr
+    remembered = tmp_path / "cache" / QUERY_MODELS_FILE
+    assert json.loads(remembered.read_text()) == {str(store): [checkpoints["metaclip_2"], "meta"]}
+    again = run_cli(*command)
+    assert again.returncode == 0 and again.stdout == first.stdout
+    # The store's model changed since (here: the memory is wrong): the search still uses the
+    # store's model, and remembers it.
+    remembered.write_text(json.dumps({str(store): [checkpoints["clip"], "meta"]}))
+    changed = run_cli(*command)
+    assert changed.returncode == 0 and changed.stdout == first.stdout
+    assert json.loads(remembered.read_text()) == {str(store): [checkpoints["metaclip_2"], "meta"]}
+    # The Python API is the same function.
+    frame = search.text("a red square", k=5, store=store)
+    assert frame["photo_id"].tolist() == [line.split(",")[0] for line in first.stdout.splitlines()[1:]]

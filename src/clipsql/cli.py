@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import sys
+import threading
 
 # The exit statuses live in clipsql.cli_common (the subcommands' modules use them too); they
 # are offered here as well, where callers have always found them (see __all__).
@@ -312,7 +313,6 @@ def main(argv: list[str] | None = None) -> int:
     traceback goes to the log at -vv); 75 the store is busy (:class:`StoreBusy`, another
     refresh's :class:`~clipsql.lock.StoreLocked`); 130 interrupted (Ctrl-C, SIGTERM)."""
     import signal
-    import threading
 
     log = logging.getLogger("clipsql")
     received: list[int] = []
@@ -367,5 +367,39 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
+#: Commands after which nothing of this process is left to run: their console script ends
+#: without tearing the interpreter down (see :func:`run`).
+QUICK_EXIT_COMMANDS = frozenset({"search"})
+
+
+def _only_daemon_threads() -> bool:
+    main_thread = threading.main_thread()
+    return all(t.daemon for t in threading.enumerate() if t is not main_thread)
+
+
+def run() -> None:
+    """The `clipsql` console script: :func:`main`, then exit with its status.
+
+    After a command of :data:`QUICK_EXIT_COMMANDS` the output is flushed, logging shut down and
+    the atexit functions run, as a normal exit does, and the process then ends with
+    ``os._exit`` instead of tearing down every module: measured (python -c, 2 cores) the
+    teardown of pandas, pyarrow and ONNX Runtime costs 0.3-0.4 s, a sixth of a cold text
+    search. Other commands exit normally (a refresh's worker threads are joined).
+    """
+    code = main()
+    if len(sys.argv) > 1 and sys.argv[1] in QUICK_EXIT_COMMANDS and _only_daemon_threads():
+        import atexit
+
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (BrokenPipeError, ValueError):  # a reader that went away (| head): as Python's own exit
+            code = code or EXIT_ERROR
+        logging.shutdown()
+        atexit._run_exitfuncs()  # noqa: SLF001 - what interpreter shutdown runs first
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -125,11 +125,13 @@ def add_search_commands(
 
     t = kind("text", "text -> photos", _search_text)
     t.add_argument("query", nargs="+", help="the text to search for (several words form one text)")
+    _query_precision_option(t)
     t = kind("image", "image file or URL -> photos (reverse image search)", _search_image)
     t.add_argument("source", help="an image file or an http(s) URL")
     t = kind("similar", "photos similar to an indexed photo (pure SQL: its stored vector)", _search_similar)
     t.add_argument("photo_id", help="the indexed photo")
     t = kind("combined", "weighted text terms and images -> photos", _search_combined)
+    _query_precision_option(t)
     t.add_argument(
         "query",
         nargs="*",
@@ -261,6 +263,18 @@ def _image_dir(args: argparse.Namespace) -> Path:
     return store_root(args.store) / "images"
 
 
+def _query_precision_option(sub: argparse.ArgumentParser) -> None:
+    from .precision import PRECISIONS
+
+    sub.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="precision of the query's text tower: auto (default: on the CPU int8 where the model keeps the "
+        "cosine to fp32 >= 0.999, else fp32), fp32, int8, bf16, fp16",
+    )
+
+
 def _store_kwargs(args: argparse.Namespace) -> dict:
     return dict(store=args.store, clickhouse_url=args.clickhouse_url, duckdb=args.duckdb, wait_s=args.wait)
 
@@ -381,7 +395,7 @@ def _search_text(args: argparse.Namespace) -> int:
     from . import search
 
     query = " ".join(args.query)
-    return _photos_out(args, search.text(query, **_common(args)), f"text: {query}")
+    return _photos_out(args, search.text(query, precision=args.precision, **_common(args)), f"text: {query}")
 
 
 def _search_image(args: argparse.Namespace) -> int:
@@ -402,7 +416,12 @@ def _search_combined(args: argparse.Namespace) -> int:
 
     query = " ".join(args.query)
     frame = search.combined(
-        query, images=args.images, text_weight=args.text_weight, image_weight=args.image_weight, **_common(args)
+        query,
+        images=args.images,
+        text_weight=args.text_weight,
+        image_weight=args.image_weight,
+        precision=args.precision,
+        **_common(args),
     )
     return _photos_out(args, frame, f"combined: {query} {' '.join(args.images)}".strip())
 

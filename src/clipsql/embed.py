@@ -35,6 +35,7 @@ from .onnx_towers import (
     TEXT_META,
     OnnxTextEncoder,
     OnnxTower,
+    cache_root,
     export_folder,
     export_onnx,
     quantize_int8,
@@ -267,9 +268,8 @@ class Embedder:
             if not fp32_path.is_file():
                 log.info("model %s: exporting its %s tower to ONNX (once per checkpoint)", self.name, tower)
                 self._export(tower, fp32_path)
-            quantize_int8(fp32_path, int8_path)
-        threads = None if tower == "image" else 1
-        return OnnxTower(int8_path, threads=threads)
+            quantize_int8(fp32_path, int8_path, per_channel=tower == "text")
+        return OnnxTower(int8_path, query=tower == "text")
 
     def _export(self, tower: str, path: Path) -> None:
         """Export the fp32 `tower` to ONNX at `path`."""
@@ -472,11 +472,12 @@ class Embedder:
 
     def export_text_tower(self) -> Path | None:
         """Write the cold query's fast path for this checkpoint (:class:`OnnxTextEncoder`):
-        its tokenizer.json, the text tower in ONNX at fp32, and text.json, which marks it
-        usable only when the ONNX tower and tokenizer give this model's vectors (max abs
-        difference <= 1e-4 over :data:`PROBE_TEXTS`). fp32, not int8: a query vector then
-        equals the model's, so a search ranks as the model does (int8 would save ~5 ms a query). Returns the folder, or None when the checkpoint is not on disk,
-        its tokenizer has no tokenizers-library form, or ONNX Runtime is missing.
+        its tokenizer.json, the text tower in ONNX at fp32 and at int8 (weights quantized per
+        channel), and text.json, which marks each usable only when it gives this model's vectors
+        over :data:`PROBE_TEXTS`: fp32 within max abs difference 1e-4, int8 within cosine
+        COSINE_FLOOR (so a query at `auto` runs at int8 only where the checkpoint keeps its
+        rankings within the floor). Returns the folder, or None when the checkpoint is not on
+        disk, its tokenizer has no tokenizers-library form, or ONNX Runtime is missing.
         """
         if self.text_model is None or not onnxruntime_available():
             return None
@@ -484,14 +485,15 @@ class Embedder:
         backend = getattr(self.processor.tokenizer, "backend_tokenizer", None)
         if folder is None:
             return None
-        meta: dict = {"usable": False, "dim": self.dim, "family": self.family.model_type}
+        files = {"fp32": "text-fp32.onnx", "int8": "text-int8.onnx"}
+        meta: dict = {"usable": {}, "files": files, "dim": self.dim, "family": self.family.model_type}
         try:
             if backend is None:
                 raise ModelError(
                     f"its tokenizer ({type(self.processor.tokenizer).__name__}) has no tokenizer.json form"
                 )
             write_atomically(folder / "tokenizer.json", lambda t: backend.save(str(t)))
-            fp32_path = folder / "text-fp32.onnx"
+            fp32_path, int8_path = folder / files["fp32"], folder / files["int8"]
             if not fp32_path.is_file():
                 self._export("text", fp32_path)
             tokenizer = self.processor.tokenizer
@@ -501,20 +503,29 @@ class Embedder:
                 lowercase=self.family.lowercase_text,
                 pad_id=int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0),
                 padding_side=getattr(tokenizer, "padding_side", "right"),
-                model_file="text-fp32.onnx",
-                precision="fp32",
             )
             reference = self._reference_texts(PROBE_TEXTS)
-            encoder = OnnxTextEncoder(folder, meta, self.name)
+            encoder = OnnxTextEncoder(folder, meta, self.name, precision="fp32")
             difference = float(np.abs(encoder.embed_texts(PROBE_TEXTS) - reference).max())
             if difference > 1e-4:
                 raise ModelError(f"the ONNX text tower differs from the model by {difference:.2e}")
-            meta.update(usable=True, fp32_difference=difference)
+            meta["usable"]["fp32"] = True
+            meta["fp32_difference"] = difference
+            if not int8_path.is_file():
+                quantize_int8(fp32_path, int8_path, per_channel=True)
+            quantized = OnnxTextEncoder(folder, meta, self.name, precision="int8").embed_texts(PROBE_TEXTS)
+            cosine = float(np.min(np.sum(quantized * reference, axis=1)))
+            meta["int8_min_cosine"] = cosine
+            meta["usable"]["int8"] = cosine >= COSINE_FLOOR
+            if cosine < COSINE_FLOOR:
+                log.info(
+                    "model %s: int8 text tower below the cosine floor (%.5f): queries run at fp32", self.name, cosine
+                )
         except ModelError as exc:
             meta["reason"] = str(exc)
             log.info("model %s: no fast text path: %s", self.name, exc)
         write_atomically(folder / TEXT_META, lambda t: t.write_text(json.dumps(meta, indent=1), encoding="utf-8"))
-        return folder if meta["usable"] else None
+        return folder if meta["usable"].get("fp32") else None
 
     def _reference_texts(self, texts: Sequence[str]) -> np.ndarray:
         """`texts` through the torch text tower at fp32 (the reference of every other path)."""
@@ -588,37 +599,141 @@ def cached_embedder(source: str, name: str, device: str, towers: str = "both", p
 TEXT_RUNTIME_ENV = "CLIPSQL_TEXT_RUNTIME"
 
 
+def query_text_encoder(source: str, name: str, device: str = "auto", precision: str = "auto"):
+    """What embeds query texts for model `source` (labelled `name`) at `precision`: see
+    :func:`_query_text_encoder`; waits first for a :func:`prefetch_query_text_encoder` of the
+    same arguments, whose result it then returns."""
+    key = (source, name, device, precision)
+    with _PREFETCH_LOCK:
+        started = _PREFETCHES.pop(key, None)
+    if started is not None:
+        started.join()
+    return _query_text_encoder(source, name, device, precision)
+
+
+#: Prefetches started and not yet waited for, by query_text_encoder's arguments.
+_PREFETCHES: dict[tuple, threading.Thread] = {}
+_PREFETCH_LOCK = threading.Lock()
+
+
+def prefetch_query_text_encoder(source: str, name: str, device: str = "auto", precision: str = "auto") -> None:
+    """Start loading the cached text tower of `source` in a background thread, so that a
+    cold search overlaps it with opening the store (:func:`clipsql.search.text` does, with the
+    model its last search of the same store used). Only an export already on disk is loaded
+    (no model load or export runs in the background); any failure is left for
+    :func:`query_text_encoder` to meet again and report. Non-CPU devices: nothing."""
+    if device not in ("auto", "cpu") or os.environ.get(TEXT_RUNTIME_ENV) == "torch":
+        return
+    key = (source, name, device, precision)
+
+    def load() -> None:
+        try:
+            folder = export_folder(source)
+            if folder is not None and (folder / TEXT_META).is_file():
+                _query_text_encoder(*key)
+        except Exception:  # noqa: BLE001 - reported when query_text_encoder runs it again
+            log.debug("prefetching the text tower of %s failed", source, exc_info=True)
+
+    with _PREFETCH_LOCK:
+        if key in _PREFETCHES:
+            return
+        thread = threading.Thread(target=load, name="clipsql-text-prefetch", daemon=True)
+        _PREFETCHES[key] = thread
+    thread.start()
+
+
+#: File (in the cache root's parent) remembering, per store, the model its last text search used.
+QUERY_MODELS_FILE = "query-models.json"
+
+
+def _query_models_path() -> Path:
+    return cache_root().parent / QUERY_MODELS_FILE
+
+
+def remembered_query_model(store_key: str) -> tuple[str, str] | None:
+    """(source, label) of the model the last text search of `store_key` used, or None."""
+    try:
+        entry = json.loads(_query_models_path().read_text(encoding="utf-8")).get(store_key)
+        return (str(entry[0]), str(entry[1])) if entry else None
+    except (OSError, ValueError, TypeError, AttributeError, IndexError):
+        return None
+
+
+def remember_query_model(store_key: str, source: str, label: str) -> None:
+    """Remember that a text search of `store_key` used model `source` (`label`); at most the
+    64 stores searched last are kept. Failing to write is no error (it only costs the
+    prefetch)."""
+    path = _query_models_path()
+    try:
+        try:
+            known = json.loads(path.read_text(encoding="utf-8"))
+            known = known if isinstance(known, dict) else {}
+        except (OSError, ValueError):
+            known = {}
+        known.pop(store_key, None)
+        known[store_key] = [source, label]
+        kept = dict(list(known.items())[-64:])
+        write_atomically(path, lambda t: t.write_text(json.dumps(kept), encoding="utf-8"))
+    except OSError:
+        log.debug("cannot remember the query model in %s", path, exc_info=True)
+
+
 @functools.lru_cache(maxsize=4)
-def query_text_encoder(source: str, name: str, device: str = "auto"):
-    """What embeds query texts for model `source` (labelled `name`): an object with
-    ``embed_texts(texts) -> (n, dim) float32`` and ``dim``, kept per process.
+def _query_text_encoder(source: str, name: str, device: str = "auto", precision: str = "auto"):
+    """What embeds query texts for model `source` (labelled `name`) at `precision`: an object
+    with ``embed_texts(texts) -> (n, dim) float32, L2-normalized``, ``dim`` and
+    ``precision``, kept per process.
 
     On the CPU (device "auto" or "cpu": one short text needs no GPU) it is the checkpoint's
-    cached ONNX text tower run by ONNX Runtime on one thread (:class:`OnnxTextEncoder`:
-    neither torch nor transformers is imported, so a new process answers in about a second);
-    the first query of a checkpoint exports it (seconds, once per checkpoint and machine) and
-    checks it against the model. Where there is none (no ONNX Runtime, a checkpoint not on
-    disk, a tokenizer without a tokenizers-library form, or ``CLIPSQL_TEXT_RUNTIME=torch``)
-    it is the model's text tower (:func:`cached_embedder`).
+    cached ONNX text tower run by ONNX Runtime on up to 2 non-spinning threads
+    (:class:`OnnxTextEncoder`: neither torch nor transformers is imported, so a new process
+    answers in about a second): at `auto`, its int8 copy where that held the cosine floor
+    when it was exported, else fp32; at fp32 or int8, that copy. The first query of a
+    checkpoint exports both (seconds, once per checkpoint and machine) and checks them
+    against the model. Where there is none (no ONNX Runtime, a checkpoint not on disk, a
+    tokenizer without a tokenizers-library form, bf16/fp16, or ``CLIPSQL_TEXT_RUNTIME=torch``)
+    it is the model's text tower at `precision` (:func:`cached_embedder`).
 
     Raises:
-        ModelError, BadArgument: as :class:`Embedder`.
+        ModelError, BadArgument: as :class:`Embedder` (int8 asked for and below the floor:
+            ModelError).
     """
     runtime = os.environ.get(TEXT_RUNTIME_ENV, "auto")
     if runtime not in ("auto", "onnx", "torch"):
         raise BadArgument(f"{TEXT_RUNTIME_ENV} must be auto, onnx or torch, got {runtime!r}")
+    check_precision(precision)
     check_device_name(device)
     check_dual_encoder(source)
-    if runtime != "torch" and device in ("auto", "cpu") and onnxruntime_available():
-        encoder = OnnxTextEncoder.load(source, name)
-        if encoder is None:
-            folder = export_folder(source)
-            if folder is not None and not (folder / TEXT_META).is_file():
-                cached_embedder(source, name, "cpu", "text").export_text_tower()
-                encoder = OnnxTextEncoder.load(source, name)
+    onnx_precision = precision in ("auto", "fp32", "int8")
+    if runtime != "torch" and onnx_precision and device in ("auto", "cpu") and onnxruntime_available():
+        encoder = OnnxTextEncoder.load(source, name, precision)
+        folder = export_folder(source)
+        if encoder is None and folder is not None and not (folder / TEXT_META).is_file():
+            cached_embedder(source, name, "cpu", "text").export_text_tower()
+            encoder = OnnxTextEncoder.load(source, name, precision)
         if encoder is not None:
             return encoder
-    return cached_embedder(source, name, device, "text")
+        cosine = _int8_text_cosine(folder) if precision == "int8" else None
+        if cosine is not None and cosine < COSINE_FLOOR:
+            raise ModelError(
+                f"model {name!r}: its text tower at int8 gives query vectors whose cosine to fp32 is {cosine:.5f}, "
+                f"below the floor {COSINE_FLOOR}: use --precision fp32 (or auto)"
+            )
+    return cached_embedder(source, name, device, "text", precision)
+
+
+#: query_text_encoder.cache_clear() forgets the loaded encoders, as for a functools cache.
+query_text_encoder.cache_clear = _query_text_encoder.cache_clear  # type: ignore[attr-defined]
+
+
+def _int8_text_cosine(folder: Path | None) -> float | None:
+    """The least cosine to fp32 of the int8 text tower exported in `folder`, when recorded."""
+    if folder is None:
+        return None
+    try:
+        return float(json.loads((folder / TEXT_META).read_text(encoding="utf-8"))["int8_min_cosine"])
+    except (TypeError, OSError, ValueError, KeyError):
+        return None
 
 
 def _cut_to_aspect(image, max_ratio: float):

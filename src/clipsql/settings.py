@@ -48,7 +48,7 @@ from .constants import (
     DEFAULT_MODEL,
     DEFAULT_RETRY_BACKOFF_S,
 )
-from .download import DownloadOptions
+from .download_options import DownloadOptions
 from .embed import DEFAULT_BATCH_SIZE
 from .engines import absolute_store
 from .errors import BadArgument

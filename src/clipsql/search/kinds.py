@@ -24,7 +24,14 @@ import pandas as pd
 
 from ..cache import cached_image
 from ..db import Store, use_store
-from ..embed import cached_embedder, query_text_encoder
+from ..embed import (
+    cached_embedder,
+    prefetch_query_text_encoder,
+    query_text_encoder,
+    remember_query_model,
+    remembered_query_model,
+)
+from ..precision import check_precision
 from ..errors import BadArgument, NotFound
 from .checks import MAX_OFFSET, check_float, check_int, check_k, check_text
 from .filters import Filters
@@ -144,6 +151,7 @@ def text(
     filters: Filters | None = None,
     model: str | None = None,
     device: str = "auto",
+    precision: str = "auto",
     db: Store | None = None,
     store: StorePath | None = None,
     **keywords,
@@ -158,6 +166,9 @@ def text(
         filters: metadata filters (:class:`Filters`); default none.
         model: stored model label or source; default the newest complete model.
         device: where the text model runs (auto, cpu, cuda[:N], mps).
+        precision: of the query's text tower (:func:`clipsql.embed.query_text_encoder`):
+            auto (on the CPU int8 where the checkpoint held the cosine floor 0.999 to fp32,
+            else fp32), fp32, int8, bf16 or fp16.
         db: an open store (left open); or `store`: a store path (opened and closed here).
         keywords: option fields (``offset=20``), filters (``country="Iceland"``) and
             ``clickhouse_url=`` / ``duckdb=`` one by one; a keyword wins over the same field
@@ -177,12 +188,33 @@ def text(
             image-text matching model (refused before the search runs).
     """
     check_text("query text", query, allow_empty=False)
+    check_precision(precision)
     opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
     reranker = reranker_for(opts, device, has_text=True, kind="a text search")
+    # A store opened here is a cold search (the CLI's): the text tower its last text search
+    # used loads in the background while the store opens (bench/cold_search.py).
+    store_key = _store_key(store, backend) if db is None else None
+    remembered = remembered_query_model(store_key) if store_key else None
+    if remembered:
+        prefetch_query_text_encoder(*remembered, device, precision)
     with _open(db, store, backend) as opened:
         label, source, dim = resolve_model(opened, model)
-        vector = query_text_encoder(source, label, device).embed_texts([query])[0]
+        vector = query_text_encoder(source, label, device, precision).embed_texts([query])[0]
+        if store_key and remembered != (source, label):
+            remember_query_model(store_key, source, label)
         return _ranked(opened, check_query_vector(vector, dim), label, opts, flt, rerank_text=query, reranker=reranker)
+
+
+def _store_key(store: StorePath | None, backend: Backend) -> str:
+    """What names the store a search opens, for :func:`remembered_query_model`."""
+    if backend["clickhouse_url"]:
+        return f"clickhouse:{backend['clickhouse_url']}"
+    if backend["duckdb"]:
+        return f"duckdb:{os.path.abspath(os.fspath(backend['duckdb']))}"
+    if store is None:
+        return f"default:{os.getcwd()}"
+    text = os.fspath(store)
+    return text if "://" in text or text == ":memory:" else os.path.abspath(text)
 
 
 def image(
@@ -280,6 +312,7 @@ def combined(
     filters: Filters | None = None,
     model: str | None = None,
     device: str = "auto",
+    precision: str = "auto",
     db: Store | None = None,
     store: StorePath | None = None,
     **keywords,
@@ -309,6 +342,7 @@ def combined(
         NotFound: a missing image file, no vectors, unknown model.
         ModelError: as :func:`text`.
     """
+    check_precision(precision)
     opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
     terms = parse_terms(query) if query else []
     text_weight = check_float("text_weight", text_weight, -1e6, 1e6)
@@ -327,7 +361,9 @@ def combined(
         label, source, dim = resolve_model(opened, model)
         # Text terms alone go through the query text path (the ONNX text tower on the CPU).
         embedder = (
-            cached_embedder(source, label, device, "both") if pictures else query_text_encoder(source, label, device)
+            cached_embedder(source, label, device, "both")
+            if pictures
+            else query_text_encoder(source, label, device, precision)
         )
         parts = []
         if terms:
