@@ -71,3 +71,31 @@ def test_bad_model_and_arguments_are_clear_errors(tmp_path, embedder):
         list(embed_photos([], embedder, batch_size=0))
     with pytest.raises(BadArgument, match="device"):
         ClipEmbedder("x", device="tpu")
+
+
+def test_decode_worker_processes_give_the_same_batches_failures_and_order(embedder, image_files, tmp_path):
+    # What a GPU's decode pool does (decode_workers_for a CUDA device), run here on the CPU.
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(jpeg_bytes(1)[:300])
+    items = [*image_files[:10], ("broken", broken), ("gone", tmp_path / "gone.jpg"), *image_files[10:25]]
+    in_thread = list(embed_photos(items, embedder, batch_size=8, progress=False, decode_workers=0))
+    in_workers = list(embed_photos(items, embedder, batch_size=8, progress=False, decode_workers=2))
+    assert [b.photo_ids for b in in_workers] == [b.photo_ids for b in in_thread]
+    assert [[f[:2] for f in b.failures] for b in in_workers] == [[f[:2] for f in b.failures] for b in in_thread]
+    assert [f[:2] for b in in_workers for f in b.failures] == [("broken", "undecodable"), ("gone", "no_file")]
+    np.testing.assert_array_equal(
+        np.concatenate([b.embeddings for b in in_workers]), np.concatenate([b.embeddings for b in in_thread])
+    )
+    # A caller that stops early stops the workers too (no process left behind).
+    first = embed_photos(items, embedder, batch_size=4, progress=False, decode_workers=2)
+    next(first)
+    first.close()
+    with pytest.raises(BadArgument, match="decode_workers"):
+        list(embed_photos(items, embedder, decode_workers=-1))
+
+
+def test_the_batch_size_and_decode_pool_are_chosen_for_the_device():
+    from clipsql.embed import DEFAULT_BATCH_SIZE, batch_size_for, decode_workers_for
+
+    assert batch_size_for("cpu") == DEFAULT_BATCH_SIZE and decode_workers_for("cpu") == 0
+    assert batch_size_for("mps") == 64 and 1 <= decode_workers_for("cuda") <= 16

@@ -106,7 +106,7 @@ def test_the_onnx_text_tower_gives_the_models_vectors_in_any_script(checkpoints,
     assert fp32 is not None and fp32.precision == "fp32"
     np.testing.assert_allclose(fp32.embed_texts(texts), exact, atol=1e-4)
     # auto: int8 exactly where it held the floor when it was exported, and then within it.
-    auto = OnnxTextEncoder.load(checkpoints[family], family)
+    auto = OnnxTextEncoder.load(checkpoints[family], family, "auto")
     assert auto is not None and auto.precision == ("int8" if meta["usable"]["int8"] else "fp32")
     assert meta["usable"]["int8"] == (meta["int8_min_cosine"] >= COSINE_FLOOR)
     assert np.sum(auto.embed_texts(texts) * exact, axis=1).min() >= COSINE_FLOOR - 1e-3
@@ -122,7 +122,7 @@ def test_int8_queries_below_the_floor_are_refused_and_auto_keeps_fp32(checkpoint
     meta_path.write_text(json.dumps(meta))
     query_text_encoder.cache_clear()
     assert OnnxTextEncoder.load(source, "clip", "int8") is None
-    auto = query_text_encoder(source, "clip", "cpu")
+    auto = query_text_encoder(source, "clip", "cpu", "auto")
     assert isinstance(auto, OnnxTextEncoder) and auto.precision == "fp32"
     with pytest.raises(ModelError, match="below the floor"):
         query_text_encoder(source, "clip", "cpu", "int8").embed_texts(QUERIES)
@@ -144,7 +144,7 @@ def test_a_new_process_embeds_a_query_without_torch_or_transformers(checkpoints,
     script = (
         "import json, sys\n"
         "from clipsql.embed import query_text_encoder\n"
-        f"vector = query_text_encoder({source!r}, 'clip', 'auto', 'fp32').embed_texts(['一只狗 on a beach'])[0]\n"
+        f"vector = query_text_encoder({source!r}, 'clip', 'auto').embed_texts(['一只狗 on a beach'])[0]\n"
         "print(json.dumps({'vector': vector.tolist(), 'torch': 'torch' in sys.modules,"
         " 'transformers': 'transformers' in sys.modules}))\n"
     )

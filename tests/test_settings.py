@@ -14,7 +14,6 @@ import pytest
 from clipsql.cli import build_parser
 from clipsql.constants import DEFAULT_MODEL
 from clipsql.download import DownloadOptions
-from clipsql.embed import DEFAULT_BATCH_SIZE
 from clipsql.errors import BadArgument
 from clipsql.refresh import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_DELETE_FRACTION, DEFAULT_RETRY_BACKOFF_S, refresh
 from clipsql.settings import (
@@ -132,7 +131,7 @@ def test_defaults_come_from_the_modules_that_own_them():
     d = DownloadOptions()
     assert DownloadSettings().timeout_s == d.read_timeout_s
     assert Settings().download_options() == d
-    assert ModelSettings().batch_size == DEFAULT_BATCH_SIZE and ModelSettings().name == DEFAULT_MODEL
+    assert ModelSettings().batch_size is None and ModelSettings().name == DEFAULT_MODEL
     assert SourceSettings().location == DEFAULT_SOURCE
     assert RefreshSettings() == RefreshSettings(
         chunk_size=DEFAULT_CHUNK_SIZE,

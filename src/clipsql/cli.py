@@ -393,7 +393,7 @@ def run() -> None:
         try:
             sys.stdout.flush()
             sys.stderr.flush()
-        except (BrokenPipeError, ValueError):  # a reader that went away (| head): as Python's own exit
+        except (BrokenPipeError, ValueError):  # a reader that went away (| head): an error, silently
             code = code or EXIT_ERROR
         logging.shutdown()
         atexit._run_exitfuncs()  # noqa: SLF001 - what interpreter shutdown runs first

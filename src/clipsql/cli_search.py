@@ -269,9 +269,9 @@ def _query_precision_option(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--precision",
         choices=PRECISIONS,
-        default="auto",
-        help="precision of the query's text tower: auto (default: on the CPU int8 where the model keeps the "
-        "cosine to fp32 >= 0.999, else fp32), fp32, int8, bf16, fp16",
+        default="fp32",
+        help="precision of the query's text tower: fp32 (default: the model's own vector), auto (on the CPU int8 "
+        "where the model keeps the cosine to fp32 >= 0.999, else fp32), int8, bf16, fp16",
     )
 
 

@@ -135,6 +135,47 @@ def model_label(model: str) -> str:
     return path.resolve().name if path.is_dir() else model
 
 
+class ImagePreprocessor:
+    """A checkpoint's image processing without its model: PIL images -> the image tower's
+    inputs. Picklable (the processor alone), so decode worker processes run it
+    (:func:`embed_photos`).
+
+    Args:
+        processor: the checkpoint's transformers processor (AutoProcessor).
+    """
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    @property
+    def decode_side(self) -> int | None:
+        """Least side (pixels) a photo must keep when decoded at reduced size for this model:
+        the processor's shortest edge, or its larger fixed side; None (decode fully) where the
+        processor has no fixed size (SigLIP 2 NaFlex)."""
+        size = getattr(getattr(self.processor, "image_processor", None), "size", None) or {}
+        if isinstance(size, dict) and size.get("shortest_edge"):
+            return int(size["shortest_edge"])
+        if isinstance(size, dict) and size.get("height") and size.get("width"):
+            return int(max(size["height"], size["width"]))
+        return None
+
+    def preprocess(self, images: Sequence) -> dict:
+        """PIL RGB images -> the image tower's inputs, the checkpoint's own processing: a dict
+        of tensors with n rows each (pixel_values (n, 3, H, W) float32; SigLIP 2 NaFlex also
+        pixel_attention_mask and spatial_shapes).
+
+        Images longer than :data:`MAX_ASPECT_BEFORE_CROP` times their width (or wider than
+        that times their height) are first cut to that ratio around their centre when the
+        processor resizes the shortest edge and then centre-crops (what the model sees is
+        the same; memory stays bounded)."""
+        image_processor = getattr(self.processor, "image_processor", None)
+        size = getattr(image_processor, "size", None) or {}
+        if getattr(image_processor, "do_center_crop", False) and "shortest_edge" in size:
+            images = [_cut_to_aspect(im, MAX_ASPECT_BEFORE_CROP) for im in images]
+        inputs = self.processor(images=list(images), return_tensors="pt")
+        return {key: inputs[key] for key in _IMAGE_INPUTS if key in inputs}
+
+
 class Embedder:
     """An image-text dual encoder (any family of :data:`clipsql.families.FAMILIES`: CLIP,
     SigLIP, SigLIP 2, MetaCLIP 2, AltCLIP, Chinese-CLIP, ALIGN, AIMv2) with its processor,
@@ -269,7 +310,7 @@ class Embedder:
                 log.info("model %s: exporting its %s tower to ONNX (once per checkpoint)", self.name, tower)
                 self._export(tower, fp32_path)
             quantize_int8(fp32_path, int8_path, per_channel=tower == "text")
-        return OnnxTower(int8_path, query=tower == "text")
+        return OnnxTower(int8_path, query=tower == "text", quantized=True)
 
     def _export(self, tower: str, path: Path) -> None:
         """Export the fp32 `tower` to ONNX at `path`."""
@@ -347,32 +388,18 @@ class Embedder:
 
     # --- preprocessing (CPU, thread-safe) ---
     @property
+    def image_preprocessor(self) -> ImagePreprocessor:
+        """This checkpoint's image processing alone (picklable: what decode workers run)."""
+        return ImagePreprocessor(self.processor)
+
+    @property
     def decode_side(self) -> int | None:
-        """Least side (pixels) a photo must keep when decoded at reduced size for this model:
-        the processor's shortest edge, or its larger fixed side; None (decode fully) where the
-        processor has no fixed size (SigLIP 2 NaFlex)."""
-        size = getattr(getattr(self.processor, "image_processor", None), "size", None) or {}
-        if isinstance(size, dict) and size.get("shortest_edge"):
-            return int(size["shortest_edge"])
-        if isinstance(size, dict) and size.get("height") and size.get("width"):
-            return int(max(size["height"], size["width"]))
-        return None
+        """As :attr:`ImagePreprocessor.decode_side`."""
+        return self.image_preprocessor.decode_side
 
     def preprocess(self, images: Sequence) -> dict:
-        """PIL RGB images -> the image tower's inputs, the checkpoint's own processing: a dict
-        of tensors with n rows each (pixel_values (n, 3, H, W) float32; SigLIP 2 NaFlex also
-        pixel_attention_mask and spatial_shapes).
-
-        Images longer than :data:`MAX_ASPECT_BEFORE_CROP` times their width (or wider than
-        that times their height) are first cut to that ratio around their centre when the
-        processor resizes the shortest edge and then centre-crops (what the model sees is
-        the same; memory stays bounded)."""
-        image_processor = getattr(self.processor, "image_processor", None)
-        size = getattr(image_processor, "size", None) or {}
-        if getattr(image_processor, "do_center_crop", False) and "shortest_edge" in size:
-            images = [_cut_to_aspect(im, MAX_ASPECT_BEFORE_CROP) for im in images]
-        inputs = self.processor(images=list(images), return_tensors="pt")
-        return {key: inputs[key] for key in _IMAGE_INPUTS if key in inputs}
+        """As :meth:`ImagePreprocessor.preprocess`."""
+        return self.image_preprocessor.preprocess(images)
 
     # --- inference ---
     def _image_features(self, model, **inputs):
@@ -390,8 +417,10 @@ class Embedder:
     def _run_torch(self, tower: str, model, dtype, inputs: dict) -> np.ndarray:
         import torch
 
+        # Batches from pinned memory (decode workers on CUDA) are copied asynchronously; the
+        # vectors' copy back to the host waits for the model, so nothing is read early.
         moved = {
-            key: value.to(self.device, dtype=dtype) if key == "pixel_values" else value.to(self.device)
+            key: value.to(self.device, dtype=dtype if key == "pixel_values" else value.dtype, non_blocking=True)
             for key, value in inputs.items()
         }
         with torch.inference_mode():
@@ -599,7 +628,7 @@ def cached_embedder(source: str, name: str, device: str, towers: str = "both", p
 TEXT_RUNTIME_ENV = "CLIPSQL_TEXT_RUNTIME"
 
 
-def query_text_encoder(source: str, name: str, device: str = "auto", precision: str = "auto"):
+def query_text_encoder(source: str, name: str, device: str = "auto", precision: str = "fp32"):
     """What embeds query texts for model `source` (labelled `name`) at `precision`: see
     :func:`_query_text_encoder`; waits first for a :func:`prefetch_query_text_encoder` of the
     same arguments, whose result it then returns."""
@@ -616,7 +645,7 @@ _PREFETCHES: dict[tuple, threading.Thread] = {}
 _PREFETCH_LOCK = threading.Lock()
 
 
-def prefetch_query_text_encoder(source: str, name: str, device: str = "auto", precision: str = "auto") -> None:
+def prefetch_query_text_encoder(source: str, name: str, device: str = "auto", precision: str = "fp32") -> None:
     """Start loading the cached text tower of `source` in a background thread, so that a
     cold search overlaps it with opening the store (:func:`clipsql.search.text` does, with the
     model its last search of the same store used). Only an export already on disk is loaded
@@ -679,7 +708,7 @@ def remember_query_model(store_key: str, source: str, label: str) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def _query_text_encoder(source: str, name: str, device: str = "auto", precision: str = "auto"):
+def _query_text_encoder(source: str, name: str, device: str = "auto", precision: str = "fp32"):
     """What embeds query texts for model `source` (labelled `name`) at `precision`: an object
     with ``embed_texts(texts) -> (n, dim) float32, L2-normalized``, ``dim`` and
     ``precision``, kept per process.
@@ -755,7 +784,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
 
 
-def _preprocess_each(embedder: ClipEmbedder, ids: list[str], images: list):
+def _preprocess_each(embedder, ids: list[str], images: list):
     """(ids, pixel_values or None, failures): the batch preprocessed at once, or, when that
     fails, image by image so that one bad image fails alone (reason EMBED_FAILED)."""
 
@@ -843,61 +872,117 @@ class EmbeddedBatch:
     precision: str = "fp32"
 
 
-def embed_photos(
-    items: Sequence[tuple[str, str | os.PathLike]],
-    embedder: ClipEmbedder,
-    *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool = True,
-    reduced_decode: bool = True,
-) -> Iterator[EmbeddedBatch]:
-    """Embed cached images, yielding one :class:`EmbeddedBatch` per model batch.
+def batch_size_for(device: str) -> int:
+    """Images per forward pass chosen for `device` (the refresh's default; an explicit
+    --batch-size wins): 32 on a CPU (docs/speed.md: larger batches gain nothing on 2 cores);
+    on CUDA 256 where the GPU has >= 16 GiB (clip-retrieval's default batch for inference),
+    128 from 8 GiB, else 64; 64 on MPS. Imports torch for CUDA."""
+    if device.startswith("cuda"):
+        import torch
 
-    A background thread decodes and preprocesses batch i+1 while the model runs batch i,
-    so decoding does not stall the model. Images that fail to decode, to preprocess or to go
-    through the model are reported in the batch's `failures` (photo_id, reason, detail),
-    never raised; only a fault of the whole batch (no photo of it goes through alone) is.
+        index = torch.device(device).index or 0
+        total = torch.cuda.get_device_properties(index).total_memory
+        return 256 if total >= 16 * 2**30 else 128 if total >= 8 * 2**30 else 64
+    return 64 if device == "mps" else DEFAULT_BATCH_SIZE
 
-    Args:
-        items: (photo_id, image path) pairs.
-        embedder: the model.
-        batch_size: images per forward pass.
-        progress: show a progress bar.
-        reduced_decode: decode JPEGs at reduced size, never below the model's input side
-            (:func:`clipsql.images.open_rgb`'s `min_side`).
 
-    Raises:
-        BadArgument: batch_size < 1.
+def decode_workers_for(device: str) -> int:
+    """Worker processes that decode and preprocess photos for a model on `device`.
+
+    0 on a CPU: the model uses every core, and one background thread keeps it fed (the stage
+    keeps 94-95% of the model's own speed on 2 cores, docs/speed.md). On a GPU one photo's
+    JPEG decode and preprocessing cost a CPU core about as much as the GPU's whole forward
+    pass of a batch, so every core but one decodes, at most 16 (clip-retrieval feeds its
+    1,500 photos/s on an RTX 3080 with 8 preprocessing workers by default).
     """
-    from tqdm.auto import tqdm
+    if device == "cpu":
+        return 0
+    return max(1, min(16, (os.cpu_count() or 2) - 1))
 
-    if batch_size < 1:
-        raise BadArgument(f"batch_size must be >= 1, got {batch_size}")
+
+def _decode_batch(preprocessor, chunk: Sequence[tuple[str, str | os.PathLike]], decode_side: int | None) -> tuple:
+    """Decode and preprocess one batch of (photo_id, path): (ids, inputs or None, failures,
+    seconds, photos in the chunk). A photo that fails is a failure row, never an error."""
+    t0 = time.perf_counter()
+    ids, images, failures = [], [], []
+    for photo_id, path in chunk:
+        try:
+            images.append(open_rgb(Path(path).read_bytes(), min_side=decode_side))
+            ids.append(photo_id)
+        except InvalidImage as exc:
+            failures.append((photo_id, exc.reason, exc.detail))
+        except OSError as exc:
+            failures.append((photo_id, "no_file", f"{path}: {exc.strerror or exc}"))
+        except Exception as exc:  # noqa: BLE001 - one photo's fault ends only that photo
+            failures.append((photo_id, "undecodable", _describe(exc)))
+    ids, pixels, bad = _preprocess_each(preprocessor, ids, images)
+    return ids, pixels, failures + bad, time.perf_counter() - t0, len(chunk)
+
+
+class _PhotoBatches:
+    """The batches of `items` as a map-style dataset for torch's DataLoader: item b is batch
+    b decoded and preprocessed (:func:`_decode_batch`), in a worker process."""
+
+    def __init__(self, items, preprocessor: ImagePreprocessor, batch_size: int, decode_side: int | None):
+        self.items, self.preprocessor = list(items), preprocessor
+        self.batch_size, self.decode_side = batch_size, decode_side
+
+    def __len__(self) -> int:
+        return -(-len(self.items) // self.batch_size)
+
+    def __getitem__(self, b: int) -> tuple:
+        chunk = self.items[b * self.batch_size : (b + 1) * self.batch_size]
+        return _decode_batch(self.preprocessor, chunk, self.decode_side)
+
+
+def _batches_in_workers(items, preprocessor, batch_size: int, decode_side, workers: int, pin_memory: bool):
+    """The decoded batches of `items`, in order, from `workers` processes (torch's DataLoader:
+    each worker holds two batches ahead; with `pin_memory` they arrive in page-locked memory,
+    so the copy to the GPU overlaps the model). The workers start from a fresh interpreter
+    (forkserver, else spawn), never a fork of this process and its engine's threads."""
+    import multiprocessing
+
+    from torch.utils.data import DataLoader
+
+    context: Any
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        # The server imports these once; each chunk's workers then fork from it in
+        # milliseconds instead of importing torch again (seconds) per chunk.
+        context.set_forkserver_preload(["torch", "PIL.Image", "transformers", __name__])
+    else:
+        context = multiprocessing.get_context("spawn")
+    loader: DataLoader = DataLoader(
+        _PhotoBatches(items, preprocessor, batch_size, decode_side),  # type: ignore[arg-type]  # a map-style dataset
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=PREFETCH_BATCHES,
+        multiprocessing_context=context,
+        collate_fn=_unchanged,
+    )
+    for ids, pixels, failures, seconds, count in loader:
+        # Pinning rebuilds sequences: the failure rows are tuples again.
+        yield list(ids), pixels, [tuple(f) for f in failures], seconds, count
+
+
+def _unchanged(batch):
+    """A worker's batch as it made it (DataLoader's default would turn tuples into lists)."""
+    return batch
+
+
+def _batches_in_thread(items, preprocessor, batch_size: int, decode_side) -> Iterator[tuple]:
+    """The decoded batches of `items`, in order, from one background thread that decodes
+    batch i+1 while the model runs batch i (the queue holds PREFETCH_BATCHES)."""
     ready: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
     stop = threading.Event()
-    decode_side = getattr(embedder, "decode_side", None) if reduced_decode else None
 
     def produce() -> None:
         try:
             for start in range(0, len(items), batch_size):
                 if stop.is_set():
                     return
-                t0 = time.perf_counter()
-                ids, images, failures = [], [], []
-                for photo_id, path in items[start : start + batch_size]:
-                    try:
-                        images.append(open_rgb(Path(path).read_bytes(), min_side=decode_side))
-                        ids.append(photo_id)
-                    except InvalidImage as exc:
-                        failures.append((photo_id, exc.reason, exc.detail))
-                    except OSError as exc:
-                        failures.append((photo_id, "no_file", f"{path}: {exc.strerror or exc}"))
-                    except Exception as exc:  # noqa: BLE001 - one photo's fault ends only that photo
-                        failures.append((photo_id, "undecodable", _describe(exc)))
-                ids, pixels, bad = _preprocess_each(embedder, ids, images)
-                ready.put(
-                    (ids, pixels, failures + bad, time.perf_counter() - t0, len(items[start : start + batch_size]))
-                )
+                ready.put(_decode_batch(preprocessor, items[start : start + batch_size], decode_side))
             ready.put(None)
         except BaseException as exc:  # surfaced in the consumer, not lost in the thread
             ready.put(exc)
@@ -905,11 +990,71 @@ def embed_photos(
     worker = threading.Thread(target=produce, name="embed-preprocess", daemon=True)
     worker.start()
     try:
+        while (batch := ready.get()) is not None:
+            if isinstance(batch, BaseException):
+                raise batch
+            yield batch
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                ready.get_nowait()
+            except queue.Empty:
+                worker.join(0.05)
+
+
+def embed_photos(
+    items: Sequence[tuple[str, str | os.PathLike]],
+    embedder: ClipEmbedder,
+    *,
+    batch_size: int | None = None,
+    progress: bool = True,
+    reduced_decode: bool = True,
+    decode_workers: int | None = None,
+) -> Iterator[EmbeddedBatch]:
+    """Embed cached images, yielding one :class:`EmbeddedBatch` per model batch.
+
+    Photos are decoded and preprocessed ahead of the model: on a CPU by one background
+    thread (batch i+1 while the model runs batch i), on a GPU by worker processes
+    (:func:`decode_workers_for`) whose batches arrive in pinned memory. Images that fail to
+    decode, to preprocess or to go through the model are reported in the batch's `failures`
+    (photo_id, reason, detail), never raised; only a fault of the whole batch (no photo of it
+    goes through alone) is.
+
+    Args:
+        items: (photo_id, image path) pairs.
+        embedder: the model.
+        batch_size: images per forward pass; default :func:`batch_size_for` the model's device.
+        progress: show a progress bar.
+        reduced_decode: decode JPEGs at reduced size, never below the model's input side
+            (:func:`clipsql.images.open_rgb`'s `min_side`).
+        decode_workers: processes that decode (0: one thread of this process); default
+            :func:`decode_workers_for` the model's device.
+
+    Raises:
+        BadArgument: batch_size < 1 or decode_workers < 0.
+    """
+    from tqdm.auto import tqdm
+
+    device = str(getattr(embedder, "device", "cpu"))
+    batch_size = batch_size_for(device) if batch_size is None else batch_size
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise BadArgument(f"batch_size must be >= 1, got {batch_size}")
+    workers = decode_workers_for(device) if decode_workers is None else decode_workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise BadArgument(f"decode_workers must be an integer >= 0, got {decode_workers!r}")
+    decode_side = getattr(embedder, "decode_side", None) if reduced_decode else None
+    # Workers need the processing alone (picklable); a stand-in embedder without it decodes here.
+    preprocessor = getattr(embedder, "image_preprocessor", None)
+    if workers and preprocessor is not None and len(items) > batch_size:
+        batches = _batches_in_workers(
+            items, preprocessor, batch_size, decode_side, workers, pin_memory=device.startswith("cuda")
+        )
+    else:
+        batches = _batches_in_thread(items, embedder, batch_size, decode_side)
+    try:
         with tqdm(total=len(items), desc="embed", unit="photo", disable=not progress) as bar:
-            while (batch := ready.get()) is not None:
-                if isinstance(batch, BaseException):
-                    raise batch
-                ids, pixels, failures, preprocess_s, count = batch
+            for ids, pixels, failures, preprocess_s, count in batches:
                 t0 = time.perf_counter()
                 if pixels is None:
                     vectors = np.zeros((0, embedder.dim), np.float32)
@@ -920,9 +1065,4 @@ def embed_photos(
                 precision = getattr(embedder, "precision", "fp32")
                 yield EmbeddedBatch(ids, vectors, failures, preprocess_s, time.perf_counter() - t0, precision)
     finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                ready.get_nowait()
-            except queue.Empty:
-                worker.join(0.05)
+        batches.close()  # stops the decoding thread or the workers when the caller stops early

@@ -10,10 +10,11 @@ and what `auto` picks.
 
 `auto` picks, on CUDA, fp16; on a CPU, int8 where it holds the cosine floor, else bf16 where
 the CPU has native bf16, else fp32. The order comes from measurement: on a 2-core AVX-512
-BF16/VNNI CPU (ViT-B/32 image tower, 128 real photos, interleaved) fp32 18.3 photos/s, bf16
-weights 37.3, ONNX Runtime int8 55.2; on a 2-core AVX2 CPU without native bf16 (this
-project's machines, bench/embed_precision.py) bf16 runs emulated at a tenth of fp32's speed
-and ONNX Runtime int8 is the fastest (docs/speed.md). Every precision other than fp32 is
+BF16/VNNI CPU (ViT-B/32 image tower, 128 real photos, interleaved; issue 15) fp32 18.3
+photos/s, bf16 weights 37.3, ONNX Runtime int8 55.2; on a 2-core AVX2 CPU without native bf16
+(this project's machines: ``python bench/embed_precision.py /tmp/clip-b32 --n 32 --rounds 1
+--precisions fp32,bf16,int8``, load 1.9) the stage ran fp32 10.3 photos/s, bf16 emulated 1.4,
+int8 12.9 (17.2 at load 1.3-1.7 in another run; docs/speed.md). Every precision other than fp32 is
 checked against fp32 on the first photos it embeds: the cosine of each vector to its fp32
 vector must be at least :data:`COSINE_FLOOR`, else an explicit setting stops with an error and
 `auto` falls back to fp32 (random weights lose less than real checkpoints under int8, so the

@@ -382,7 +382,8 @@ class _EmbedActor:
         ]
         vectors: dict[str, list[float]] = {}
         failures: dict[str, tuple[str, str]] = {}
-        for out in embed_photos(todo, self.embedder, batch_size=self.batch_size, progress=False):
+        # One call is one batch: Ray runs many of these actors; no decode processes inside one.
+        for out in embed_photos(todo, self.embedder, batch_size=self.batch_size, progress=False, decode_workers=0):
             vectors.update(zip(out.photo_ids, out.embeddings.tolist()))
             failures.update((photo_id, (reason, detail)) for photo_id, reason, detail in out.failures)
         seconds = (time.perf_counter() - started) / max(len(ids), 1)

@@ -76,7 +76,16 @@ from . import unrecorded
 from .db import Store, check_wait, open_store, store_root
 from .download import DownloadOptions, DownloadResult, download_photos
 from .precision import check_precision, check_supported
-from .embed import DEFAULT_BATCH_SIZE, EMBED_FAILED, Embedder, check_dual_encoder, embed_photos, model_label
+from .embed import (
+    EMBED_FAILED,
+    Embedder,
+    batch_size_for,
+    check_device_name,
+    check_dual_encoder,
+    embed_photos,
+    model_label,
+    resolve_device,
+)
 from .errors import BadArgument, ModelError, SourceError, StoreBusy
 from .load import Loader
 from .lock import StoreLock
@@ -223,7 +232,7 @@ def refresh(
     store: str | os.PathLike | None = None,
     clickhouse_url: str | None = None,
     duckdb: str | os.PathLike | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     download: DownloadOptions = DownloadOptions(),
     device: str = "auto",
     precision: str = "fp32",
@@ -247,7 +256,8 @@ def refresh(
         limit: only the first `limit` photos of the source (then nothing is flagged deleted).
         store / clickhouse_url / duckdb: the backend (see :func:`clipsql.db.open_store`);
             `store` is also the directory of the image cache and of the refresh lock.
-        batch_size: images per model forward pass.
+        batch_size: images per model forward pass; default chosen for the device
+            (:func:`clipsql.embed.batch_size_for`: 32 on a CPU, 256 on a GPU of >= 16 GiB).
         download: download settings.
         device: 'auto', 'cpu', 'cuda[:N]' or 'mps'.
         precision: what the image tower runs at: fp32, bf16, fp16, int8 or auto
@@ -292,6 +302,8 @@ def refresh(
             `max_delete_fraction` of the store); the run is recorded in etl_runs as 'failed'.
     """
     started = time.perf_counter()
+    if batch_size is None:
+        batch_size = batch_size_for(resolve_device(check_device_name(device)))
     _check_arguments(model, limit, batch_size, chunk_size, purge, retry_backoff_s, max_delete_fraction)
     owned = parse_shard(shard)
     ray_address = parse_executor(executor)

@@ -49,7 +49,6 @@ from .constants import (
     DEFAULT_RETRY_BACKOFF_S,
 )
 from .download_options import DownloadOptions
-from .embed import DEFAULT_BATCH_SIZE
 from .engines import absolute_store
 from .errors import BadArgument
 from .sources import DEFAULT_SOURCE
@@ -124,7 +123,12 @@ class ModelSettings:
         to="model_name",
     )
     device: str = _setting(DEFAULT_DEVICE, "--device", "auto, cpu, cuda[:N] or mps")
-    batch_size: int = _setting(DEFAULT_BATCH_SIZE, "--batch-size", "images per model forward pass")
+    batch_size: int | None = _setting(
+        None,
+        "--batch-size",
+        "images per model forward pass",
+        default_text="chosen for the device: 32 on a CPU, 256 on a GPU of 16 GiB or more",
+    )
     precision: str = _setting(
         "fp32",
         "--precision",

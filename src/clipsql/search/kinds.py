@@ -151,7 +151,7 @@ def text(
     filters: Filters | None = None,
     model: str | None = None,
     device: str = "auto",
-    precision: str = "auto",
+    precision: str = "fp32",
     db: Store | None = None,
     store: StorePath | None = None,
     **keywords,
@@ -167,8 +167,9 @@ def text(
         model: stored model label or source; default the newest complete model.
         device: where the text model runs (auto, cpu, cuda[:N], mps).
         precision: of the query's text tower (:func:`clipsql.embed.query_text_encoder`):
-            auto (on the CPU int8 where the checkpoint held the cosine floor 0.999 to fp32,
-            else fp32), fp32, int8, bf16 or fp16.
+            fp32 (the model's own query vector), auto (on the CPU int8 where the checkpoint
+            held the cosine floor 0.999 to fp32, else fp32: about half the time), int8, bf16
+            or fp16.
         db: an open store (left open); or `store`: a store path (opened and closed here).
         keywords: option fields (``offset=20``), filters (``country="Iceland"``) and
             ``clickhouse_url=`` / ``duckdb=`` one by one; a keyword wins over the same field
@@ -312,7 +313,7 @@ def combined(
     filters: Filters | None = None,
     model: str | None = None,
     device: str = "auto",
-    precision: str = "auto",
+    precision: str = "fp32",
     db: Store | None = None,
     store: StorePath | None = None,
     **keywords,

@@ -1,0 +1,187 @@
+"""The embed stage on a GPU: photos/s of clipsql's embed stage at each batch size and
+precision, beside the model alone and the decode pool alone, within 5 minutes.
+
+    python bench/embed_gpu.py [MODEL_DIR] [--n 4096] [--batch-sizes 128,256,512] [--precisions fp16,fp32]
+    python bench/embed_gpu.py --device cpu --n 96 --batch-sizes 32 --precisions fp32   # a smoke run
+
+Self-contained, so that it runs on a bare GPU machine without the network: without MODEL_DIR
+it writes a random-weight checkpoint of the real ViT-B/32 shape (transformers' CLIPConfig
+defaults: what openai/clip-vit-base-patch32 costs; a toy tokenizer, unused by the image
+tower); the photos are the shared Unsplash Lite photos where they are
+(../shared/data/unsplash-lite-7k/photos), else N generated 640x427 JPEGs (Unsplash Lite's
+640-pixel width; smooth colour fields with noise, decoded at reduced size as real photos are).
+
+For each precision and batch size it prints:
+
+- stage: clipsql.embed.embed_photos from the JPEG files (decode and preprocess in
+  clipsql.embed.decode_workers_for(device) worker processes, pinned memory, the model at that
+  precision), photos/s over the whole set after one warm-up batch;
+- model: the image tower alone on batches already preprocessed and on the GPU (the stage's
+  ceiling), photos/s;
+- the stage's share of the model.
+
+And once: the decode pool alone (workers decoding and preprocessing, no model), photos/s: the
+stage cannot beat it. The anchor (issue 15): clip-retrieval, 1,500 photos/s on an RTX 3080.
+Prints the device's name, the date, torch's version and the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import SHARED_PHOTOS
+
+from clipsql.embed import Embedder, decode_workers_for, embed_photos
+
+
+def random_vit_b32(out: Path) -> Path:
+    """A CLIP checkpoint of the ViT-B/32 shape with random weights and a toy tokenizer."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = letters + [c + "</w>" for c in letters] + ["<|startoftext|>", "<|endoftext|>"]
+    (out / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
+    (out / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    config = CLIPConfig()  # the defaults are ViT-B/32: vision 768 wide, 12 layers, patch 32; text 512
+    config.text_config.vocab_size = len(vocab)
+    config.text_config.bos_token_id, config.text_config.eos_token_id = len(vocab) - 2, len(vocab) - 1
+    config.text_config.pad_token_id = len(vocab) - 1
+    torch.manual_seed(0)
+    CLIPModel(config).eval().save_pretrained(out)
+    tokenizer = CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"))
+    CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer).save_pretrained(out)
+    return out
+
+
+def photo_files(n: int, folder: Path) -> list[tuple[str, Path]]:
+    """N photos: the shared real photos where present, else generated JPEGs in `folder`."""
+    real = SHARED_PHOTOS / "photos"
+    if real.is_dir():
+        files = sorted(real.glob("*.jpg"))[:n]
+        if len(files) == n:
+            return [(p.stem, p) for p in files]
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        base = Image.fromarray(rng.integers(0, 256, (6, 9, 3), dtype=np.uint8)).resize((640, 427), Image.BICUBIC)
+        noisy = np.clip(np.asarray(base, np.int16) + rng.integers(-12, 13, (427, 640, 3)), 0, 255).astype(np.uint8)
+        path = folder / f"g{i:05d}.jpg"
+        Image.fromarray(noisy).save(path, quality=85)
+        out.append((path.stem, path))
+    return out
+
+
+def synchronize(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def stage_rate(items, embedder: Embedder, batch_size: int, workers: int) -> float:
+    """Photos/s of the embed stage over `items`, after a warm-up of two batches (the decode
+    processes' server starts once per process, as in a refresh)."""
+    warm = items[: 2 * batch_size]
+    list(embed_photos(warm, embedder, batch_size=batch_size, progress=False, decode_workers=workers))
+    started = time.perf_counter()
+    done = sum(
+        len(b.photo_ids)
+        for b in embed_photos(items, embedder, batch_size=batch_size, progress=False, decode_workers=workers)
+    )
+    synchronize(embedder.device)
+    return done / (time.perf_counter() - started)
+
+
+def model_rate(embedder: Embedder, pixels, batch_size: int, rounds: int) -> float:
+    """Photos/s of the image tower alone on one preprocessed batch already on the device."""
+    import torch
+
+    batch = pixels[:batch_size].to(embedder.device)
+    while batch.shape[0] < batch_size:
+        batch = torch.cat([batch, batch])[:batch_size]
+    embedder.embed_pixels(batch)  # warm-up (and the precision's cosine check)
+    synchronize(embedder.device)
+    started = time.perf_counter()
+    for _ in range(rounds):
+        embedder.embed_pixels(batch)
+    synchronize(embedder.device)
+    return rounds * batch_size / (time.perf_counter() - started)
+
+
+def decode_rate(items, embedder: Embedder, batch_size: int, workers: int) -> float:
+    """Photos/s of the decode pool alone: the stage's batches without the model."""
+    from clipsql.embed import _batches_in_thread, _batches_in_workers
+
+    started = time.perf_counter()
+    side = embedder.decode_side
+    if workers:
+        batches = _batches_in_workers(items, embedder.image_preprocessor, batch_size, side, workers, pin_memory=False)
+    else:
+        batches = _batches_in_thread(items, embedder, batch_size, side)
+    done = sum(len(ids) for ids, *_ in batches)
+    return done / (time.perf_counter() - started)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", nargs="?", help="checkpoint directory (default: a random ViT-B/32 written here)")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--n", type=int, default=4096, help="photos (default 4096)")
+    ap.add_argument("--batch-sizes", default="128,256,512")
+    ap.add_argument("--precisions", default="fp16,fp32")
+    ap.add_argument("--workers", type=int, help="decode processes (default clipsql's choice for the device)")
+    ap.add_argument("--rounds", type=int, default=20, help="model-alone rounds per batch size")
+    a = ap.parse_args()
+    import torch
+
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("no CUDA device: run with --device cpu for a smoke run")
+    workers = decode_workers_for(a.device) if a.workers is None else a.workers
+    name = torch.cuda.get_device_name(a.device) if a.device.startswith("cuda") else f"CPU ({os.cpu_count()} cores)"
+    print(
+        f"embed stage on {name}; {datetime.date.today()}; torch {torch.__version__}; "
+        f"{os.cpu_count()} cores, {workers} decode workers; load {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory() as work:
+        model = a.model or str(random_vit_b32(Path(work) / "vit-b-32"))
+        folder = Path(work) / "photos"
+        folder.mkdir()
+        started = time.perf_counter()
+        items = photo_files(a.n, folder)
+        print(f"{len(items)} photos ready in {time.perf_counter() - started:.1f} s", flush=True)
+        sizes = [int(b) for b in a.batch_sizes.split(",")]
+        reference = Embedder(model, device=a.device, progress=False, towers="image")
+        decode_rate(items[: 2 * max(sizes)], reference, max(sizes), workers)  # starts the workers' server
+        rate = decode_rate(items, reference, max(sizes), workers)
+        print(f"decode pool alone: {rate:,.0f} photos/s", flush=True)
+        from clipsql.images import open_rgb
+
+        pixels = reference.preprocess([open_rgb(p.read_bytes()) for _, p in items[: max(sizes)]])["pixel_values"]
+        print(f"{'precision':<10}{'batch':>6}{'stage photos/s':>16}{'model photos/s':>16}{'stage/model':>13}")
+        for precision in a.precisions.split(","):
+            embedder = Embedder(model, device=a.device, progress=False, towers="image", precision=precision)
+            for size in sizes:
+                alone = model_rate(embedder, pixels, size, a.rounds)
+                stage = stage_rate(items, embedder, size, workers)
+                print(f"{precision:<10}{size:>6}{stage:>16,.0f}{alone:>16,.0f}{stage / alone:>12.0%}", flush=True)
+            del embedder
+            if a.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
