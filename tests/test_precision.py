@@ -51,6 +51,15 @@ def _pictures(n: int = 6) -> list[Image.Image]:
     return [Image.fromarray(rng.integers(0, 256, (40 + 7 * i, 64, 3), dtype=np.uint8)) for i in range(n)]
 
 
+def _photo_folder(tmp_path, n: int):
+    """A folder of `n` generated PNG photos (an image-folder source)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, picture in enumerate(_pictures(n)):
+        picture.save(folder / f"p{i}.png")
+    return folder
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
 def test_each_precision_keeps_the_width_the_norm_and_the_cosine_floor(checkpoints, precision):
     reference = Embedder(checkpoints["metaclip_2"], device="cpu", progress=False)
@@ -161,11 +170,7 @@ def test_the_refresh_records_each_vectors_precision(checkpoints, tmp_path):
     from clipsql.db import open_store
     from etl_support import run_cli
 
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i, picture in enumerate(_pictures(4)):
-        picture.save(folder / f"p{i}.png")
-    store = tmp_path / "store"
+    folder, store = _photo_folder(tmp_path, 4), tmp_path / "store"
     refresh(folder, model=checkpoints["metaclip_2"], model_name="m-int8", precision="int8", store=store, progress=False)
     refresh(folder, model=checkpoints["metaclip_2"], model_name="m-fp32", store=store, progress=False)
     with open_store(store) as db:
@@ -187,11 +192,7 @@ def test_a_cold_search_prefetches_the_model_its_store_used_last_and_is_right_whe
     from clipsql.embed import QUERY_MODELS_FILE
     from etl_support import run_cli
 
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i, picture in enumerate(_pictures(5)):
-        picture.save(folder / f"p{i}.png")
-    store = tmp_path / "store"
+    folder, store = _photo_folder(tmp_path, 5), tmp_path / "store"
     refresh(folder, model=checkpoints["metaclip_2"], model_name="meta", store=store, progress=False)
     command = ("search", "text", "a red square", "-k", "5", "--format", "csv", "--store", str(store))
     first = run_cli(*command)
