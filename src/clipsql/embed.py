@@ -874,9 +874,10 @@ class EmbeddedBatch:
 
 def batch_size_for(device: str) -> int:
     """Images per forward pass chosen for `device` (the refresh's default; an explicit
-    --batch-size wins): 32 on a CPU (docs/speed.md: larger batches gain nothing on 2 cores);
-    on CUDA 256 where the GPU has >= 16 GiB (clip-retrieval's default batch for inference),
-    128 from 8 GiB, else 64; 64 on MPS. Imports torch for CUDA."""
+    --batch-size wins): 32 on a CPU (every CPU figure of docs/speed.md was taken at it); on
+    CUDA 256 where the GPU has >= 16 GiB (clip-retrieval's clip_inference default), 128 from
+    8 GiB, else 64; 64 on MPS. The GPU sizes are starting points, not measured here:
+    bench/embed_gpu.py compares them on a GPU. Imports torch for CUDA."""
     if device.startswith("cuda"):
         import torch
 
@@ -890,10 +891,11 @@ def decode_workers_for(device: str) -> int:
     """Worker processes that decode and preprocess photos for a model on `device`.
 
     0 on a CPU: the model uses every core, and one background thread keeps it fed (the stage
-    keeps 94-95% of the model's own speed on 2 cores, docs/speed.md). On a GPU one photo's
-    JPEG decode and preprocessing cost a CPU core about as much as the GPU's whole forward
-    pass of a batch, so every core but one decodes, at most 16 (clip-retrieval feeds its
-    1,500 photos/s on an RTX 3080 with 8 preprocessing workers by default).
+    keeps 91-95% of the model's own speed on 2 cores, docs/speed.md). On a GPU the model
+    outruns one decoding core many times over (clip-retrieval's 1,500 photos/s on an RTX 3080
+    come with its default of 8 preprocessing worker processes), so every core but one
+    decodes, at most 16; not measured here (no GPU): bench/embed_gpu.py prints the decode
+    pool's own rate beside the stage's.
     """
     if device == "cpu":
         return 0
