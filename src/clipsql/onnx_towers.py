@@ -185,11 +185,13 @@ def quantize_int8(source: Path, path: Path, *, per_channel: bool = False) -> Non
     """`source` ONNX model with its MatMul/Gemm weights quantized to 8 bits (ONNX Runtime's
     dynamic quantization: activations quantized per batch at run time), at `path`.
 
-    Signed int8 per tensor (the image tower: the fastest on an AVX2 CPU, 20.5 vs 19.2 photos/s
-    per channel); with `per_channel`, unsigned int8 with a scale per output channel (the text
-    tower: closer to fp32, min cosine 0.9994 vs 0.9991 over random 5-15-token texts on the
-    ViT-B/32 shape, and 9.2 vs 9.7 ms a query on 2 threads; ONNX Runtime's docs advise U8U8 or
-    per-channel on AVX2, whose U8S8 kernels can saturate).
+    Signed int8 per tensor (the image tower: the fastest here, 20.5 vs 19.2 photos/s per
+    channel); with `per_channel`, unsigned int8 with a scale per output channel (the text
+    tower: closer to fp32, least cosine 0.9994 vs 0.9991 over random 5-15-token texts on the
+    ViT-B/32 shape, and 9.2 vs 9.7 ms a query on 2 threads). Both from `/tmp` probes on this
+    project's AVX2 machine (32 photos a batch, 2 threads, load about 1). ONNX Runtime's
+    quantization docs note that its U8S8 kernels (VPMADDUBSW) can saturate on AVX2 and
+    AVX-512 without VNNI; a scale per channel keeps the weights' range small.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
