@@ -162,8 +162,8 @@ def write_onnx(path: Path, write) -> None:
     `path` with its weights in ``<path>.data`` beside it (ONNX's external-data form).
 
     Why: ONNX Runtime maps an external weights file instead of parsing the weights out of the
-    protobuf; measured on the ViT-B/32 text tower (254 MB, 2 cores, load about 1), a session
-    starts in 0.32 s instead of 1.10 s, what a cold text search waits for. The weights file is
+    protobuf; measured in a `/tmp` probe on the ViT-B/32 text tower (254 MB, 2 cores, load
+    about 1), a session starts in 0.32 s instead of 1.10 s, what a cold text search waits for. The weights file is
     renamed into place before the model file, so a reader that sees the model file sees whole
     weights; two processes exporting one checkpoint at once write the same bytes.
     """
@@ -213,8 +213,8 @@ class OnnxTower:
         query: set up for one short query text: at most 2 threads that sleep instead of
             spinning when idle, and basic graph optimizations only unless `quantized`.
         quantized: an int8 model: all graph optimizations, which fuse its quantized MatMuls
-            (measured, ViT-B/32 text tower, 2 threads, 60 texts of 3-12 words, load 1.2:
-            12.0 vs 13.8 ms p50; for fp32 they save 1 ms and cost a slower start).
+            (a `/tmp` probe, ViT-B/32 text tower, 2 threads, 60 texts of 3-12 words, load
+            1.2: 12.0 vs 13.8 ms p50; for fp32 they save 1 ms and cost a slower start).
     """
 
     def __init__(self, path: Path, threads: int | None = None, *, query: bool = False, quantized: bool = False):
