@@ -105,6 +105,10 @@ def test_the_onnx_text_tower_gives_the_models_vectors_in_any_script(checkpoints,
     reference = Embedder(checkpoints[family], device="cpu", progress=False, towers="text")
     folder = reference.export_text_tower()
     assert folder is not None and folder == export_folder(checkpoints[family])
+    # The int8 copy is made only when a query asks for it (it costs seconds on a real model).
+    assert not (folder / "text-int8.onnx").exists()
+    assert "int8" not in json.loads((folder / TEXT_META).read_text())["usable"]
+    assert reference.export_text_tower(int8=True) == folder
     meta = json.loads((folder / TEXT_META).read_text())
     assert meta["usable"]["fp32"] and meta["fp32_difference"] <= 1e-4
     # The weights sit in a file of their own beside each model (ONNX Runtime maps it).
@@ -121,9 +125,23 @@ def test_the_onnx_text_tower_gives_the_models_vectors_in_any_script(checkpoints,
     assert np.sum(auto.embed_texts(texts) * exact, axis=1).min() >= COSINE_FLOOR - 1e-3
 
 
+def test_a_query_at_auto_makes_the_int8_copy_a_query_at_fp32_does_not(checkpoints):
+    source = checkpoints["metaclip_2"]
+    fp32 = query_text_encoder(source, "m", "cpu")
+    folder = export_folder(source)
+    assert isinstance(fp32, OnnxTextEncoder) and fp32.precision == "fp32"
+    assert not (folder / "text-int8.onnx").exists()
+    auto = query_text_encoder(source, "m", "cpu", "auto")
+    meta = json.loads((folder / TEXT_META).read_text())
+    assert (folder / "text-int8.onnx").is_file() and meta["usable"]["fp32"]
+    assert isinstance(auto, OnnxTextEncoder) and auto.precision == ("int8" if meta["usable"]["int8"] else "fp32")
+    exact = fp32.embed_texts(QUERIES)
+    assert np.sum(auto.embed_texts(QUERIES) * exact, axis=1).min() >= COSINE_FLOOR - 1e-3
+
+
 def test_int8_queries_below_the_floor_are_refused_and_auto_keeps_fp32(checkpoints):
     source = checkpoints["clip"]
-    Embedder(source, device="cpu", progress=False, towers="text").export_text_tower()
+    Embedder(source, device="cpu", progress=False, towers="text").export_text_tower(int8=True)
     meta_path = export_folder(source) / TEXT_META
     meta = json.loads(meta_path.read_text())
     # As an export of a checkpoint that loses more under int8 would record it.

@@ -499,11 +499,12 @@ class Embedder:
                 raise BadArgument(f"a query text must be a string, got {type(text).__name__}")
         return self._embed_checked("text", self._tokens(texts))
 
-    def export_text_tower(self) -> Path | None:
+    def export_text_tower(self, int8: bool = False) -> Path | None:
         """Write the cold query's fast path for this checkpoint (:class:`OnnxTextEncoder`):
-        its tokenizer.json, the text tower in ONNX at fp32 and at int8 (weights quantized per
-        channel), and text.json, which marks each usable only when it gives this model's vectors
-        over :data:`PROBE_TEXTS`: fp32 within max abs difference 1e-4, int8 within cosine
+        its tokenizer.json, the text tower in ONNX at fp32 and, with `int8`, at int8 (weights
+        quantized per channel: seconds more for ViT-B/32, so only when a query asks for it),
+        and text.json, which marks each usable only when it gives this model's vectors over
+        :data:`PROBE_TEXTS`: fp32 within max abs difference 1e-4, int8 within cosine
         COSINE_FLOOR (so a query at `auto` runs at int8 only where the checkpoint keeps its
         rankings within the floor). Returns the folder, or None when the checkpoint is not on
         disk, its tokenizer has no tokenizers-library form, or ONNX Runtime is missing.
@@ -540,6 +541,8 @@ class Embedder:
                 raise ModelError(f"the ONNX text tower differs from the model by {difference:.2e}")
             meta["usable"]["fp32"] = True
             meta["fp32_difference"] = difference
+            if not int8:
+                raise _Done
             if not int8_path.is_file():
                 quantize_int8(fp32_path, int8_path, per_channel=True)
             quantized = OnnxTextEncoder(folder, meta, self.name, precision="int8").embed_texts(PROBE_TEXTS)
@@ -550,6 +553,8 @@ class Embedder:
                 log.info(
                     "model %s: int8 text tower below the cosine floor (%.5f): queries run at fp32", self.name, cosine
                 )
+        except _Done:
+            pass
         except ModelError as exc:
             meta["reason"] = str(exc)
             log.info("model %s: no fast text path: %s", self.name, exc)
@@ -559,6 +564,10 @@ class Embedder:
     def _reference_texts(self, texts: Sequence[str]) -> np.ndarray:
         """`texts` through the torch text tower at fp32 (the reference of every other path)."""
         return self._embed_fp32("text", self._tokens(texts))
+
+
+class _Done(Exception):
+    """The export asked for is written (its metadata follows)."""
 
 
 class _FeaturesOf:
@@ -737,9 +746,14 @@ def _query_text_encoder(source: str, name: str, device: str = "auto", precision:
     if runtime != "torch" and onnx_precision and device in ("auto", "cpu") and onnxruntime_available():
         encoder = OnnxTextEncoder.load(source, name, precision)
         folder = export_folder(source)
-        if encoder is None and folder is not None and not (folder / TEXT_META).is_file():
-            cached_embedder(source, name, "cpu", "text").export_text_tower()
-            encoder = OnnxTextEncoder.load(source, name, precision)
+        wants_int8 = precision in ("auto", "int8")
+        if folder is not None and (encoder is None or (wants_int8 and encoder.precision == "fp32")):
+            meta_path = folder / TEXT_META
+            usable = _text_meta(meta_path).get("usable", {}) if meta_path.is_file() else None
+            # Exported when never tried, or for int8 the first time a query asks for it.
+            if usable is None or (wants_int8 and usable.get("fp32") and "int8" not in usable):
+                cached_embedder(source, name, "cpu", "text").export_text_tower(int8=wants_int8)
+                encoder = OnnxTextEncoder.load(source, name, precision)
         if encoder is not None:
             return encoder
         cosine = _int8_text_cosine(folder) if precision == "int8" else None
@@ -753,6 +767,15 @@ def _query_text_encoder(source: str, name: str, device: str = "auto", precision:
 
 #: query_text_encoder.cache_clear() forgets the loaded encoders, as for a functools cache.
 query_text_encoder.cache_clear = _query_text_encoder.cache_clear  # type: ignore[attr-defined]
+
+
+def _text_meta(path: Path) -> dict:
+    """A text export's metadata (text.json), or {} when it cannot be read."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        return meta if isinstance(meta, dict) and isinstance(meta.get("usable", {}), dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _int8_text_cosine(folder: Path | None) -> float | None:
