@@ -541,20 +541,15 @@ class Embedder:
                 raise ModelError(f"the ONNX text tower differs from the model by {difference:.2e}")
             meta["usable"]["fp32"] = True
             meta["fp32_difference"] = difference
-            if not int8:
-                raise _Done
-            if not int8_path.is_file():
-                quantize_int8(fp32_path, int8_path, per_channel=True)
-            quantized = OnnxTextEncoder(folder, meta, self.name, precision="int8").embed_texts(PROBE_TEXTS)
-            cosine = float(np.min(np.sum(quantized * reference, axis=1)))
-            meta["int8_min_cosine"] = cosine
-            meta["usable"]["int8"] = cosine >= COSINE_FLOOR
-            if cosine < COSINE_FLOOR:
-                log.info(
-                    "model %s: int8 text tower below the cosine floor (%.5f): queries run at fp32", self.name, cosine
-                )
-        except _Done:
-            pass
+            if int8:
+                if not int8_path.is_file():
+                    quantize_int8(fp32_path, int8_path, per_channel=True)
+                quantized = OnnxTextEncoder(folder, meta, self.name, precision="int8").embed_texts(PROBE_TEXTS)
+                cosine = float(np.min(np.sum(quantized * reference, axis=1)))
+                meta["int8_min_cosine"] = cosine
+                meta["usable"]["int8"] = cosine >= COSINE_FLOOR
+                if cosine < COSINE_FLOOR:
+                    log.info("model %s: int8 text tower below the cosine floor (%.5f): fp32 queries", self.name, cosine)
         except ModelError as exc:
             meta["reason"] = str(exc)
             log.info("model %s: no fast text path: %s", self.name, exc)
@@ -564,10 +559,6 @@ class Embedder:
     def _reference_texts(self, texts: Sequence[str]) -> np.ndarray:
         """`texts` through the torch text tower at fp32 (the reference of every other path)."""
         return self._embed_fp32("text", self._tokens(texts))
-
-
-class _Done(Exception):
-    """The export asked for is written (its metadata follows)."""
 
 
 class _FeaturesOf:
