@@ -16,6 +16,8 @@ For each precision and batch size it prints:
 - stage: clipsql.embed.embed_photos from the JPEG files (decode and preprocess in
   clipsql.embed.decode_workers_for(device) worker processes, pinned memory, the model at that
   precision), photos/s over the whole set after one warm-up batch;
+- per chunk: the same, one embed_photos call per refresh chunk (DEFAULT_CHUNK_SIZE photos),
+  as a refresh calls it: each chunk starts its decode workers and fills the pipeline again;
 - model: the image tower alone on batches already preprocessed and on the GPU (the stage's
   ceiling), photos/s;
 - the stage's share of the model.
@@ -64,24 +66,31 @@ def random_vit_b32(out: Path) -> Path:
     return out
 
 
-def photo_files(n: int, folder: Path) -> list[tuple[str, Path]]:
-    """N photos: the shared real photos where present, else generated JPEGs in `folder`."""
+def generated_photo(path: Path, seed: int) -> None:
+    """One 640x427 JPEG (Unsplash Lite's 640-pixel rendition): a smooth colour field with noise."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    base = Image.fromarray(rng.integers(0, 256, (6, 9, 3), dtype=np.uint8)).resize((640, 427), Image.BICUBIC)
+    noisy = np.clip(np.asarray(base, np.int16) + rng.integers(-12, 13, (427, 640, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(noisy).save(path, quality=85)
+
+
+def photo_files(n: int, folder: Path, generated: bool = False) -> list[tuple[str, Path]]:
+    """N photos: the shared real photos where present (unless `generated`), else generated
+    JPEGs in `folder` (written by every core: 20 ms each on one)."""
     real = SHARED_PHOTOS / "photos"
-    if real.is_dir():
+    if real.is_dir() and not generated:
         files = sorted(real.glob("*.jpg"))[:n]
         if len(files) == n:
             return [(p.stem, p) for p in files]
-    from PIL import Image
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(n):
-        base = Image.fromarray(rng.integers(0, 256, (6, 9, 3), dtype=np.uint8)).resize((640, 427), Image.BICUBIC)
-        noisy = np.clip(np.asarray(base, np.int16) + rng.integers(-12, 13, (427, 640, 3)), 0, 255).astype(np.uint8)
-        path = folder / f"g{i:05d}.jpg"
-        Image.fromarray(noisy).save(path, quality=85)
-        out.append((path.stem, path))
-    return out
+    paths = [folder / f"g{i:05d}.jpg" for i in range(n)]
+    with ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(generated_photo, paths, range(n), chunksize=64))
+    return [(path.stem, path) for path in paths]
 
 
 def synchronize(device: str) -> None:
@@ -101,6 +110,21 @@ def stage_rate(items, embedder: Embedder, batch_size: int, workers: int) -> floa
         len(b.photo_ids)
         for b in embed_photos(items, embedder, batch_size=batch_size, progress=False, decode_workers=workers)
     )
+    synchronize(embedder.device)
+    return done / (time.perf_counter() - started)
+
+
+def chunked_stage_rate(items, embedder: Embedder, batch_size: int, workers: int) -> float:
+    """Photos/s of the embed stage as a refresh runs it: one embed_photos call per chunk of
+    DEFAULT_CHUNK_SIZE photos (each call starts its decode workers and fills the pipeline)."""
+    from clipsql.constants import DEFAULT_CHUNK_SIZE
+
+    started = time.perf_counter()
+    done = 0
+    for start in range(0, len(items), DEFAULT_CHUNK_SIZE):
+        chunk = items[start : start + DEFAULT_CHUNK_SIZE]
+        batches = embed_photos(chunk, embedder, batch_size=batch_size, progress=False, decode_workers=workers)
+        done += sum(len(b.photo_ids) for b in batches)
     synchronize(embedder.device)
     return done / (time.perf_counter() - started)
 
@@ -143,6 +167,7 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="128,256,512")
     ap.add_argument("--precisions", default="fp16,fp32")
     ap.add_argument("--workers", type=int, help="decode processes (default clipsql's choice for the device)")
+    ap.add_argument("--generated", action="store_true", help="generated 640x427 JPEGs even where the shared photos are")
     ap.add_argument("--rounds", type=int, default=20, help="model-alone rounds per batch size")
     a = ap.parse_args()
     import torch
@@ -161,7 +186,7 @@ def main() -> None:
         folder = Path(work) / "photos"
         folder.mkdir()
         started = time.perf_counter()
-        items = photo_files(a.n, folder)
+        items = photo_files(a.n, folder, a.generated)
         print(f"{len(items)} photos ready in {time.perf_counter() - started:.1f} s", flush=True)
         sizes = [int(b) for b in a.batch_sizes.split(",")]
         reference = Embedder(model, device=a.device, progress=False, towers="image")
@@ -171,13 +196,20 @@ def main() -> None:
         from clipsql.images import open_rgb
 
         pixels = reference.preprocess([open_rgb(p.read_bytes()) for _, p in items[: max(sizes)]])["pixel_values"]
-        print(f"{'precision':<10}{'batch':>6}{'stage photos/s':>16}{'model photos/s':>16}{'stage/model':>13}")
+        print(
+            f"{'precision':<10}{'batch':>6}{'stage photos/s':>16}{'per chunk':>11}"
+            f"{'model photos/s':>16}{'stage/model':>13}"
+        )
         for precision in a.precisions.split(","):
             embedder = Embedder(model, device=a.device, progress=False, towers="image", precision=precision)
             for size in sizes:
                 alone = model_rate(embedder, pixels, size, a.rounds)
                 stage = stage_rate(items, embedder, size, workers)
-                print(f"{precision:<10}{size:>6}{stage:>16,.0f}{alone:>16,.0f}{stage / alone:>12.0%}", flush=True)
+                chunked = chunked_stage_rate(items, embedder, size, workers)
+                print(
+                    f"{precision:<10}{size:>6}{stage:>16,.0f}{chunked:>11,.0f}{alone:>16,.0f}{stage / alone:>12.0%}",
+                    flush=True,
+                )
             del embedder
             if a.device.startswith("cuda"):
                 torch.cuda.empty_cache()
