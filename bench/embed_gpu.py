@@ -13,17 +13,21 @@ tower); the photos are the shared Unsplash Lite photos where they are
 
 For each precision and batch size it prints:
 
-- stage: clipsql.embed.embed_photos from the JPEG files (decode and preprocess in
-  clipsql.embed.decode_workers_for(device) worker processes, pinned memory, the model at that
+- stage: clipsql.embed.embed_photos from the JPEG files (decode in
+  clipsql.embed.decode_workers_for(device) worker processes, pinned memory, resize and
+  normalize on the GPU where torchvision is installed, else in the workers; the model at that
   precision), photos/s over the whole set after one warm-up batch;
 - per chunk: the same, one embed_photos call per refresh chunk (DEFAULT_CHUNK_SIZE photos),
   as a refresh calls it: each chunk starts its decode workers and fills the pipeline again;
 - model: the image tower alone on batches already preprocessed and on the GPU (the stage's
   ceiling), photos/s;
+- workers preprocess: the stage with resizing and normalizing in the workers (where the
+  stage does them on the GPU);
 - the stage's share of the model.
 
-And once: the decode pool alone (workers decoding and preprocessing, no model), photos/s: the
-stage cannot beat it. The anchor (issue 15): clip-retrieval, 1,500 photos/s on an RTX 3080.
+And once: the decode pool alone (workers decoding and preprocessing, no model; and workers
+decoding with the GPU preprocessing), photos/s: the stage cannot beat it; and the least cosine
+between vectors of photos preprocessed on the GPU and in the workers. The anchor (issue 15): clip-retrieval, 1,500 photos/s on an RTX 3080.
 Prints the device's name, the date, torch's version and the machine's load.
 """
 
@@ -100,18 +104,33 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def stage_rate(items, embedder: Embedder, batch_size: int, workers: int) -> float:
+def stage_rate(items, embedder: Embedder, batch_size: int, workers: int, on_device: bool = True) -> float:
     """Photos/s of the embed stage over `items`, after a warm-up of two batches (the decode
-    processes' server starts once per process, as in a refresh)."""
-    warm = items[: 2 * batch_size]
-    list(embed_photos(warm, embedder, batch_size=batch_size, progress=False, decode_workers=workers))
+    processes' server starts once per process, as in a refresh). `on_device`: as
+    embed_photos' preprocess_on_device."""
+    options = dict(batch_size=batch_size, progress=False, decode_workers=workers, preprocess_on_device=on_device)
+    list(embed_photos(items[: 2 * batch_size], embedder, **options))
     started = time.perf_counter()
-    done = sum(
-        len(b.photo_ids)
-        for b in embed_photos(items, embedder, batch_size=batch_size, progress=False, decode_workers=workers)
-    )
+    done = sum(len(b.photo_ids) for b in embed_photos(items, embedder, **options))
     synchronize(embedder.device)
     return done / (time.perf_counter() - started)
+
+
+def agreement(items, embedder: Embedder, batch_size: int, workers: int) -> float:
+    """Least cosine, photo by photo, between the vectors of the stage with its images
+    processed on the device and in the workers."""
+    vectors = []
+    for on_device in (True, False):
+        batches = embed_photos(
+            items,
+            embedder,
+            batch_size=batch_size,
+            progress=False,
+            decode_workers=workers,
+            preprocess_on_device=on_device,
+        )
+        vectors.append({pid: v for b in batches for pid, v in zip(b.photo_ids, b.embeddings)})
+    return min(float(np.dot(v, vectors[1][pid])) for pid, v in vectors[0].items())
 
 
 def chunked_stage_rate(items, embedder: Embedder, batch_size: int, workers: int) -> float:
@@ -145,14 +164,39 @@ def model_rate(embedder: Embedder, pixels, batch_size: int, rounds: int) -> floa
     return rounds * batch_size / (time.perf_counter() - started)
 
 
-def decode_rate(items, embedder: Embedder, batch_size: int, workers: int) -> float:
-    """Photos/s of the decode pool alone: the stage's batches without the model."""
+def device_check(embedder: Embedder, items) -> bool:
+    """Whether the image processor runs on the device and gives what it gives in the workers
+    (largest difference of pixel values printed); its error printed where it fails."""
+    import traceback
+
+    from clipsql.images import open_rgb
+
+    preprocessor = embedder.image_preprocessor
+    images = [open_rgb(p.read_bytes(), min_side=embedder.decode_side) for _, p in items]
+    try:
+        on_device = preprocessor.preprocess(preprocessor.device_inputs(images), device=embedder.device)
+    except Exception:  # noqa: BLE001 - a bench reports and goes on without it
+        traceback.print_exc()
+        print("preprocessing on the device failed: the workers preprocess")
+        return False
+    in_workers = preprocessor.preprocess(images)
+    gap = (on_device["pixel_values"].float().cpu() - in_workers["pixel_values"]).abs().max().item()
+    print(f"pixel values, device vs workers: largest difference {gap:.4f} (on {len(images)} photos)", flush=True)
+    return True
+
+
+def decode_rate(items, embedder: Embedder, batch_size: int, workers: int, on_device: bool = False) -> float:
+    """Photos/s of the decode pool alone: the stage's batches without the model (with
+    `on_device`, the workers decode and the device preprocesses)."""
     from clipsql.embed import _batches_in_thread, _batches_in_workers
 
     started = time.perf_counter()
     side = embedder.decode_side
     if workers:
-        batches = _batches_in_workers(items, embedder.image_preprocessor, batch_size, side, workers, pin_memory=False)
+        device = embedder.device if on_device else None
+        batches = _batches_in_workers(
+            items, embedder.image_preprocessor, batch_size, side, workers, pin_memory=on_device, preprocess_on=device
+        )
     else:
         batches = _batches_in_thread(items, embedder, batch_size, side)
     done = sum(len(ids) for ids, *_ in batches)
@@ -192,22 +236,33 @@ def main() -> None:
         reference = Embedder(model, device=a.device, progress=False, towers="image")
         decode_rate(items[: 2 * max(sizes)], reference, max(sizes), workers)  # starts the workers' server
         rate = decode_rate(items, reference, max(sizes), workers)
-        print(f"decode pool alone: {rate:,.0f} photos/s", flush=True)
+        print(f"decode pool alone, preprocessing in the workers: {rate:,.0f} photos/s", flush=True)
+        on_device = a.device.startswith("cuda") and reference.image_preprocessor.runs_on_cuda
+        print(f"image processor: {type(reference.processor.image_processor).__name__}; on the device: {on_device}")
+        if on_device:
+            on_device = device_check(reference, items[:64])
+        if on_device:
+            rate = decode_rate(items, reference, max(sizes), workers, on_device=True)
+            print(f"decode pool alone, preprocessing on the device: {rate:,.0f} photos/s", flush=True)
+            cosine = agreement(items[:1024], reference, max(sizes), workers)
+            print(f"fp32 vectors, preprocessed on the device vs in the workers: least cosine {cosine:.6f}", flush=True)
         from clipsql.images import open_rgb
 
         pixels = reference.preprocess([open_rgb(p.read_bytes()) for _, p in items[: max(sizes)]])["pixel_values"]
         print(
-            f"{'precision':<10}{'batch':>6}{'stage photos/s':>16}{'per chunk':>11}"
+            f"{'precision':<10}{'batch':>6}{'stage photos/s':>16}{'per chunk':>11}{'workers preprocess':>20}"
             f"{'model photos/s':>16}{'stage/model':>13}"
         )
         for precision in a.precisions.split(","):
             embedder = Embedder(model, device=a.device, progress=False, towers="image", precision=precision)
             for size in sizes:
                 alone = model_rate(embedder, pixels, size, a.rounds)
-                stage = stage_rate(items, embedder, size, workers)
+                stage = stage_rate(items, embedder, size, workers, on_device=on_device)
                 chunked = chunked_stage_rate(items, embedder, size, workers)
+                in_workers = stage_rate(items, embedder, size, workers, on_device=False) if on_device else stage
                 print(
-                    f"{precision:<10}{size:>6}{stage:>16,.0f}{chunked:>11,.0f}{alone:>16,.0f}{stage / alone:>12.0%}",
+                    f"{precision:<10}{size:>6}{stage:>16,.0f}{chunked:>11,.0f}{in_workers:>20,.0f}"
+                    f"{alone:>16,.0f}{stage / alone:>12.0%}",
                     flush=True,
                 )
             del embedder

@@ -171,20 +171,48 @@ class ImagePreprocessor:
             return int(max(size["height"], size["width"]))
         return None
 
-    def preprocess(self, images: Sequence) -> dict:
+    @property
+    def runs_on_cuda(self) -> bool:
+        """True where the checkpoint's image processor is transformers' torchvision backend
+        (installed with torchvision), which resizes, crops and normalizes on a CUDA device."""
+        image_processor = getattr(self.processor, "image_processor", None)
+        # transformers 5 names the backend; earlier releases named such classes "...Fast".
+        return getattr(image_processor, "backend", None) == "torchvision" or type(image_processor).__name__.endswith(
+            "Fast"
+        )
+
+    def _cut(self, images: Sequence) -> list:
+        # Images longer than MAX_ASPECT_BEFORE_CROP times their width (or wider than that
+        # times their height) are cut to that ratio around their centre where the processor
+        # resizes the shortest edge and then centre-crops: what the model sees is the same,
+        # and memory stays bounded.
+        image_processor = getattr(self.processor, "image_processor", None)
+        size = getattr(image_processor, "size", None) or {}
+        if getattr(image_processor, "do_center_crop", False) and "shortest_edge" in size:
+            return [_cut_to_aspect(im, MAX_ASPECT_BEFORE_CROP) for im in images]
+        return list(images)
+
+    def device_inputs(self, images: Sequence) -> list:
+        """PIL RGB images -> what :meth:`preprocess` takes with a `device`: (3, H, W) uint8
+        tensors, cut as :meth:`preprocess` cuts them (a decode worker makes these)."""
+        import torch
+
+        return [torch.from_numpy(np.asarray(im, dtype=np.uint8)).permute(2, 0, 1) for im in self._cut(images)]
+
+    def preprocess(self, images: Sequence, device: str | None = None) -> dict:
         """PIL RGB images -> the image tower's inputs, the checkpoint's own processing: a dict
         of tensors with n rows each (pixel_values (n, 3, H, W) float32; SigLIP 2 NaFlex also
         pixel_attention_mask and spatial_shapes).
 
-        Images longer than :data:`MAX_ASPECT_BEFORE_CROP` times their width (or wider than
-        that times their height) are first cut to that ratio around their centre when the
-        processor resizes the shortest edge and then centre-crops (what the model sees is
-        the same; memory stays bounded)."""
-        image_processor = getattr(self.processor, "image_processor", None)
-        size = getattr(image_processor, "size", None) or {}
-        if getattr(image_processor, "do_center_crop", False) and "shortest_edge" in size:
-            images = [_cut_to_aspect(im, MAX_ASPECT_BEFORE_CROP) for im in images]
-        inputs = self.processor(images=list(images), return_tensors="pt")
+        With `device` (a CUDA device, where :attr:`runs_on_cuda`), `images` are
+        :meth:`device_inputs` and the processing runs on that device; the inputs are there.
+        """
+        if device is None:
+            inputs = self.processor(images=self._cut(images), return_tensors="pt")
+        else:
+            inputs = self.processor(
+                images=list(images), return_tensors="pt", device=device, input_data_format="channels_first"
+            )
         return {key: inputs[key] for key in _IMAGE_INPUTS if key in inputs}
 
 
@@ -928,9 +956,13 @@ def decode_workers_for(device: str) -> int:
     return max(1, min(16, (os.cpu_count() or 2) - 1))
 
 
-def _decode_batch(preprocessor, chunk: Sequence[tuple[str, str | os.PathLike]], decode_side: int | None) -> tuple:
+def _decode_batch(
+    preprocessor, chunk: Sequence[tuple[str, str | os.PathLike]], decode_side: int | None, for_device: bool = False
+) -> tuple:
     """Decode and preprocess one batch of (photo_id, path): (ids, inputs or None, failures,
-    seconds, photos in the chunk). A photo that fails is a failure row, never an error."""
+    seconds, photos in the chunk). A photo that fails is a failure row, never an error.
+    With `for_device`, the images are decoded only, into :meth:`ImagePreprocessor.device_inputs`
+    (a list in place of the inputs), for processing on the GPU."""
     t0 = time.perf_counter()
     ids, images, failures = [], [], []
     for photo_id, path in chunk:
@@ -943,6 +975,8 @@ def _decode_batch(preprocessor, chunk: Sequence[tuple[str, str | os.PathLike]], 
             failures.append((photo_id, "no_file", f"{path}: {exc.strerror or exc}"))
         except Exception as exc:  # noqa: BLE001 - one photo's fault ends only that photo
             failures.append((photo_id, "undecodable", _describe(exc)))
+    if for_device:
+        return ids, preprocessor.device_inputs(images), failures, time.perf_counter() - t0, len(chunk)
     ids, pixels, bad = _preprocess_each(preprocessor, ids, images)
     return ids, pixels, failures + bad, time.perf_counter() - t0, len(chunk)
 
@@ -952,8 +986,9 @@ class _PhotoBatches:
     into jobs of at most `job_size` photos: item j is (batch number, job j decoded and
     preprocessed by :func:`_decode_batch`), made in a worker process."""
 
-    def __init__(self, items, preprocessor: ImagePreprocessor, batch_size: int, decode_side, job_size: int):
+    def __init__(self, items, preprocessor: ImagePreprocessor, batch_size: int, decode_side, job_size: int, for_device):
         self.items, self.preprocessor, self.decode_side = list(items), preprocessor, decode_side
+        self.for_device = for_device
         self.jobs: list[tuple[int, int, int]] = []  # (batch number, start, stop)
         for b, start in enumerate(range(0, len(self.items), batch_size)):
             stop = min(start + batch_size, len(self.items))
@@ -966,16 +1001,23 @@ class _PhotoBatches:
 
     def __getitem__(self, j: int) -> tuple:
         b, start, stop = self.jobs[j]
-        return b, _decode_batch(self.preprocessor, self.items[start:stop], self.decode_side)
+        return b, _decode_batch(self.preprocessor, self.items[start:stop], self.decode_side, self.for_device)
 
 
-def _joined_batch(parts: list[tuple], pin_memory: bool) -> tuple:
+def _joined_batch(parts: list[tuple], pin_memory: bool, preprocessor, device: str | None) -> tuple:
     """The decoded jobs of one batch as one :func:`_decode_batch` tuple; with `pin_memory` its
-    tensors are copied once into page-locked memory (so the copy to the GPU is asynchronous)."""
+    tensors are copied once into page-locked memory (so the copy to the GPU is asynchronous).
+    With `device`, the jobs hold decoded images, processed here on that device."""
     import torch
 
     ids = [photo_id for part in parts for photo_id in part[0]]
     failures = [tuple(f) for part in parts for f in part[2]]
+    if device is not None:
+        t0 = time.perf_counter()
+        images = [image for part in parts for image in part[1]]
+        ids, pixels, bad = _preprocess_each(_OnDevice(preprocessor, device), ids, images)
+        seconds = sum(part[3] for part in parts) + time.perf_counter() - t0
+        return ids, pixels, failures + bad, seconds, sum(part[4] for part in parts)
     present = [part[1] for part in parts if part[1] is not None]
     pixels = None
     if present:
@@ -988,6 +1030,16 @@ def _joined_batch(parts: list[tuple], pin_memory: bool) -> tuple:
     return ids, pixels, failures, sum(part[3] for part in parts), sum(part[4] for part in parts)
 
 
+class _OnDevice:
+    """An ImagePreprocessor whose preprocess runs on `device` (what _preprocess_each calls)."""
+
+    def __init__(self, preprocessor: ImagePreprocessor, device: str):
+        self.preprocessor, self.device = preprocessor, device
+
+    def preprocess(self, images: Sequence) -> dict:
+        return self.preprocessor.preprocess(images, device=self.device)
+
+
 def decode_server_modules(preprocessor: ImagePreprocessor) -> list[str]:
     """What the decode workers' server (forkserver) imports once, before any worker forks
     from it: torch, Pillow, transformers, this module and the preprocessor's own
@@ -995,13 +1047,16 @@ def decode_server_modules(preprocessor: ImagePreprocessor) -> list[str]:
     return ["torch", "PIL.Image", "transformers", __name__, *preprocessor.modules]
 
 
-def _batches_in_workers(items, preprocessor, batch_size: int, decode_side, workers: int, pin_memory: bool):
+def _batches_in_workers(
+    items, preprocessor, batch_size: int, decode_side, workers: int, pin_memory: bool, preprocess_on: str | None = None
+):
     """The decoded batches of `items`, in order, from `workers` processes (torch's DataLoader
     over jobs of at most :data:`DECODE_JOB_PHOTOS` photos, joined here into batches;
     PREFETCH_BATCHES batches are decoded ahead; with `pin_memory` each batch is in
     page-locked memory, so the copy to the GPU overlaps the model). The workers start from a
     fresh interpreter (forkserver, else spawn), never a fork of this process and its
-    engine's threads."""
+    engine's threads. With `preprocess_on` (a CUDA device) the workers only decode, and the
+    image processor runs on that device here."""
     import multiprocessing
 
     from torch.utils.data import DataLoader
@@ -1017,9 +1072,12 @@ def _batches_in_workers(items, preprocessor, batch_size: int, decode_side, worke
     job_size = min(batch_size, DECODE_JOB_PHOTOS)
     jobs_per_batch = -(-batch_size // job_size)
     loader: DataLoader = DataLoader(
-        _PhotoBatches(items, preprocessor, batch_size, decode_side, job_size),  # type: ignore[arg-type]  # map-style
+        _PhotoBatches(items, preprocessor, batch_size, decode_side, job_size, preprocess_on is not None),  # type: ignore[arg-type]
         batch_size=None,
         num_workers=workers,
+        # Decoded images (uint8) are pinned by the loader's thread; processed inputs are
+        # pinned once, when a batch's jobs are joined.
+        pin_memory=pin_memory and preprocess_on is not None,
         # PREFETCH_BATCHES model batches ahead in all, at least two jobs per worker.
         prefetch_factor=max(2, -(-PREFETCH_BATCHES * jobs_per_batch // workers)),
         multiprocessing_context=context,
@@ -1029,12 +1087,12 @@ def _batches_in_workers(items, preprocessor, batch_size: int, decode_side, worke
     current = 0
     for b, part in loader:  # in order
         if b != current and parts:
-            yield _joined_batch(parts, pin_memory)
+            yield _joined_batch(parts, pin_memory, preprocessor, preprocess_on)
             parts = []
         current = b
         parts.append(part)
     if parts:
-        yield _joined_batch(parts, pin_memory)
+        yield _joined_batch(parts, pin_memory, preprocessor, preprocess_on)
 
 
 def _unchanged(batch):
@@ -1082,6 +1140,7 @@ def embed_photos(
     progress: bool = True,
     reduced_decode: bool = True,
     decode_workers: int | None = None,
+    preprocess_on_device: bool = True,
 ) -> Iterator[EmbeddedBatch]:
     """Embed cached images, yielding one :class:`EmbeddedBatch` per model batch.
 
@@ -1101,6 +1160,10 @@ def embed_photos(
             (:func:`clipsql.images.open_rgb`'s `min_side`).
         decode_workers: processes that decode (0: one thread of this process); default
             :func:`decode_workers_for` the model's device.
+        preprocess_on_device: on a CUDA device whose checkpoint's image processor runs there
+            (:attr:`ImagePreprocessor.runs_on_cuda`: torchvision is installed), the workers
+            only decode and the resizing and normalizing run on the GPU; default True. False
+            (or any other device) preprocesses in the workers.
 
     Raises:
         BadArgument: batch_size < 1 or decode_workers < 0.
@@ -1118,8 +1181,16 @@ def embed_photos(
     # Workers need the processing alone (picklable); a stand-in embedder without it decodes here.
     preprocessor = getattr(embedder, "image_preprocessor", None)
     if workers and preprocessor is not None and len(items) > batch_size:
+        # ONNX Runtime (int8) takes host arrays: its inputs are preprocessed in the workers.
+        on_cuda = device.startswith("cuda") and getattr(embedder, "precision", "fp32") != "int8"
         batches = _batches_in_workers(
-            items, preprocessor, batch_size, decode_side, workers, pin_memory=device.startswith("cuda")
+            items,
+            preprocessor,
+            batch_size,
+            decode_side,
+            workers,
+            pin_memory=device.startswith("cuda"),
+            preprocess_on=device if on_cuda and preprocess_on_device and preprocessor.runs_on_cuda else None,
         )
     else:
         batches = _batches_in_thread(items, embedder, batch_size, decode_side)
