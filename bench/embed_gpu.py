@@ -169,12 +169,14 @@ def device_check(embedder: Embedder, items) -> bool:
     (largest difference of pixel values printed); its error printed where it fails."""
     import traceback
 
+    from clipsql.embed import unpacked_images
     from clipsql.images import open_rgb
 
     preprocessor = embedder.image_preprocessor
     images = [open_rgb(p.read_bytes(), min_side=embedder.decode_side) for _, p in items]
     try:
-        on_device = preprocessor.preprocess(preprocessor.device_inputs(images), device=embedder.device)
+        packed = preprocessor.packed_images(images)
+        on_device = preprocessor.preprocess(unpacked_images(packed, embedder.device), device=embedder.device)
     except Exception:  # noqa: BLE001 - a bench reports and goes on without it
         traceback.print_exc()
         print("preprocessing on the device failed: the workers preprocess")

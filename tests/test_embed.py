@@ -137,3 +137,24 @@ def test_decode_workers_unpickle_the_preprocessor_without_importing_anything(emb
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_workers_that_only_decode_give_the_inputs_that_preprocessing_workers_give(embedder, image_files, tmp_path):
+    # On CUDA with torchvision, workers only decode and pack each job's images into one
+    # tensor; the main process unpacks them and the image processor runs on the GPU. Here the
+    # same path runs with the CPU as the device: the inputs must equal the workers' own.
+    from clipsql.embed import _batches_in_workers
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(jpeg_bytes(1)[:300])
+    items = [*image_files[:15], ("broken", broken), *image_files[15:]]
+    preprocessor = embedder.image_preprocessor
+    args = (items, preprocessor, 36, embedder.decode_side, 2)
+    decoded = list(_batches_in_workers(*args, pin_memory=False, preprocess_on="cpu"))
+    preprocessed = list(_batches_in_workers(*args, pin_memory=False))
+    assert [b[0] for b in decoded] == [b[0] for b in preprocessed] and len(decoded) == 2
+    assert [b[2] for b in decoded] == [b[2] for b in preprocessed] and decoded[0][2][0][:2] == ("broken", "undecodable")
+    for (_, pixels, *_), (_, expected, *_) in zip(decoded, preprocessed):
+        assert pixels.keys() == expected.keys()
+        for key in pixels:
+            np.testing.assert_array_equal(pixels[key].numpy(), expected[key].numpy())
