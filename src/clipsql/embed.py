@@ -1046,13 +1046,22 @@ def unpacked_images(packed: tuple, device: str) -> list:
 
 
 class _OnDevice:
-    """An ImagePreprocessor whose preprocess runs on `device` (what _preprocess_each calls)."""
+    """An ImagePreprocessor whose preprocess runs on `device` (what _preprocess_each calls).
+    Where the device's processing raises, the same images are processed on the host, so that
+    a fault of the GPU path (a family whose processor cannot run there) costs speed, never
+    photos: only an image the host's processing refuses too fails."""
 
     def __init__(self, preprocessor: ImagePreprocessor, device: str):
         self.preprocessor, self.device = preprocessor, device
 
     def preprocess(self, images: Sequence) -> dict:
-        return self.preprocessor.preprocess(images, device=self.device)
+        from PIL import Image
+
+        try:
+            return self.preprocessor.preprocess(images, device=self.device)
+        except Exception as exc:  # noqa: BLE001 - retried on the host, which reports its own error
+            log.debug("preprocessing on %s failed (%s); preprocessing on the host", self.device, _describe(exc))
+            return self.preprocessor.preprocess([Image.fromarray(im.permute(1, 2, 0).cpu().numpy()) for im in images])
 
 
 def decode_server_modules(preprocessor: ImagePreprocessor) -> list[str]:
