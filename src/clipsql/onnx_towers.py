@@ -163,9 +163,10 @@ def write_onnx(path: Path, write) -> None:
 
     Why: ONNX Runtime maps an external weights file instead of parsing the weights out of the
     protobuf; measured in a `/tmp` probe on the ViT-B/32 text tower (254 MB, 2 cores, load
-    about 1), a session starts in 0.32 s instead of 1.10 s, what a cold text search waits for. The weights file is
-    renamed into place before the model file, so a reader that sees the model file sees whole
-    weights; two processes exporting one checkpoint at once write the same bytes.
+    about 1), a session starts in 0.32 s instead of 1.10 s, what a cold text search waits for.
+    The weights file is renamed into place before the model file, so a reader that sees the
+    model file sees whole weights; two processes exporting one checkpoint at once write the
+    same bytes.
     """
     import onnx
 
