@@ -7,6 +7,7 @@ import datetime as dt
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 import searchdata
@@ -403,6 +404,7 @@ def test_bad_query_vectors_are_rejected_before_any_sql(vector, message):
         (dict(rerank="fast"), "rerank must be"),
         (dict(mmr_lambda=2), "mmr_lambda"),
         (dict(overfetch=0), "overfetch"),
+        (dict(output="polars"), "output must be one of pandas, arrow"),
     ],
 )
 def test_bad_arguments_are_rejected_before_any_sql(kwargs, message):
@@ -476,3 +478,40 @@ def test_unknown_model_and_empty_store_are_not_found(db, tmp_path):
     with open_store(tmp_path / "empty", duckdb=str(tmp_path / "empty.duckdb")) as empty:
         with pytest.raises(NotFound, match="no vectors yet"):
             search.similar("p0001", db=empty)
+
+
+# --- the Arrow form of a result ------------------------------------------------------------
+
+
+def _arrow_and_frame(call):
+    table, frame = call(output="arrow"), call(output="pandas")
+    assert isinstance(table, pa.Table) and isinstance(frame, pd.DataFrame)
+    return table, frame
+
+
+def test_arrow_output_holds_the_rows_of_the_dataframe(db, vectors, meta):
+    # The same search asked as a pyarrow Table (the CLI's form) and as a DataFrame: the same
+    # columns, rows, order and float64 distances, on the store's snapshot (chdb) and its
+    # tables (DuckDB), with filters, paging, a distance bound and an MMR re-ranking.
+    q = query_vector()
+    calls = {
+        "nearest": lambda **o: search.nearest(db, q, model=searchdata.MODEL, k=7, **o),
+        "filtered page": lambda **o: search.nearest(
+            db, q, model=searchdata.MODEL, k=5, offset=3, featured=True, max_distance=1.2, **o
+        ),
+        "similar": lambda **o: search.similar("p0037", 6, db=db, **o),
+        "similar, filtered": lambda **o: search.similar("p0037", 4, db=db, country="Iceland", **o),
+        "mmr": lambda **o: search.nearest(db, q, model=searchdata.MODEL, k=4, rerank="mmr", mmr_lambda=0.5, **o),
+        "none found": lambda **o: search.nearest(db, q, model=searchdata.MODEL, k=5, country="Atlantis", **o),
+    }
+    for name, call in calls.items():
+        table, frame = _arrow_and_frame(call)
+        assert table.column_names == list(frame.columns) == search.PHOTO_COLUMNS, name
+        assert table.schema.field("distance").type == pa.float64(), name
+        assert table.column("photo_id").to_pylist() == frame["photo_id"].tolist(), name
+        np.testing.assert_array_equal(table.column("distance").to_numpy(), frame["distance"].to_numpy())
+        for column in ("description", "photo_url", "photo_image_url"):
+            as_frame = [None if v is None or v != v else v for v in frame[column].tolist()]  # NaN: missing
+            assert table.column(column).to_pylist() == as_frame, (name, column)
+    ids, _ = expected(vectors, meta, q, 7)
+    assert search.nearest(db, q, model=searchdata.MODEL, k=7, output="arrow").column("photo_id").to_pylist() == ids

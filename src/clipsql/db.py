@@ -190,7 +190,7 @@ def migrate(store: Store) -> list[str]:
     # The table that records them is created by its own file, outside the numbered sequence.
     for statement in split_statements((sql_dir() / store.dialect / SCHEMA_MIGRATIONS_FILE).read_text(encoding="utf-8")):
         store.command(statement)
-    applied = set(store.query_df("SELECT version FROM schema_migrations")["version"].astype(int))
+    applied = {int(v) for v in store.query_arrow("SELECT version FROM schema_migrations").column("version").to_pylist()}
     done = []
     for path in migration_files(store.dialect):
         number = int(path.name[:3])

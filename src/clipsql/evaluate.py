@@ -60,9 +60,9 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from .constants import DEFAULT_MODEL
@@ -71,6 +71,9 @@ from .embed import DEFAULT_BATCH_SIZE
 from .errors import BadArgument, ModelError, NotFound, SourceError
 from .images import DEFAULT_MAX_PIXELS, InvalidImage, open_rgb
 from .queries import get_query
+
+if TYPE_CHECKING:  # pandas loads with the first DataFrame made: the CLI's parser imports this module
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -419,6 +422,8 @@ class EvalReport:
     @property
     def failure_reasons(self) -> dict[str, int]:
         """Failed images per reason, most first."""
+        import pandas as pd
+
         counts = self.failures["reason"].value_counts() if len(self.failures) else pd.Series(dtype="int64")
         return {str(k): int(v) for k, v in counts.items()}
 
@@ -716,6 +721,7 @@ def metrics_frame(
     Raises:
         BadArgument: an unknown kind.
     """
+    import pandas as pd
     from tqdm.auto import tqdm
 
     k1, k2, k3 = (int(k) for k in ks)
@@ -790,6 +796,8 @@ class ModelComparison:
     def metrics(self) -> pd.DataFrame:
         """Long form: the column model, then the columns of :attr:`EvalReport.metrics`; the
         rows of each model in turn."""
+        import pandas as pd
+
         frames = [r.metrics.assign(model=r.model) for r in self.reports]
         frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         return frame[["model"] + [c for c in frame.columns if c != "model"]] if frames else frame
@@ -803,6 +811,8 @@ class ModelComparison:
             queries, recall@k (shares 0..1, the report's three cutoffs), mrr (0..1), mean_rank,
             mean_candidates; NaN where a kind has no query.
         """
+        import pandas as pd
+
         rows = []
         first = self.reports[0]
         metric_names = ["queries"] + [f"recall@{k}" for k in first.ks] + ["mrr", "mean_rank", "mean_candidates"]

@@ -30,13 +30,16 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .constants import DEFAULT_MODEL
 from .errors import BadArgument, NotFound, QueryFileError
 from .resources import queries_dir, sql_dir
 from .sqlfiles import PARAMETER_RE
+
+if TYPE_CHECKING:  # pandas loads with the first DataFrame made, not with this module
+    import pandas as pd
+    import pyarrow as pa
 
 _NAME_RE = re.compile(r"^--\s*name:\s*([a-z][a-z0-9_]*)\s*$")
 _PARAMS_RE = re.compile(r"^--\s*Parameters:\s*$", re.IGNORECASE)
@@ -116,6 +119,10 @@ class NamedQuery:
     def run(self, store, **values) -> pd.DataFrame:
         """Run on `store` (any engine) with the values bound as parameters."""
         return store.query_clickhouse(self.executable_sql, self.bind(values))
+
+    def run_arrow(self, store, **values) -> pa.Table:
+        """:meth:`run`, the rows as a pyarrow Table (no pandas loaded)."""
+        return store.query_arrow(store.translate(self.executable_sql), self.bind(values))
 
     def with_filters(self, conditions: Sequence[tuple[str, Parameter]]) -> NamedQuery:
         """This query with filter conditions in place of its ``-- @filters`` line.

@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -589,6 +588,8 @@ _KIND_WORDS = {
 
 def _type_columns(file: str, columns: dict[str, list[str]], n: int):
     """Convert string columns to their kinds; returns (typed columns, bad mask (ncols, n))."""
+    import pandas as pd  # here, not at the top: settings imports this module, and a search loads no pandas
+
     kinds = UNSPLASH_COLUMNS[file]
     typed: dict[str, object] = {}
     bad_masks = []

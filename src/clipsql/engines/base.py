@@ -19,10 +19,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from ..cache import images_dir
@@ -30,6 +29,9 @@ from ..constants import MAX_WIDTH
 from ..errors import BadArgument, StoreBusy, StoreError
 from ..resources import sql_dir
 from ..sqlfiles import split_statements, uses_parameter
+
+if TYPE_CHECKING:  # pandas loads with the first DataFrame asked for: a CLI search prints from Arrow
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 

@@ -72,7 +72,9 @@ class DuckDBStore(Store):
         self.connection.execute(sql, parameters or None)
 
     def _query_arrow(self, sql, parameters):
-        return self.connection.execute(sql, parameters or None).to_arrow_table()
+        # A relation, not execute()'s DB-API result: duckdb 2.0 warns on every Arrow fetch of
+        # the latter ("makes an extra copy of the rows"), and a CLI search now reads Arrow.
+        return self.connection.sql(sql, params=parameters or None).to_arrow_table()
 
     def _query_df(self, sql, parameters):
         # Straight to pandas: DuckDB's own conversion keeps its column types as the first wave had them.

@@ -1,6 +1,7 @@
 """Search: the named queries of queries/ run with every value bound as a parameter.
 
-Query kinds, one public function each, all returning pandas DataFrames:
+Query kinds, one public function each, all returning pandas DataFrames (the photo searches,
+asked with ``output="arrow"``, a pyarrow Table of the same columns instead: :data:`OUTPUTS`):
 
 | function | query vector | query file |
 | --- | --- | --- |
@@ -67,7 +68,7 @@ from __future__ import annotations
 from .checks import MAX_K, MAX_OFFSET, MAX_OVERFETCH, MAX_TEXT_CHARS
 from .filters import FILTERS, ORIENTATIONS, Filter, Filters
 from .inputs import MAX_IMAGE_BYTES, crop_box, load_image, parse_box
-from .kinds import combined, crop, duplicates, facets, image, nearest, similar, text
+from .kinds import OUTPUTS, combined, crop, duplicates, facets, image, nearest, similar, text
 from .model_rerank import (
     RERANK_FAMILIES,
     RERANK_SCORE,
@@ -118,6 +119,7 @@ __all__ = [
     "FILTERS",
     "ORIENTATIONS",
     "FACETS",
+    "OUTPUTS",
     "RERANKS",
     "MODEL_RERANK_PREFIX",
     "RERANK_FAMILIES",

@@ -17,10 +17,12 @@ a filter, and refused as ``BadArgument: unknown filter NAME; filters are ...``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
-import pandas as pd
+import pyarrow as pa
 
 from ..cache import cached_image
 from ..db import Store, use_store
@@ -36,15 +38,52 @@ from ..errors import BadArgument, NotFound
 from .checks import MAX_OFFSET, check_float, check_int, check_k, check_text
 from .filters import Filters
 from .inputs import crop_box, load_image
-from .model_rerank import ItmReranker, model_reranked, reranker_for
+from .model_rerank import UNSCORED_ATTR, ItmReranker, model_reranked, reranker_for
 from .models import resolve_model
 from .options import Backend, FacetOptions, SearchOptions, fold_facet_keywords, fold_filter_keywords, fold_keywords
 from .rerank import reranked
-from .sql import photo_frame, run_query, search_photos
+from .sql import photo_frame, photo_table, run_query, run_query_arrow, search_photos
 from .terms import combine_vectors, parse_terms
 from .vectors import check_query_vector, photo_vector
 
+if TYPE_CHECKING:  # pandas loads with the first DataFrame made, not with this module
+    import pandas as pd
+
 StorePath = str | os.PathLike
+#: What a photo search returns: "pandas", a DataFrame (the default), or "arrow", a pyarrow
+#: Table of the same columns, made without loading pandas (the CLI prints it: importing
+#: pandas is 0.3-0.4 s of a cold `clipsql search text`, bench/cold_search.py).
+OUTPUTS = ("pandas", "arrow")
+
+
+def check_output(output: str) -> str:
+    """`output` if it is one of :data:`OUTPUTS`.
+
+    Raises:
+        BadArgument: any other value.
+    """
+    if output not in OUTPUTS:
+        raise BadArgument(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    return output
+
+
+def _as_output(frame: pd.DataFrame, output: str) -> pd.DataFrame | pa.Table:
+    """A re-ranked result (a DataFrame) in the form `output` asks for. In Arrow, the
+    candidates a model re-ranking could not score ({photo_id: why}, the DataFrame's
+    ``attrs[UNSCORED_ATTR]``) travel as JSON in the schema metadata under the same key."""
+    if output == "pandas":
+        return frame
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    unscored = frame.attrs.get(UNSCORED_ATTR)
+    if unscored is not None:
+        metadata = dict(table.schema.metadata or {})
+        metadata[UNSCORED_ATTR.encode()] = json.dumps(unscored).encode()
+        table = table.replace_schema_metadata(metadata)
+    return table
+
+
+def _is_empty(result: pd.DataFrame | pa.Table) -> bool:
+    return result.num_rows == 0 if isinstance(result, pa.Table) else result.empty
 
 
 @contextlib.contextmanager
@@ -71,21 +110,26 @@ def _ranked(
     similar_to: str | None = None,
     rerank_text: str | None = None,
     reranker: ItmReranker | None = None,
-) -> pd.DataFrame:
+    output: str = "pandas",
+) -> pd.DataFrame | pa.Table:
     """The shared ranking runner: the page of `options` of the photos nearest to `vector` (or,
     with `vector` None, to the stored vector of `similar_to`, read by the SQL itself) that
     pass `filters`, re-ranked as `options.rerank` asks (a model re-ranking by `reranker`
-    against `rerank_text`, :func:`~clipsql.search.model_rerank.model_reranked`)."""
+    against `rerank_text`, :func:`~clipsql.search.model_rerank.model_reranked`); a
+    DataFrame, or with `output` "arrow" a pyarrow Table (the re-rankings work in pandas and
+    convert their page)."""
     if options.rerank_model is not None:
         if vector is None or rerank_text is None or reranker is None or similar_to is not None:
             raise TypeError("a model re-ranked search needs the query vector, its text and the re-ranker")
-        return model_reranked(db, vector, model, options, filters, text=rerank_text, reranker=reranker)
+        frame = model_reranked(db, vector, model, options, filters, text=rerank_text, reranker=reranker)
+        return _as_output(frame, output)
     if options.rerank is not None:
         if vector is None:  # similar() reads the photo's vector first for a re-ranked search
             raise TypeError("a re-ranked search needs the query vector")
-        return reranked(db, vector, model, options, filters, similar_to=similar_to)
+        return _as_output(reranked(db, vector, model, options, filters, similar_to=similar_to), output)
+    arrow = output == "arrow"
     if similar_to is not None:
-        frame = run_query(
+        frame = (run_query_arrow if arrow else run_query)(
             db,
             "similar_photos",
             filters,
@@ -99,9 +143,16 @@ def _ranked(
         raise TypeError("a search needs a query vector or similar_to")
     else:
         frame = search_photos(
-            db, vector, model, filters, k=options.k, offset=options.offset, max_distance=options.max_distance
+            db,
+            vector,
+            model,
+            filters,
+            k=options.k,
+            offset=options.offset,
+            max_distance=options.max_distance,
+            arrow=arrow,
         )
-    return photo_frame(frame)
+    return photo_table(frame) if arrow else photo_frame(frame)
 
 
 def nearest(
@@ -112,8 +163,9 @@ def nearest(
     k: int | None = None,
     options: SearchOptions | None = None,
     filters: Filters | None = None,
+    output: str = "pandas",
     **keywords,
-) -> pd.DataFrame:
+) -> pd.DataFrame | pa.Table:
     """Top-k photos nearest to `query_vec` ((d,) float32, L2-normalized) for `model`.
 
     Args:
@@ -123,6 +175,7 @@ def nearest(
         k: rows of the page (1..10,000); default `options.k`, else 10.
         options: paging, max_distance and re-ranking (:class:`SearchOptions`).
         filters: metadata filters (:class:`Filters`).
+        output: "pandas" (a DataFrame) or "arrow" (a pyarrow Table, same columns).
         keywords: option fields and filters one by one (module docstring); no backend keywords.
 
     Returns:
@@ -131,16 +184,17 @@ def nearest(
 
     Raises:
         BadArgument: a bad vector, page, filter, rerank option (rerank="model:..." needs a
-            query text) or unknown keyword.
+            query text), output or unknown keyword.
         NotFound: no vectors for `model`.
     """
     # Checked before any SQL runs; its width against the model's once the model is looked up.
     vector = check_query_vector(query_vec)
+    check_output(output)
     opts, flt, _ = fold_keywords(keywords, options, filters, backend=False, k=k)
     reranker_for(opts, "cpu", has_text=False, kind="a vector search")
     label, _, dim = resolve_model(db, model)
     vector = check_query_vector(vector, dim, model=label)
-    return _ranked(db, vector, label, opts, flt)
+    return _ranked(db, vector, label, opts, flt, output=output)
 
 
 def text(
@@ -154,8 +208,9 @@ def text(
     precision: str = "fp32",
     db: Store | None = None,
     store: StorePath | None = None,
+    output: str = "pandas",
     **keywords,
-) -> pd.DataFrame:
+) -> pd.DataFrame | pa.Table:
     """Text -> photos: the top-k photos whose image embedding is nearest to `query`'s.
 
     Args:
@@ -171,6 +226,10 @@ def text(
             held the cosine floor 0.999 to fp32, else fp32: about half the time), int8, bf16
             or fp16.
         db: an open store (left open); or `store`: a store path (opened and closed here).
+        output: "pandas", a DataFrame (the default), or "arrow", a pyarrow Table of the same
+            columns, made without loading pandas (:data:`OUTPUTS`; the CLI's form). A model
+            re-ranking's unscored candidates are then JSON under the schema metadata key
+            ``rerank_unscored`` instead of ``DataFrame.attrs``.
         keywords: option fields (``offset=20``), filters (``country="Iceland"``) and
             ``clickhouse_url=`` / ``duckdb=`` one by one; a keyword wins over the same field
             of `options`.
@@ -183,13 +242,14 @@ def text(
         (:mod:`clipsql.search.model_rerank`).
 
     Raises:
-        BadArgument: empty query, bad k, option or filter, an unknown keyword.
+        BadArgument: empty query, bad k, option, filter or output, an unknown keyword.
         NotFound: no vectors or unknown model.
         ModelError: a re-rank checkpoint that cannot be loaded or is no BLIP / BLIP-2
             image-text matching model (refused before the search runs).
     """
     check_text("query text", query, allow_empty=False)
     check_precision(precision)
+    check_output(output)
     opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
     reranker = reranker_for(opts, device, has_text=True, kind="a text search")
     # A store opened here is a cold search (the CLI's): the text tower its last text search
@@ -203,7 +263,16 @@ def text(
         vector = query_text_encoder(source, label, device, precision).embed_texts([query])[0]
         if store_key and remembered != (source, label):
             remember_query_model(store_key, source, label)
-        return _ranked(opened, check_query_vector(vector, dim), label, opts, flt, rerank_text=query, reranker=reranker)
+        return _ranked(
+            opened,
+            check_query_vector(vector, dim),
+            label,
+            opts,
+            flt,
+            rerank_text=query,
+            reranker=reranker,
+            output=output,
+        )
 
 
 def _store_key(store: StorePath | None, backend: Backend) -> str:
@@ -228,8 +297,9 @@ def image(
     device: str = "auto",
     db: Store | None = None,
     store: StorePath | None = None,
+    output: str = "pandas",
     **keywords,
-) -> pd.DataFrame:
+) -> pd.DataFrame | pa.Table:
     """Image -> photos (reverse image search): photos nearest to the image's embedding.
 
     Args:
@@ -244,13 +314,14 @@ def image(
         BadArgument: an unusable image or URL, bad k, option or filter, an unknown keyword,
             rerank="model:..." (it needs a query text).
     """
+    check_output(output)
     opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
     reranker_for(opts, device, has_text=False, kind="an image search")
     picture = load_image(source)
     with _open(db, store, backend) as opened:
         label, model_source, dim = resolve_model(opened, model)
         vector = cached_embedder(model_source, label, device, "image").embed_images([picture])[0]
-        return _ranked(opened, check_query_vector(vector, dim), label, opts, flt)
+        return _ranked(opened, check_query_vector(vector, dim), label, opts, flt, output=output)
 
 
 def similar(
@@ -262,8 +333,9 @@ def similar(
     model: str | None = None,
     db: Store | None = None,
     store: StorePath | None = None,
+    output: str = "pandas",
     **keywords,
-) -> pd.DataFrame:
+) -> pd.DataFrame | pa.Table:
     """Photos most similar to the indexed photo `photo_id` (the photo itself left out).
 
     Pure SQL (queries/similar_photos.sql): the query vector is the photo's stored vector, no
@@ -282,6 +354,7 @@ def similar(
         BadArgument: bad k, option or filter, an unknown keyword, rerank="model:..." (it
             needs a query text).
     """
+    check_output(output)
     opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
     reranker_for(opts, "cpu", has_text=False, kind="a similar-photo search")
     check_text("photo_id", photo_id, allow_empty=False)
@@ -289,15 +362,15 @@ def similar(
         label, _, dim = resolve_model(opened, model)
         if opts.rerank is not None:
             vector = check_query_vector(photo_vector(opened, photo_id, label), dim)
-            return _ranked(opened, vector, label, opts, flt, similar_to=photo_id)
+            return _ranked(opened, vector, label, opts, flt, similar_to=photo_id, output=output)
         # queries/similar_photos.sql reads the photo's vector itself: no second round trip.
         # Only when it finds nothing is the vector looked up, to tell an unknown photo apart.
         try:
-            frame = _ranked(opened, None, label, opts, flt, similar_to=photo_id)
+            frame = _ranked(opened, None, label, opts, flt, similar_to=photo_id, output=output)
         except Exception:
             photo_vector(opened, photo_id, label)  # NotFound for an unknown photo_id
             raise
-        if frame.empty:
+        if _is_empty(frame):
             photo_vector(opened, photo_id, label)
         return frame
 
@@ -316,8 +389,9 @@ def combined(
     precision: str = "fp32",
     db: Store | None = None,
     store: StorePath | None = None,
+    output: str = "pandas",
     **keywords,
-) -> pd.DataFrame:
+) -> pd.DataFrame | pa.Table:
     """Weighted text terms and images -> photos.
 
     The query vector is ``text_weight * sum(w_t * e(term)) + image_weight * sum(w_i * e(image))``
@@ -344,6 +418,7 @@ def combined(
         ModelError: as :func:`text`.
     """
     check_precision(precision)
+    check_output(output)
     opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
     terms = parse_terms(query) if query else []
     text_weight = check_float("text_weight", text_weight, -1e6, 1e6)
@@ -375,7 +450,14 @@ def combined(
             parts += [(v, image_weight * w) for v, (_, w) in zip(vectors, pictures)]
         vector = combine_vectors(parts)
         return _ranked(
-            opened, check_query_vector(vector, dim), label, opts, flt, rerank_text=rerank_text, reranker=reranker
+            opened,
+            check_query_vector(vector, dim),
+            label,
+            opts,
+            flt,
+            rerank_text=rerank_text,
+            reranker=reranker,
+            output=output,
         )
 
 
@@ -398,8 +480,9 @@ def crop(
     device: str = "auto",
     db: Store | None = None,
     store: StorePath | None = None,
+    output: str = "pandas",
     **keywords,
-) -> pd.DataFrame:
+) -> pd.DataFrame | pa.Table:
     """A region of an image -> photos (object query).
 
     Args:
@@ -417,6 +500,7 @@ def crop(
             bad option or filter, an unknown keyword, rerank="model:..." (it needs a query text).
         NotFound: a missing image file, or no cached image for `photo_id`.
     """
+    check_output(output)
     opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
     reranker_for(opts, device, has_text=False, kind="a crop search")
     if (source is None) == (photo_id is None):
@@ -433,7 +517,7 @@ def crop(
         region = picture.crop(crop_box(picture.size, box))
         label, model_source, dim = resolve_model(opened, model)
         vector = cached_embedder(model_source, label, device, "image").embed_images([region])[0]
-        return _ranked(opened, check_query_vector(vector, dim), label, opts, flt)
+        return _ranked(opened, check_query_vector(vector, dim), label, opts, flt, output=output)
 
 
 def duplicates(

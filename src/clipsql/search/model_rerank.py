@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import pandas as pd
 
 from ..cache import cached_image
 from ..db import Store
@@ -60,7 +59,8 @@ from .inputs import MAX_IMAGE_BYTES
 from .options import SearchOptions
 from .sql import photo_frame, search_photos
 
-if TYPE_CHECKING:  # torch and PIL load with a model or an image, not with this module
+if TYPE_CHECKING:  # torch, PIL and pandas load with a model, an image or a DataFrame, not with this module
+    import pandas as pd
     import torch
     from PIL.Image import Image
 

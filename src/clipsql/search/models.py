@@ -38,19 +38,20 @@ def lookup_model(db: Store, model: str | None = None) -> tuple[str, str, int]:
     Raises:
         NotFound: no such model in the store, or no model at all.
     """
+    # Rows as dicts from Arrow, of the columns read here (pyarrow converts a nanosecond
+    # timestamp through pandas): a search loads no pandas (the CLI prints from Arrow).
     if model is not None:
-        found = get_query("model_lookup").run(db, model=model)
-        if not found.empty:
-            row = found.iloc[0]
+        found = _rows(get_query("model_lookup").run_arrow(db, model=model), "model", "model_source", "dim")
+        if found:
+            row = found[0]
             return str(row["model"]), str(row["model_source"]), int(row["dim"])
-    models = get_query("models").run(db, min_vectors=1)
-    if models.empty:
+    models = _rows(get_query("models").run_arrow(db, min_vectors=1), "model", "model_source", "dim", "complete")
+    if not models:
         raise NotFound(f"{db.description} holds no vectors yet: run `clipsql refresh` first")
     if model is not None:
-        raise NotFound(
-            f"model {model[:200]!r} has no vectors in {db.description}; stored: {', '.join(models['model'])}"
-        )
-    row = models.iloc[0]
+        stored = ", ".join(str(r["model"]) for r in models)
+        raise NotFound(f"model {model[:200]!r} has no vectors in {db.description}; stored: {stored}")
+    row = models[0]
     if int(row.get("complete", 1)) != 1:
         log.warning(
             "no model in %s has finished a refresh yet; searching %s, whose vectors may not cover every photo",
@@ -58,3 +59,8 @@ def lookup_model(db: Store, model: str | None = None) -> tuple[str, str, int]:
             row["model"],
         )
     return str(row["model"]), str(row["model_source"]), int(row["dim"])
+
+
+def _rows(table, *columns: str) -> list[dict]:
+    """The rows of `columns` of a pyarrow Table, those of them it has, as dicts."""
+    return table.select([c for c in columns if c in table.column_names]).to_pylist()

@@ -5,9 +5,9 @@ relevance (:func:`mmr_order`)."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from ..db import Store
 from .checks import MAX_K, MAX_OVERFETCH
@@ -15,6 +15,9 @@ from .filters import Filters
 from .options import SearchOptions
 from .sql import photo_frame, run_query, search_photos
 from .vectors import photo_vectors
+
+if TYPE_CHECKING:  # pandas loads with the first DataFrame made, not with this module
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
