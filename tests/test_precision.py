@@ -183,6 +183,34 @@ def test_a_new_process_embeds_a_query_without_torch_or_transformers(checkpoints,
     np.testing.assert_allclose(result["vector"], expected, atol=1e-4)
 
 
+def test_a_cli_text_search_prints_what_the_api_finds_without_loading_pandas_torch_or_transformers(
+    checkpoints, tmp_path
+):
+    # The cold CLI search's budget (issue 15): its result travels as Arrow and is printed
+    # from there; what it prints is what the Python API's DataFrame renders to.
+    from clipsql import refresh, search
+    from clipsql.cli_search import render_frame
+    from etl_support import subprocess_env
+
+    folder, store = _photo_folder(tmp_path, 5), tmp_path / "store"
+    refresh(folder, model=checkpoints["metaclip_2"], store=store, progress=False)
+    frame = search.text("a red square", k=4, store=store)
+    for fmt in ("table", "csv"):
+        script = (
+            "import json, sys\n"
+            "from clipsql.cli import main\n"
+            f"code = main(['search', 'text', 'a red square', '-k', '4', '--format', {fmt!r}, '--store', {str(store)!r}])\n"
+            "loaded = [m for m in ('pandas', 'torch', 'transformers') if m in sys.modules]\n"
+            "print(json.dumps({'code': code, 'loaded': loaded}), file=sys.stderr)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script], env=subprocess_env(), capture_output=True, text=True, timeout=120
+        )
+        assert json.loads(out.stderr.strip().splitlines()[-1]) == {"code": 0, "loaded": []}, out.stderr
+        columns = ["photo_id", "distance", "description", "photo_url"]
+        assert out.stdout == render_frame(frame, fmt, table_columns=columns) + "\n"
+
+
 def test_the_refresh_records_each_vectors_precision(checkpoints, tmp_path):
     from clipsql import refresh
     from clipsql.db import open_store

@@ -6,12 +6,15 @@ from __future__ import annotations
 import io
 import json
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 import searchdata
 from clipsql import search
 from clipsql.cli import main
+from clipsql.cli_search import render_frame, render_photo_table
 from clipsql.db import open_store
 from conftest import jpeg_bytes
 
@@ -55,6 +58,57 @@ def test_text_search_formats_match_the_api(stores, capsys):
     code, out, _ = run(capsys, "search", "text", "a red car", "-k", 4, *opts)
     assert out.splitlines()[0].split() == ["photo_id", "distance", "description", "photo_url"]
     assert len(out.splitlines()) == 5
+
+
+#: Text a photo's description and URL may hold (a hostile release, a hand-made INSERT).
+HOSTILE_TEXTS = [
+    None,
+    "",
+    "a dog",
+    "x" * 59,
+    "x" * 60,
+    "y" * 61,
+    "long " * 40,
+    "tab\there",
+    "two\nlines",
+    "carriage\rreturn\r\n",
+    'comma, "quoted" field',
+    "ünïcödé 日本語 🐕" * 5,
+    "  leading and trailing  ",
+    "back\\slash",
+    "\x00nul",
+]
+
+
+def _photo_tables(seed: int):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 12))
+    texts = [[HOSTILE_TEXTS[i] for i in row] for row in rng.integers(0, len(HOSTILE_TEXTS), (3, n))]
+    distances = np.concatenate([[0.0, -1.2e-7, 1e-9, 2.0, 1.99995, 0.00005][: n // 2], rng.random(n) * 2])[:n]
+    ids = [f"p{i:0{int(rng.integers(1, 6))}d}" for i in range(n)]
+    return pa.table(
+        {
+            "photo_id": ids,
+            "distance": pa.array(distances, pa.float64()),
+            "description": pa.array(texts[0], pa.string()),
+            "photo_url": pa.array(texts[1], pa.string()),
+            "photo_image_url": pa.array(texts[2], pa.string()),
+        }
+    )
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_photo_table_prints_as_its_dataframe_prints(seed):
+    # The CLI prints a photo search from Arrow (no pandas in a cold search): the text is the
+    # one the DataFrame of the same rows renders to, whatever the values hold.
+    table = _photo_tables(seed)
+    columns = ["photo_id", "distance", "description", "photo_url"]
+    frame = table.to_pandas()
+    assert render_photo_table(table, "table", columns) == render_frame(frame, "table", table_columns=columns)
+    assert render_photo_table(table, "csv", columns) == render_frame(frame, "csv", table_columns=columns)
+    empty = table.slice(0, 0)
+    assert render_photo_table(empty, "table", columns) == render_frame(empty.to_pandas(), "table", columns)
+    assert render_photo_table(empty, "csv", columns) == render_frame(empty.to_pandas(), "csv", columns)
 
 
 def test_filters_paging_and_rerank_options_reach_the_query(stores, capsys):

@@ -294,7 +294,7 @@ def _common(args: argparse.Namespace, *, device: bool = True) -> dict:
         mmr_lambda=args.mmr_lambda,
         overfetch=args.overfetch,
     )
-    common = dict(options=options, filters=filters, model=args.model, **_store_kwargs(args))
+    common = dict(options=options, filters=filters, model=args.model, output=_output(args), **_store_kwargs(args))
     if device:
         common["device"] = args.device
     return common
@@ -339,7 +339,7 @@ def _no_searchable_photos(args: argparse.Namespace) -> str | None:
             label, _, dim = search.resolve_model(db, args.model)
             probe = np.zeros(dim, dtype=np.float32)
             probe[0] = 1.0
-            if search.nearest(db, probe, model=label, k=1).empty:
+            if search.nearest(db, probe, model=label, k=1, output="arrow").num_rows == 0:
                 return (
                     f"no results: {db.description} has no searchable photos for model {label!r} (none loaded, "
                     f"or all flagged deleted); run `clipsql refresh`"
@@ -360,19 +360,32 @@ def _why_empty(args: argparse.Namespace, what: str = "photos") -> str:
     return _no_searchable_photos(args) or "(no results)"
 
 
-def _photos_out(args: argparse.Namespace, frame, title: str) -> int:
+def _output(args: argparse.Namespace) -> str:
+    """The form a photo search's result is asked in: a pyarrow Table, printed without loading
+    pandas (0.3-0.4 s of a cold `clipsql search text`, bench/cold_search.py); a DataFrame
+    for a re-ranked search (the re-rankings work in pandas, and load torch besides)."""
+    return "arrow" if args.rerank is None else "pandas"
+
+
+def _photos_out(args: argparse.Namespace, result, title: str) -> int:
+    """Print a photo search's result (a DataFrame, or a pyarrow Table where :func:`_output`
+    asked for one) in `args.format`, and write `args.html`."""
+    arrow = _output(args) == "arrow"
     columns = ["photo_id", "distance", "description", "photo_url"]
-    if RERANK_SCORE in frame.columns:  # a model re-ranking: its score beside the distance
-        columns.insert(2, RERANK_SCORE)
-    if frame.empty and args.format == "table":
+    if RERANK_SCORE in result.column_names if arrow else RERANK_SCORE in result.columns:
+        columns.insert(2, RERANK_SCORE)  # a model re-ranking: its score beside the distance
+    if (result.num_rows == 0 if arrow else result.empty) and args.format == "table":
         print(_why_empty(args))
-    else:
-        print(render_frame(frame, args.format, table_columns=columns))
-    _unscored_note(frame)
+    elif arrow and args.format in ("table", "csv"):
+        print(render_photo_table(result, args.format, table_columns=columns))
+    else:  # JSON is pandas' (its number and escaping rules kept)
+        print(render_frame(result.to_pandas() if arrow else result, args.format, table_columns=columns))
+    if not arrow:
+        _unscored_note(result)
     if args.html:
         from .render import write_html_grid
 
-        write_html_grid(frame, args.html, _image_dir(args), title=title)
+        write_html_grid(result.to_pandas() if arrow else result, args.html, _image_dir(args), title=title)
     return 0
 
 
@@ -494,7 +507,72 @@ def render_frame(frame, fmt: str, table_columns: list[str] | None = None) -> str
     if RERANK_SCORE in shown.columns:  # NaN: a photo the re-ranker had no image of, shown empty
         shown = shown.assign(**{RERANK_SCORE: ["" if math.isnan(x) else f"{x:.4f}" for x in shown[RERANK_SCORE]]})
     floats = {c: float for c in shown.columns if c == "distance"}
-    return shown.fillna("").astype(floats).to_string(index=False, max_colwidth=60, float_format=lambda x: f"{x:.4f}")
+    return (
+        shown.fillna("")
+        .astype(floats)
+        .to_string(index=False, max_colwidth=TABLE_MAX_COLWIDTH, float_format=lambda x: f"{x:.4f}")
+    )
+
+
+#: The widest a table cell is printed, characters; a longer value ends in "..." (pandas'
+#: ``max_colwidth``, as :func:`render_frame` passes it).
+TABLE_MAX_COLWIDTH = 60
+#: What pandas' ``to_string`` writes for these characters of a text cell (pprint_thing's escapes).
+_TABLE_ESCAPES = str.maketrans({"\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def render_photo_table(table, fmt: str, table_columns: list[str] | None = None) -> str:
+    """A photo result held as a pyarrow Table (text and float64 columns), as text, the same
+    text :func:`render_frame` gives for it as a DataFrame (tests/test_search_cli.py holds
+    them equal), without loading pandas: 'table' (aligned, the given columns) or 'csv'.
+
+    The table follows pandas' ``to_string(index=False)``: every cell right-aligned to its
+    column's widest, columns one space apart, a float column's header one space wider
+    (pandas leaves room for a sign), floats with 4 decimals, tabs and line breaks escaped,
+    cells over :data:`TABLE_MAX_COLWIDTH` characters cut to end in "...", nulls empty.
+    CSV is the csv module's minimal quoting, as pandas writes it.
+
+    Raises:
+        BadArgument: a format other than 'table' or 'csv' (JSON goes through pandas).
+    """
+    import pyarrow as pa
+
+    if fmt == "csv":
+        import csv
+        import io
+
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(table.column_names)
+        rows = zip(*(_csv_cells(table.column(name).to_pylist()) for name in table.column_names))
+        writer.writerows(rows)
+        return out.getvalue().rstrip("\n")
+    if fmt != "table":
+        raise BadArgument(f"format must be table or csv for a photo table, got {fmt!r}")
+    shown = table.select(table_columns) if table_columns else table
+    if shown.num_rows == 0:
+        return "(no results)"
+    columns = []
+    for name in shown.column_names:
+        column = shown.column(name)
+        values = column.to_pylist()
+        if pa.types.is_floating(column.type):
+            header, cells = " " + name, ["" if v is None else f"{v:.4f}" for v in values]
+        else:
+            header, cells = name, [_table_cell(v) for v in values]
+        width = max(len(header), *(len(c) for c in cells))
+        columns.append([header.rjust(width)] + [c.rjust(width) for c in cells])
+    return "\n".join(" ".join(line) for line in zip(*columns))
+
+
+def _csv_cells(values: list) -> list:
+    # pandas writes a null, and a float NaN, as an empty field.
+    return ["" if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values]
+
+
+def _table_cell(value) -> str:
+    text = "" if value is None else str(value).translate(_TABLE_ESCAPES)
+    return text if len(text) <= TABLE_MAX_COLWIDTH else text[: TABLE_MAX_COLWIDTH - 3] + "..."
 
 
 #: The vector width the printed DDL shows its approximate-index table for (CLIP ViT-B/32).
