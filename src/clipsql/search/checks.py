@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -64,6 +65,17 @@ def check_float(name: str, value, low: float, high: float) -> float:
     value = float(value)
     if not math.isfinite(value) or not low <= value <= high:
         raise BadArgument(f"{name} must be a finite number from {low:g} to {high:g}, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value, choices: Sequence[str]) -> str:
+    """`value` when it is one of `choices`.
+
+    Raises:
+        BadArgument: any other value (unhashable ones included).
+    """
+    if not isinstance(value, str) or value not in choices:
+        raise BadArgument(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 

@@ -35,7 +35,7 @@ from ..embed import (
 )
 from ..precision import check_precision
 from ..errors import BadArgument, NotFound
-from .checks import MAX_OFFSET, check_float, check_int, check_k, check_text
+from .checks import MAX_OFFSET, check_choice, check_float, check_int, check_k, check_text
 from .filters import Filters
 from .inputs import crop_box, load_image
 from .model_rerank import UNSCORED_ATTR, ItmReranker, model_reranked, reranker_for
@@ -54,17 +54,6 @@ StorePath = str | os.PathLike
 #: Table of the same columns, made without loading pandas (the CLI prints it: importing
 #: pandas is 0.3-0.4 s of a cold `clipsql search text`, bench/cold_search.py).
 OUTPUTS = ("pandas", "arrow")
-
-
-def check_output(output: str) -> str:
-    """`output` if it is one of :data:`OUTPUTS`.
-
-    Raises:
-        BadArgument: any other value.
-    """
-    if output not in OUTPUTS:
-        raise BadArgument(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
-    return output
 
 
 def _as_output(frame: pd.DataFrame, output: str) -> pd.DataFrame | pa.Table:
@@ -189,7 +178,7 @@ def nearest(
     """
     # Checked before any SQL runs; its width against the model's once the model is looked up.
     vector = check_query_vector(query_vec)
-    check_output(output)
+    check_choice("output", output, OUTPUTS)
     opts, flt, _ = fold_keywords(keywords, options, filters, backend=False, k=k)
     reranker_for(opts, "cpu", has_text=False, kind="a vector search")
     label, _, dim = resolve_model(db, model)
@@ -249,7 +238,7 @@ def text(
     """
     check_text("query text", query, allow_empty=False)
     check_precision(precision)
-    check_output(output)
+    check_choice("output", output, OUTPUTS)
     opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
     reranker = reranker_for(opts, device, has_text=True, kind="a text search")
     # A store opened here is a cold search (the CLI's): the text tower its last text search
@@ -314,7 +303,7 @@ def image(
         BadArgument: an unusable image or URL, bad k, option or filter, an unknown keyword,
             rerank="model:..." (it needs a query text).
     """
-    check_output(output)
+    check_choice("output", output, OUTPUTS)
     opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
     reranker_for(opts, device, has_text=False, kind="an image search")
     picture = load_image(source)
@@ -354,7 +343,7 @@ def similar(
         BadArgument: bad k, option or filter, an unknown keyword, rerank="model:..." (it
             needs a query text).
     """
-    check_output(output)
+    check_choice("output", output, OUTPUTS)
     opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
     reranker_for(opts, "cpu", has_text=False, kind="a similar-photo search")
     check_text("photo_id", photo_id, allow_empty=False)
@@ -418,7 +407,7 @@ def combined(
         ModelError: as :func:`text`.
     """
     check_precision(precision)
-    check_output(output)
+    check_choice("output", output, OUTPUTS)
     opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
     terms = parse_terms(query) if query else []
     text_weight = check_float("text_weight", text_weight, -1e6, 1e6)
@@ -500,7 +489,7 @@ def crop(
             bad option or filter, an unknown keyword, rerank="model:..." (it needs a query text).
         NotFound: a missing image file, or no cached image for `photo_id`.
     """
-    check_output(output)
+    check_choice("output", output, OUTPUTS)
     opts, flt, backend = fold_keywords(keywords, options, filters, k=k)
     reranker_for(opts, device, has_text=False, kind="a crop search")
     if (source is None) == (photo_id is None):
