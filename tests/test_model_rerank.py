@@ -254,6 +254,13 @@ def test_text_search_reranked_is_a_permutation_of_its_candidates(stores, checkpo
             ranked = search.text("a dog on the beach", 12, db=db, device="cpu", rerank=rerank, overfetch=1)
         cached = [open_rgb((db.image_dir / f"{p}.jpg").read_bytes()) for p in plain["photo_id"][UNCACHED:]]
         paged = search.text("a dog on the beach", 3, db=db, device="cpu", rerank=rerank, overfetch=2, offset=2)
+        as_arrow = search.text(
+            "a dog on the beach", 12, db=db, device="cpu", rerank=rerank, overfetch=1, output="arrow"
+        )
+    # The Arrow form: the same rows, no score where there was no image, the unscored in its metadata.
+    assert as_arrow.column("photo_id").to_pylist() == ranked["photo_id"].tolist()
+    assert as_arrow.column("rerank_score").null_count == UNCACHED
+    assert json.loads(as_arrow.schema.metadata[b"rerank_unscored"]) == ranked.attrs["rerank_unscored"]
     assert list(ranked.columns) == search.PHOTO_COLUMNS + ["rerank_score"]
     assert sorted(ranked["photo_id"]) == sorted(plain["photo_id"]) and ranked["photo_id"].is_unique
     by_id = plain.set_index("photo_id")["distance"]
