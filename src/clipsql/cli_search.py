@@ -372,8 +372,8 @@ def _photos_out(args: argparse.Namespace, result, title: str) -> int:
     asked for one) in `args.format`, and write `args.html`."""
     arrow = _output(args) == "arrow"
     columns = ["photo_id", "distance", "description", "photo_url"]
-    if RERANK_SCORE in result.column_names if arrow else RERANK_SCORE in result.columns:
-        columns.insert(2, RERANK_SCORE)  # a model re-ranking: its score beside the distance
+    if not arrow and RERANK_SCORE in result.columns:  # a model re-ranking (always a DataFrame)
+        columns.insert(2, RERANK_SCORE)  # its score beside the distance
     if (result.num_rows == 0 if arrow else result.empty) and args.format == "table":
         print(_why_empty(args))
     elif arrow and args.format in ("table", "csv"):
